@@ -1,0 +1,240 @@
+"""``EmailEvents``: binds a registry to a Celery app, a session factory and a sender."""
+
+from __future__ import annotations
+
+import difflib
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from celery import Celery, Task
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from . import pipeline, store
+from .errors import ConfigurationError, EmitArgumentError, EmitValueError, UnknownEventError
+from .introspect import Callee
+from .outcomes import RunResult
+from .registry import Event, Registry, load_registry
+from .senders.base import Sender
+
+__all__ = ["EmailEvents", "Receipt", "emit"]
+
+MAX_CUID_LENGTH = 255
+
+_default: EmailEvents | None = None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What ``emit()`` answers: the event id that follows the email everywhere."""
+
+    event_key: str
+    event_id: str
+    task_name: str
+
+
+class EventTask(Task):  # type: ignore[misc]  # celery ships no type hints
+    """The base of every generated task: checks arguments before anything is published.
+
+    Positional arguments (old ``.delay(user_cuid, org_cuid, entity_cuid)`` call sites) are turned
+    into keyword arguments in the event's declared order, so what travels is always by name.
+    """
+
+    event: ClassVar[Event | None] = None
+    engine: ClassVar[EmailEvents | None] = None
+
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        if self.event is not None:
+            kwargs = bind_cuids(self.event, tuple(args or ()), dict(kwargs or {}))
+            args = ()
+        return super().apply_async(args, kwargs, **options)
+
+
+class EmailEvents:
+    """The email events of one application.
+
+    Args:
+        registry: path to ``events.yaml``, or a loaded :class:`~emailevents.registry.Registry`.
+        celery: the application's Celery app; one task per event is registered on it.
+        session_factory: a sessionmaker; each task run opens and closes its own session.
+        sender: where messages go (:class:`~emailevents.senders.PostmarkSender`, an outbox...).
+        context: values expressions may name beyond entities: plain values, or callables called
+            with the event's entities whose names match their parameters (and ``session``).
+        set_default: make this the instance the module-level :func:`emit` uses.
+
+    Raises:
+        RegistryError: the registry has problems, or names context values not given here.
+    """
+
+    def __init__(
+        self,
+        registry: str | Path | Registry,
+        *,
+        celery: Celery,
+        session_factory: Callable[[], Session],
+        sender: Sender,
+        context: Mapping[str, Any] | None = None,
+        set_default: bool = True,
+    ) -> None:
+        self.registry = registry if isinstance(registry, Registry) else load_registry(registry)
+        context = dict(context or {})
+        self.registry.check_context(context)
+        self.celery = celery
+        self.session_factory = session_factory
+        self.sender = sender
+        self.runtime = pipeline.Runtime(
+            session_factory=session_factory,
+            sender=sender,
+            context={key: _bind_context(event, context) for key, event in self.events.items()},
+            toggles=self.registry.toggles,
+        )
+        self.tasks: dict[str, Task] = {
+            key: self._register(event) for key, event in self.events.items()
+        }
+        if set_default:
+            global _default  # noqa: PLW0603 - the module-level emit() needs one instance
+            _default = self
+
+    @property
+    def events(self) -> Mapping[str, Event]:
+        return self.registry.events
+
+    def emit(self, event_key: str, /, **cuids: str) -> Receipt:
+        """Queue ``event_key`` for the entities named by ``cuids``.
+
+        Everything is checked before anything is queued.
+
+        Raises:
+            UnknownEventError: no such event (the message suggests the nearest key).
+            EmitArgumentError: an entity name is missing or unexpected, or a CUID is not a string.
+            EmitValueError: a CUID is empty or too long.
+        """
+        event = self.event(event_key)
+        bound = bind_cuids(event, (), cuids)
+        event_id = str(uuid.uuid4())
+        self.tasks[event_key].apply_async(kwargs=bound, task_id=event_id)
+        return Receipt(event_key, event_id, event.task_name)
+
+    def event(self, event_key: str) -> Event:
+        """The compiled event ``event_key``.
+
+        Raises:
+            UnknownEventError: no such event.
+        """
+        try:
+            return self.events[event_key]
+        except (KeyError, TypeError):
+            close = difflib.get_close_matches(str(event_key), list(self.events), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise UnknownEventError(
+                f"unknown email event {event_key!r}{hint} (events are declared in "
+                f"{self.registry.source})"
+            ) from None
+
+    def run(self, event_key: str, event_id: str, **cuids: str) -> RunResult:
+        """Run one emit here and now, in this process (what the task does on a worker)."""
+        event = self.event(event_key)
+        return pipeline.run(self.runtime, event, event_id, bind_cuids(event, (), cuids))
+
+    def create_tables(self, engine: Engine) -> None:
+        """Create the engine's own tables (delivery log, org settings); for tests and demos."""
+        store.metadata.create_all(engine)
+
+    def set_toggle(self, session: Session, org_key: str, toggle_key: str, enabled: bool) -> None:
+        """Switch an email toggle on or off for an org in the engine's own settings table."""
+        store.set_toggle(session, org_key, toggle_key, enabled)
+
+    def _register(self, event: Event) -> Task:
+        engine = self
+
+        def run(task: Task, *args: str, **kwargs: str) -> RunResult:
+            cuids = bind_cuids(event, args, kwargs)
+            return pipeline.run(engine.runtime, event, task.request.id, cuids)
+
+        run.__name__ = event.task_name.rpartition(".")[2]
+        run.__qualname__ = run.__name__
+        run.__doc__ = f"Send the '{event.key}' email ({event.spec.template})."
+        return self.celery.task(
+            run,
+            name=event.task_name,
+            base=EventTask,
+            bind=True,
+            shared=False,
+            lazy=False,
+            event=event,
+            engine=engine,
+            acks_late=True,
+            ignore_result=True,
+        )
+
+
+def emit(event_key: str, /, **cuids: str) -> Receipt:
+    """Emit through the most recently created :class:`EmailEvents`; see :meth:`EmailEvents.emit`.
+
+    Raises:
+        ConfigurationError: no EmailEvents instance has been created in this process.
+    """
+    if _default is None:
+        raise ConfigurationError(
+            "emailevents.emit() needs an EmailEvents instance: create one with "
+            "EmailEvents('events.yaml', celery=..., session_factory=..., sender=...) at start-up"
+        )
+    return _default.emit(event_key, **cuids)
+
+
+def bind_cuids(event: Event, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, str]:
+    """Entity name -> CUID from positional (declared order) and named arguments, checked."""
+    names = event.entity_names
+    where = f"event '{event.key}'"
+    if len(args) > len(names):
+        raise EmitArgumentError(
+            f"{where} takes {len(names)} CUIDs ({', '.join(names)}), got {len(args)} positional"
+        )
+    bound = dict(zip(names, args, strict=False))
+    for name, value in kwargs.items():
+        if name in bound:
+            raise EmitArgumentError(f"{where}: '{name}' given both by position and by name")
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise EmitArgumentError(
+                f"{where} has no entity '{name}'{hint} (it takes {', '.join(names)})"
+            )
+        bound[name] = value
+    missing = [n for n in names if n not in bound]
+    if missing:
+        raise EmitArgumentError(
+            f"{where} is missing {', '.join(missing)} (it takes {', '.join(names)})"
+        )
+    for name in names:
+        value = bound[name]
+        if not isinstance(value, str):
+            raise EmitArgumentError(
+                f"{where}: '{name}' must be a CUID string, got {type(value).__name__} "
+                f"(pass {name}=obj.cuid, not the object)"
+            )
+        if not value.strip() or len(value) > MAX_CUID_LENGTH or value != value.strip():
+            raise EmitValueError(
+                f"{where}: '{name}' is not a CUID: {value[:40]!r} (empty, padded with spaces, "
+                f"or longer than {MAX_CUID_LENGTH} characters)"
+            )
+    return {name: bound[name] for name in names}
+
+
+def _bind_context(event: Event, context: Mapping[str, Any]) -> dict[str, Any]:
+    available = {*event.entity_names, "session"}
+    bound: dict[str, Any] = {}
+    for name in sorted(event.context_names):
+        value = context[name]
+        bound[name] = (
+            Callee.bind(value, available, f"context '{name}'") if callable(value) else value
+        )
+    return bound

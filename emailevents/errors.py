@@ -1,0 +1,65 @@
+"""The exceptions emailevents raises: one root; leaves also inherit the built-in they resemble."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class EmailEventsError(Exception):
+    """Raised for every error emailevents itself reports; the root of all others."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a registry, with where it is."""
+
+    message: str
+    file: str = "<registry>"
+    line: int = 0
+    column: int = 0
+    hint: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        hint = f" ({self.hint})" if self.hint else ""
+        return f"{where}: {self.message}{hint}"
+
+
+class RegistryError(EmailEventsError, ValueError):
+    """Raised when a registry cannot be loaded; lists every problem found, not just the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = tuple(problems)
+        count = len(problems)
+        head = f"{count} problem{'s' if count != 1 else ''} in the email registry:"
+        super().__init__("\n".join([head, *(f"  {p}" for p in problems)]))
+
+
+class ConfigurationError(EmailEventsError, RuntimeError):
+    """Raised when emailevents is set up wrongly; the message names the setting to fix."""
+
+
+class EmitError(EmailEventsError):
+    """Raised when `emit()` is called wrongly; nothing has been queued."""
+
+
+class UnknownEventError(EmitError, LookupError):
+    """Raised when `emit()` names an event the registry does not declare."""
+
+
+class EmitArgumentError(EmitError, TypeError):
+    """Raised when `emit()` gets missing, unexpected or non-string entity arguments."""
+
+
+class EmitValueError(EmitError, ValueError):
+    """Raised when `emit()` gets an empty or malformed CUID."""
+
+
+class ExpressionError(EmailEventsError, ValueError):
+    """Raised when an expression does not parse, or names something it may not reach."""
+
+    def __init__(self, message: str, *, source: str, offset: int) -> None:
+        self.source = source
+        self.offset = offset
+        super().__init__(f"{message} at column {offset + 1} of {source!r}")
+        self.reason = message

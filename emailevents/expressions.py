@@ -1,0 +1,165 @@
+"""The ``{entity.attr}`` expression language: parse once, check, render many times.
+
+A template is literal text with ``{name.attr.attr}`` paths; ``{{`` and ``}}`` stand for literal
+braces. Names are ASCII identifiers that do not start with ``_``: no calls, no indexing, no
+private or dunder attributes. Nothing here ever calls ``str.format`` on user data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import EmailEventsError, ExpressionError
+
+__all__ = ["Path", "RenderError", "Template", "parse"]
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029\x85\x0b\x0c]+")
+
+
+class RenderError(EmailEventsError, ValueError):
+    """Raised when reading an attribute of an entity fails while rendering an expression."""
+
+    def __init__(self, path: Path, cause: BaseException) -> None:
+        self.path = path
+        super().__init__(f"reading {{{path}}} failed: {type(cause).__name__}: {cause}")
+
+
+@dataclass(frozen=True)
+class Path:
+    """One ``{root.attr.attr}`` reference; ``offset`` is where its ``{`` stands in the source."""
+
+    root: str
+    attrs: tuple[str, ...]
+    offset: int
+
+    def __str__(self) -> str:
+        return ".".join((self.root, *self.attrs))
+
+    def resolve(self, values: Mapping[str, Any]) -> Any:
+        """Follow the path from ``values[root]``; a ``None`` on the way gives ``None``."""
+        value = values[self.root]
+        for attr in self.attrs:
+            if value is None:
+                return None
+            try:
+                value = getattr(value, attr)
+            except Exception as exc:
+                raise RenderError(self, exc) from exc
+        return value
+
+
+@dataclass(frozen=True)
+class Template:
+    """A parsed template: literal strings and paths, in order."""
+
+    source: str
+    parts: tuple[str | Path, ...]
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return tuple(p for p in self.parts if isinstance(p, Path))
+
+    @property
+    def single_path(self) -> Path | None:
+        """The path when the template is exactly one ``{path}`` and nothing else."""
+        if len(self.parts) == 1 and isinstance(self.parts[0], Path):
+            return self.parts[0]
+        return None
+
+    def render(self, values: Mapping[str, Any]) -> Any:
+        """Render; a lone ``{path}`` keeps its value's type (a number stays a number)."""
+        single = self.single_path
+        if single is not None:
+            return single.resolve(values)
+        return self.render_text(values)
+
+    def render_text(self, values: Mapping[str, Any], *, single_line: bool = False) -> str:
+        """Render to a string; ``single_line`` folds line breaks to spaces (mail headers)."""
+        out = [p if isinstance(p, str) else _text(p.resolve(values)) for p in self.parts]
+        text = "".join(out)
+        if single_line:
+            text = _LINE_BREAKS.sub(" ", text).strip()
+        return text
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def parse(source: str) -> Template:
+    """Parse ``source`` into a Template.
+
+    Raises:
+        ExpressionError: the source is not a valid template; the error gives the column.
+    """
+    if not isinstance(source, str):
+        raise ExpressionError("an expression must be a string", source=repr(source), offset=0)
+    parts: list[str | Path] = []
+    literal: list[str] = []
+    i, end = 0, len(source)
+    while i < end:
+        char = source[i]
+        if char == "{" and source.startswith("{{", i):
+            literal.append("{")
+            i += 2
+        elif char == "}":
+            if not source.startswith("}}", i):
+                raise ExpressionError(
+                    "unmatched '}' (write '}}' for a literal brace)", source=source, offset=i
+                )
+            literal.append("}")
+            i += 2
+        elif char == "{":
+            close = source.find("}", i + 1)
+            if close == -1:
+                raise ExpressionError(
+                    "'{' is never closed (write '{{' for a literal brace)", source=source, offset=i
+                )
+            if literal:
+                parts.append("".join(literal))
+                literal.clear()
+            parts.append(_parse_path(source, i, close))
+            i = close + 1
+        else:
+            literal.append(char)
+            i += 1
+    if literal:
+        parts.append("".join(literal))
+    return Template(source=source, parts=tuple(parts))
+
+
+def _parse_path(source: str, start: int, close: int) -> Path:
+    body = source[start + 1 : close]
+    if not body:
+        raise ExpressionError(
+            "empty '{}'; name a value like {org.name}", source=source, offset=start
+        )
+    names = body.split(".")
+    offset = start + 1
+    for name in names:
+        if name.startswith("_"):
+            raise ExpressionError(
+                f"'{name}' starts with '_'; private attributes cannot be used",
+                source=source,
+                offset=offset,
+            )
+        match = _NAME.match(name)
+        if match is None or match.end() != len(name):
+            bad = name[match.end()] if match else (name[:1] or ".")
+            raise ExpressionError(
+                f"unexpected {bad!r} in {{{body}}}; expressions are dotted names like "
+                "{org.name}: no calls, indexing, spaces or operators",
+                source=source,
+                offset=offset + (match.end() if match else 0),
+            )
+        offset += len(name) + 1
+    return Path(root=names[0], attrs=tuple(names[1:]), offset=start)

@@ -1,0 +1,368 @@
+"""One task run, top to bottom: the whole life of one emit.
+
+load entities -> org toggle -> context values -> recipients -> TemplateModel -> claim each
+recipient in the delivery log -> send -> record each outcome. Every run ends in a recorded
+outcome per recipient, or one for the whole emit, and each is logged with the event key and id.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from . import store
+from .addresses import format_address, parse_address
+from .errors import ConfigurationError
+from .expressions import RenderError
+from .outcomes import Outcome, Reason, RunResult, Status
+from .registry import Event
+from .senders.base import Message, Sender, SendResult, SendStatus
+
+__all__ = ["Runtime", "run"]
+
+logger = logging.getLogger("emailevents")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a run needs from the engine; built once by :class:`~emailevents.EmailEvents`."""
+
+    session_factory: Callable[[], Session]
+    sender: Sender
+    context: Mapping[str, Mapping[str, Any]]
+    """Per event key: its context values, callables already bound to their parameter names."""
+    toggles: Callable[[Session, Any, str], bool] | None = None
+
+
+class _Stop(Exception):  # noqa: N818 - control flow, never escapes this module
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+
+
+@dataclass(frozen=True)
+class _Recipient:
+    key: str
+    address: str
+
+
+def run(rt: Runtime, event: Event, event_id: str, cuids: Mapping[str, str]) -> RunResult:
+    """Run one emit of ``event`` and return every outcome; each is also logged and recorded."""
+    with rt.session_factory() as session:
+        try:
+            entities = load_entities(session, event, cuids)
+            check_toggle(rt, session, event, entities)
+            values = {**entities, **context_values(rt, session, event, entities)}
+            recipients, rejected = resolve_recipients(session, event, values)
+            template_model = build_template_model(session, event, values)
+        except _Stop as stop:
+            outcomes = [stop.outcome]
+            record_skips(session, event, event_id, outcomes)
+            return finish(event, event_id, outcomes)
+        except Exception as exc:
+            # A bug or outage in application code (a context or recipients callable): record
+            # why, then let Celery see the error and its traceback.
+            session.rollback()
+            failed = Outcome(
+                Status.FAILED, Reason.APPLICATION_ERROR, detail=f"{type(exc).__name__}: {exc}"
+            )
+            try:
+                record_skips(session, event, event_id, [failed])
+            except Exception:
+                logger.exception(
+                    "event=%s event_id=%s could not record its failure", event.key, event_id
+                )
+            finish(event, event_id, [failed])
+            raise
+        record_skips(session, event, event_id, rejected)
+        sent = deliver(rt, session, event, event_id, recipients, template_model)
+        return finish(event, event_id, [*rejected, *sent])
+
+
+def load_entities(session: Session, event: Event, cuids: Mapping[str, str]) -> dict[str, Any]:
+    """Each entity by its CUID; the first one missing stops the run."""
+    entities: dict[str, Any] = {}
+    for name, entity_type in event.entities:
+        column = getattr(entity_type.model, entity_type.key)
+        found = session.scalars(sa.select(entity_type.model).where(column == cuids[name])).first()
+        if found is None:
+            raise _Stop(
+                Outcome(
+                    Status.SKIPPED,
+                    Reason.ENTITY_MISSING,
+                    detail=f"{name}: no {entity_type.name} with {entity_type.key}={cuids[name]!r}",
+                )
+            )
+        entities[name] = found
+    return entities
+
+
+def check_toggle(rt: Runtime, session: Session, event: Event, entities: Mapping[str, Any]) -> None:
+    """Stop when the organization switched this event's toggle off (``always`` events skip this)."""
+    if event.toggle is None or event.org is None:
+        return
+    org = entities[event.org]
+    if rt.toggles is not None:
+        enabled = bool(rt.toggles(session, org, event.toggle))
+    else:
+        org_type = dict(event.entities)[event.org]
+        enabled = store.toggle_enabled(session, str(getattr(org, org_type.key)), event.toggle)
+    if not enabled:
+        raise _Stop(
+            Outcome(
+                Status.SKIPPED,
+                Reason.TOGGLE_OFF,
+                detail=f"toggle '{event.toggle}' is off for the org",
+            )
+        )
+
+
+def context_values(
+    rt: Runtime, session: Session, event: Event, entities: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The context values this event's expressions use; callables called with their entities."""
+    arguments = {**entities, "session": session}
+    return {
+        name: value(arguments) if callable(value) else value
+        for name, value in rt.context.get(event.key, {}).items()
+    }
+
+
+def resolve_recipients(
+    session: Session, event: Event, values: Mapping[str, Any]
+) -> tuple[list[_Recipient], list[Outcome]]:
+    """One recipient per distinct address; what is not an address becomes a skipped outcome."""
+    if event.recipients is not None:
+        found = _flatten(event.recipients({**values, "session": session}), "recipients")
+    else:
+        found = []
+        for i, expression in enumerate(event.to):
+            source = (
+                f"to[{i}] {expression.template.source}"
+                if len(event.to) > 1
+                else f"to {expression.template.source}"
+            )
+            try:
+                found.extend(_flatten(expression.template.render(values), source))
+            except RenderError as exc:
+                found.append((None, f"{source}: {exc}"))
+    recipients: dict[str, _Recipient] = {}
+    rejected: list[Outcome] = []
+    for raw, source in found:
+        address = getattr(raw, "email", raw)
+        try:
+            if not isinstance(address, str) or not address.strip():
+                raise ValueError(f"no address ({address!r})")  # noqa: TRY301
+            name, email = parse_address(address.strip())
+        except ValueError as exc:
+            label = address if isinstance(address, str) and address.strip() else f"<{source}>"
+            rejected.append(
+                Outcome(
+                    Status.SKIPPED,
+                    Reason.INVALID_RECIPIENT,
+                    recipient=label[:320],
+                    detail=f"{source}: {_first_line(exc)}",
+                )
+            )
+            continue
+        key = email.lower()
+        recipients.setdefault(key, _Recipient(key, format_address(name, email)))
+    if not recipients:
+        detail = "; ".join(o.detail for o in rejected) or "the event resolved to no recipients"
+        raise _Stop(Outcome(Status.SKIPPED, Reason.NO_RECIPIENTS, detail=detail))
+    return list(recipients.values()), rejected
+
+
+def build_template_model(
+    session: Session, event: Event, values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Render ``subject`` and ``data``, add ``build:``'s extras, validate with the payload model."""
+    model: dict[str, Any] = {}
+    try:
+        if event.subject is not None:
+            model["subject"] = event.subject.template.render_text(values, single_line=True)
+        for expression in event.data:
+            model[expression.field.removeprefix("data.")] = expression.template.render(values)
+    except RenderError as exc:
+        raise _Stop(Outcome(Status.FAILED, Reason.INVALID_PAYLOAD, detail=str(exc))) from exc
+    if event.build is not None:
+        extra = event.build({**values, "session": session})
+        if not isinstance(extra, Mapping) or not all(isinstance(k, str) for k in extra):
+            raise _Stop(
+                Outcome(
+                    Status.FAILED,
+                    Reason.INVALID_PAYLOAD,
+                    detail=f"build: returned {type(extra).__name__}, not a mapping "
+                    "of names to values",
+                )
+            )
+        clash = sorted(set(extra) & set(model))
+        if clash:
+            raise _Stop(
+                Outcome(
+                    Status.FAILED,
+                    Reason.INVALID_PAYLOAD,
+                    detail=f"build: returned {', '.join(clash)}, already set by the "
+                    "subject or data",
+                )
+            )
+        model.update(extra)
+    try:
+        validated = event.payload_model.model_validate(model)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'TemplateModel'}: {e['msg']}" for e in exc.errors()
+        )
+        raise _Stop(Outcome(Status.FAILED, Reason.INVALID_PAYLOAD, detail=problems)) from exc
+    return validated.model_dump(mode="json", by_alias=True)
+
+
+def deliver(  # noqa: PLR0917 - the run's state, passed along explicitly
+    rt: Runtime,
+    session: Session,
+    event: Event,
+    event_id: str,
+    recipients: list[_Recipient],
+    template_model: Mapping[str, Any],
+) -> list[Outcome]:
+    """Claim each recipient (committed before sending), send to those claimed, record results."""
+    token = uuid.uuid4().hex
+    mine = store.claim(session, event_id, event.key, [r.key for r in recipients], token)
+    outcomes: list[Outcome] = []
+    if len(mine) < len(recipients):
+        earlier = store.existing(session, event_id)
+        for r in recipients:
+            if r.key not in mine:
+                status, reason = earlier.get(r.key, ("claimed", "claimed"))
+                outcomes.append(
+                    Outcome(
+                        Status.SKIPPED,
+                        Reason.ALREADY_RECORDED,
+                        r.key,
+                        detail=f"already {status} ({reason}); not sent again",
+                    )
+                )
+    to_send = [r for r in recipients if r.key in mine]
+    messages = [
+        Message(
+            event_key=event.key,
+            event_id=event_id,
+            to=r.address,
+            from_=event.from_,
+            template=event.template,
+            template_model=template_model,
+            message_stream=event.message_stream,
+            tag=event.key,
+            metadata={"event_id": event_id},
+        )
+        for r in to_send
+    ]
+    try:
+        results = rt.sender.send(messages) if messages else []
+    except ConfigurationError as exc:
+        results = [SendResult(SendStatus.CONFIGURATION, detail=str(exc))] * len(messages)
+    except Exception as exc:
+        # We cannot know what left the process: record "unknown", never resend blindly.
+        unknown = SendResult(SendStatus.UNKNOWN, detail=f"{type(exc).__name__}: {exc}")
+        _record(session, event_id, to_send, [unknown] * len(to_send))
+        raise
+    return outcomes + _record(session, event_id, to_send, results)
+
+
+_RESULT_OUTCOME = {
+    SendStatus.SENT: (Status.SENT, Reason.SENT),
+    SendStatus.PERMANENT: (Status.FAILED, Reason.REJECTED),
+    SendStatus.TRANSIENT: (Status.FAILED, Reason.TRANSIENT_ERROR),
+    SendStatus.CONFIGURATION: (Status.FAILED, Reason.CONFIGURATION_ERROR),
+    SendStatus.UNKNOWN: (Status.UNKNOWN, Reason.NO_ANSWER),
+}
+
+
+def _record(
+    session: Session, event_id: str, recipients: list[_Recipient], results: list[SendResult]
+) -> list[Outcome]:
+    outcomes = []
+    for recipient, result in zip(recipients, results, strict=True):
+        status, reason = _RESULT_OUTCOME[result.status]
+        detail = (
+            result.detail
+            if result.error_code is None
+            else f"ErrorCode {result.error_code}: {result.detail}"
+        )
+        store.record(
+            session,
+            event_id,
+            recipient.key,
+            status=status.value,
+            reason=reason.value,
+            detail=detail,
+            message_id=result.message_id,
+        )
+        outcomes.append(Outcome(status, reason, recipient.key, detail, result.message_id))
+    session.commit()
+    return outcomes
+
+
+def record_skips(session: Session, event: Event, event_id: str, outcomes: list[Outcome]) -> None:
+    """Write outcomes decided before sending; rows that exist already (a redelivery) stay."""
+    if not outcomes:
+        return
+    store.insert_ignoring_duplicates(
+        session,
+        [
+            {
+                "event_id": event_id,
+                "event_key": event.key,
+                "recipient": o.recipient,
+                "status": o.status.value,
+                "reason": o.reason.value,
+                "detail": o.detail[:4000],
+            }
+            for o in outcomes
+        ],
+    )
+    session.commit()
+
+
+def finish(event: Event, event_id: str, outcomes: list[Outcome]) -> RunResult:
+    """Log every outcome, structured, and return the run's result."""
+    for outcome in outcomes:
+        level = logging.INFO if outcome.status in (Status.SENT, Status.SKIPPED) else logging.WARNING
+        logger.log(
+            level,
+            "event=%s event_id=%s status=%s reason=%s recipient=%s %s",
+            event.key,
+            event_id,
+            outcome.status.value,
+            outcome.reason.value,
+            outcome.recipient or "-",
+            outcome.detail,
+            extra={
+                "event_key": event.key,
+                "event_id": event_id,
+                "status": outcome.status.value,
+                "reason": outcome.reason.value,
+                "recipient": outcome.recipient,
+                "detail": outcome.detail,
+                "message_id": outcome.message_id,
+            },
+        )
+    return RunResult(event.key, event_id, tuple(outcomes))
+
+
+def _flatten(value: Any, source: str) -> list[tuple[Any, str]]:
+    if value is None or isinstance(value, str) or hasattr(value, "email"):
+        return [(value, source)]
+    if isinstance(value, Iterable) and not isinstance(value, Mapping | bytes):
+        return [(item, f"{source}[{i}]") for i, item in enumerate(value)]
+    return [(value, source)]
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,15 @@
+"""Senders: where built messages go (Postmark, an in-memory outbox, a directory)."""
+
+from .base import Message, Sender, SenderError, SendResult, SendStatus
+from .outbox import DirectoryOutbox, OutboxSender, SentMessage
+
+__all__ = [
+    "DirectoryOutbox",
+    "Message",
+    "OutboxSender",
+    "SendResult",
+    "SendStatus",
+    "Sender",
+    "SenderError",
+    "SentMessage",
+]

@@ -1,0 +1,165 @@
+"""The tables emailevents owns, and the few statements the pipeline runs against them.
+
+``metadata`` is for the application's Alembic migrations; ``EmailEvents.create_tables`` creates
+them for tests and the demo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+__all__ = ["EVENT_LEVEL", "deliveries", "metadata", "org_settings"]
+
+metadata = sa.MetaData()
+
+EVENT_LEVEL = ""
+"""The recipient of a delivery row about the whole emit (an entity missing, the toggle off)."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+org_settings = sa.Table(
+    "emailevents_org_settings",
+    metadata,
+    sa.Column("org_key", sa.String(255), primary_key=True),
+    sa.Column("toggle_key", sa.String(255), primary_key=True),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, default=_now),
+)
+
+deliveries = sa.Table(
+    "emailevents_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("event_key", sa.String(255), nullable=False),
+    sa.Column("recipient", sa.String(320), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+    sa.Column("message_id", sa.String(64)),
+    sa.Column("claim", sa.String(64)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=_now),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, default=_now),
+    sa.UniqueConstraint("event_id", "recipient", name="uq_emailevents_delivery"),
+    sa.Index("ix_emailevents_deliveries_key_created", "event_key", "created_at"),
+)
+
+
+def toggle_enabled(session: Session, org_key: str, toggle_key: str) -> bool:
+    """An org's setting for ``toggle_key``; enabled unless a row switches it off."""
+    enabled = session.execute(
+        sa.select(org_settings.c.enabled).where(
+            org_settings.c.org_key == org_key, org_settings.c.toggle_key == toggle_key
+        )
+    ).scalar_one_or_none()
+    return enabled is not False
+
+
+def set_toggle(session: Session, org_key: str, toggle_key: str, enabled: bool) -> None:
+    """Switch ``toggle_key`` on or off for one organization (flushed, not committed)."""
+    values = {
+        "org_key": org_key,
+        "toggle_key": toggle_key,
+        "enabled": enabled,
+        "updated_at": _now(),
+    }
+    updated = session.execute(
+        sa.update(org_settings)
+        .where(org_settings.c.org_key == org_key, org_settings.c.toggle_key == toggle_key)
+        .values(enabled=enabled, updated_at=values["updated_at"])
+    )
+    if getattr(updated, "rowcount", 0) == 0:
+        session.execute(sa.insert(org_settings).values(**values))
+
+
+def insert_ignoring_duplicates(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert delivery rows; a row whose (event_id, recipient) exists already is left alone.
+
+    Several workers may run the same emit at once (a redelivered message): the unique constraint
+    decides who claims a recipient, and the loser must not abort its whole transaction.
+    """
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(postgresql.insert(deliveries).on_conflict_do_nothing(), rows)
+    elif dialect == "sqlite":
+        session.execute(sqlite.insert(deliveries).on_conflict_do_nothing(), rows)
+    else:
+        for row in rows:
+            try:
+                with session.begin_nested():
+                    session.execute(sa.insert(deliveries).values(**row))
+            except sa.exc.IntegrityError:
+                continue
+
+
+def claim(
+    session: Session, event_id: str, event_key: str, recipients: Iterable[str], token: str
+) -> set[str]:
+    """Claim recipients for this run and commit; returns those this run may send to.
+
+    A recipient already in the log (sent, failed, claimed by another run) is not claimed again.
+    """
+    now = _now()
+    rows = [
+        {
+            "event_id": event_id,
+            "event_key": event_key,
+            "recipient": r,
+            "status": "claimed",
+            "reason": "claimed",
+            "detail": "",
+            "claim": token,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for r in recipients
+    ]
+    insert_ignoring_duplicates(session, rows)
+    session.commit()
+    mine = session.execute(
+        sa.select(deliveries.c.recipient).where(
+            deliveries.c.event_id == event_id, deliveries.c.claim == token
+        )
+    ).scalars()
+    return set(mine)
+
+
+def record(
+    session: Session,
+    event_id: str,
+    recipient: str,
+    *,
+    status: str,
+    reason: str,
+    detail: str = "",
+    message_id: str | None = None,
+) -> None:
+    """Write the outcome of a claimed recipient (not committed)."""
+    session.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.event_id == event_id, deliveries.c.recipient == recipient)
+        .values(
+            status=status, reason=reason, detail=detail, message_id=message_id, updated_at=_now()
+        )
+    )
+
+
+def existing(session: Session, event_id: str) -> dict[str, tuple[str, str]]:
+    """Recipient -> (status, reason) of every row already logged for ``event_id``."""
+    result = session.execute(
+        sa.select(deliveries.c.recipient, deliveries.c.status, deliveries.c.reason).where(
+            deliveries.c.event_id == event_id
+        )
+    )
+    return {row.recipient: (row.status, row.reason) for row in result}
