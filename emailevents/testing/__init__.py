@@ -41,7 +41,12 @@ def worker(app: Celery, *, concurrency: int = 2, pool: str = "threads") -> Itera
         loglevel="WARNING",
         shutdown_timeout=10.0,
     ) as controller:
-        yield controller
+        try:
+            yield controller
+        finally:
+            # Stop the blueprint now: otherwise the consumer loop notices the shutdown only
+            # after two of its 2-second drain timeouts.
+            controller.stop(in_sighandler=False)
 
 
 class Runs:
