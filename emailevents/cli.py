@@ -99,7 +99,7 @@ def demo(directory: Path, verbose: bool) -> None:
 
 
 def _demo_rows(results: Iterable[RunResult]) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for result in results:
         sent = result.with_status(Status.SENT)
         if sent:
@@ -115,12 +115,15 @@ def _demo_rows(results: Iterable[RunResult]) -> list[tuple[str, ...]]:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool = False) -> str:
     if markdown:
+
         def line(cells: Sequence[str]) -> str:
             return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
         return "\n".join([line(header), line(["---"] * len(header)), *map(line, rows)])
     widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-             for r in (header, *rows)]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in (header, *rows)
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

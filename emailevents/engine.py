@@ -153,6 +153,13 @@ class EmailEvents:
         store.set_toggle(session, org_key, toggle_key, enabled)
 
     def _register(self, event: Event) -> Task:
+        if event.task_name in self.celery.tasks:
+            # Celery would keep the first callable and only warn: calls would reach the other one.
+            raise ConfigurationError(
+                f"event '{event.key}': the Celery app already has a task named "
+                f"'{event.task_name}'; give the event another `task:` name, or this "
+                "EmailEvents its own Celery app"
+            )
         engine = self
 
         def run(task: Task, *args: str, **kwargs: str) -> RunResult:

@@ -14,16 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from celery import Celery
 from sqlalchemy.orm import sessionmaker
 
 from ..engine import EmailEvents
 from ..outcomes import RunResult
 from ..senders.outbox import DirectoryOutbox
-from ..testing import Runs, worker
+from ..testing import Runs, memory_app, worker
 from . import hooks, models, seed
 
-__all__ = ["DemoReport", "REGISTRY", "run_demo"]
+__all__ = ["REGISTRY", "DemoReport", "run_demo"]
 
 REGISTRY = Path(__file__).with_name("events.yaml")
 
@@ -50,12 +49,7 @@ def run_demo(directory: Path, *, concurrency: int = 2) -> DemoReport:
     engine = sa.create_engine(f"sqlite:///{database}", connect_args={"timeout": 30})
     models.Base.metadata.create_all(engine)
     session_factory = sessionmaker(engine)
-    app = Celery("emailevents-demo", broker="memory://localhost/", set_as_current=False)
-    app.conf.update(
-        worker_hijack_root_logger=False,
-        broker_connection_retry_on_startup=True,
-        broker_transport_options={"polling_interval": 0.01},
-    )
+    app = memory_app("emailevents-demo")
     events = EmailEvents(
         REGISTRY,
         celery=app,

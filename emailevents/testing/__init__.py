@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from celery import Celery
 from celery.signals import task_postrun
@@ -21,7 +22,24 @@ from ..engine import EventTask, Receipt
 from ..outcomes import RunResult
 from ..senders.outbox import OutboxSender, SentMessage
 
-__all__ = ["OutboxSender", "Runs", "SentMessage", "worker"]
+__all__ = ["OutboxSender", "Runs", "SentMessage", "memory_app", "worker"]
+
+
+def memory_app(name: str = "emailevents-test") -> Celery:
+    """A Celery app on kombu's in-memory transport, with a queue of its own.
+
+    The in-memory broker is shared by the whole process: a queue per app keeps one test's
+    messages away from another test's worker.
+    """
+    suffix = uuid.uuid4().hex[:8]
+    app = Celery(f"{name}-{suffix}", broker="memory://localhost/", set_as_current=False)
+    app.conf.update(
+        task_default_queue=f"emailevents-{suffix}",
+        broker_transport_options={"polling_interval": 0.01},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
 
 
 @contextmanager
@@ -59,7 +77,7 @@ class Runs:
         self._done: dict[str, RunResult | BaseException] = {}
         self._changed = threading.Condition()
 
-    def __enter__(self) -> Runs:
+    def __enter__(self) -> Self:
         task_postrun.connect(self._on_postrun, weak=False)
         return self
 

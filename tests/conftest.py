@@ -1,0 +1,77 @@
+"""Shared fixtures: real databases and the demo world.
+
+Tests that need PostgreSQL (or, later, Redis) skip with a reason on a machine without it, and
+fail instead when ``EMAILEVENTS_REQUIRE_SERVICES=1`` (as CI sets it).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from celery import Celery
+
+from emailevents.testing import memory_app
+
+POSTGRES_URL = os.environ.get(
+    "EMAILEVENTS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def services_required() -> bool:
+    return os.environ.get("EMAILEVENTS_REQUIRE_SERVICES") == "1"
+
+
+def unavailable(service: str, reason: str) -> None:
+    """Skip the test, or fail it when services are required."""
+    message = f"{service} is not available: {reason}"
+    if services_required():
+        pytest.fail(f"{message} (EMAILEVENTS_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+def _postgres_engine(schema: str) -> sa.Engine:
+    try:
+        import psycopg  # noqa: F401, PLC0415
+    except ImportError:
+        unavailable("PostgreSQL", "the psycopg driver is not installed (pip install -e '.[dev]')")
+    admin = sa.create_engine(POSTGRES_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        unavailable("PostgreSQL", str(exc).splitlines()[0])
+    finally:
+        admin.dispose()
+    return sa.create_engine(
+        POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"}, pool_size=10
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    """A real, empty database: a SQLite file, and PostgreSQL (a fresh schema per test)."""
+    if request.param == "sqlite":
+        engine = sa.create_engine(
+            f"sqlite:///{tmp_path / 'test.sqlite3'}", connect_args={"timeout": 30}
+        )
+        yield engine
+        engine.dispose()
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = _postgres_engine(schema)
+    yield engine
+    engine.dispose()
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture
+def celery_app() -> Celery:
+    return memory_app()

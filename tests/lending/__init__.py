@@ -1,0 +1,1 @@
+"""A second, unrelated application: a lending library, with models and hooks of its own."""

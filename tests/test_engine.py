@@ -1,0 +1,233 @@
+"""EmailEvents and emit(): one task per event; arguments checked before anything is queued."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from celery import Celery
+from celery.signals import before_task_publish
+from sqlalchemy.orm import sessionmaker
+
+import emailevents
+from emailevents import (
+    ConfigurationError,
+    EmailEvents,
+    EmailEventsError,
+    EmitArgumentError,
+    EmitValueError,
+    OutboxSender,
+    RegistryError,
+    UnknownEventError,
+)
+from emailevents.demo import hooks
+from emailevents.demo.run import REGISTRY
+from emailevents.testing import memory_app
+
+CUIDS = {"user": "cu1", "org": "co1", "finding": "cf1"}
+
+
+@pytest.fixture
+def published() -> Iterator[list[dict[str, Any]]]:
+    """Every task message published while the test runs (headers and body)."""
+    seen: list[dict[str, Any]] = []
+
+    def record(sender: str, headers: dict[str, Any], body: Any, **_: Any) -> None:
+        seen.append({"task": sender, "headers": headers, "body": body})
+
+    before_task_publish.connect(record, weak=False)
+    yield seen
+    before_task_publish.disconnect(record)
+
+
+@pytest.fixture
+def events(tmp_path: Path, celery_app: Celery) -> EmailEvents:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    return EmailEvents(
+        REGISTRY,
+        celery=celery_app,
+        session_factory=sessionmaker(engine),
+        sender=OutboxSender(),
+        context={"site_url": hooks.site_url},
+        set_default=False,
+    )
+
+
+def test_one_task_per_event_under_the_registry_task_names(
+    events: EmailEvents, celery_app: Celery
+) -> None:
+    names = {event.task_name for event in events.events.values()}
+    assert len(names) == 11
+    assert names <= set(celery_app.tasks)
+    task = celery_app.tasks["tasks.notifications.email.on_model_finding_created"]
+    assert task.acks_late is True
+    assert task.ignore_result is True
+
+
+def test_emit_publishes_by_name_and_returns_the_event_id_as_the_task_id(
+    events: EmailEvents, published: list[dict[str, Any]]
+) -> None:
+    receipt = events.emit("model_finding_created", **CUIDS)
+    assert receipt.event_key == "model_finding_created"
+    assert receipt.task_name == "tasks.notifications.email.on_model_finding_created"
+    (message,) = published
+    assert message["headers"]["id"] == receipt.event_id
+    args, kwargs, _ = message["body"]
+    assert (args, kwargs) == ((), CUIDS) or (list(args), kwargs) == ([], CUIDS)
+
+
+def test_positional_delay_is_published_by_entity_name_in_declared_order(
+    events: EmailEvents, celery_app: Celery, published: list[dict[str, Any]]
+) -> None:
+    task = celery_app.tasks["tasks.notifications.email.on_model_finding_created"]
+    task.delay("cu1", "co1", "cf1")
+    _, kwargs, _ = published[0]["body"]
+    assert list(kwargs.items()) == list(CUIDS.items())
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda e: e.emit("model_finding_create", **CUIDS),
+            UnknownEventError,
+            "unknown email event 'model_finding_create'; did you mean 'model_finding_created'?",
+        ),
+        (
+            lambda e: e.emit("model_finding_created", user="u", org="o"),
+            EmitArgumentError,
+            "event 'model_finding_created' is missing finding (it takes user, org, finding)",
+        ),
+        (
+            lambda e: e.emit("model_finding_created", **CUIDS, findings="x"),
+            EmitArgumentError,
+            "has no entity 'findings'; did you mean 'finding'?",
+        ),
+        (
+            lambda e: e.emit("model_finding_created", **{**CUIDS, "org": 7}),
+            EmitArgumentError,
+            "'org' must be a CUID string, got int (pass org=obj.cuid, not the object)",
+        ),
+        (
+            lambda e: e.emit("model_finding_created", **{**CUIDS, "org": ""}),
+            EmitValueError,
+            "'org' is not a CUID: ''",
+        ),
+        (
+            lambda e: e.emit("model_finding_created", **{**CUIDS, "org": " co1"}),
+            EmitValueError,
+            "'org' is not a CUID",
+        ),
+        (
+            lambda e: e.emit("model_finding_created", **{**CUIDS, "org": "x" * 256}),
+            EmitValueError,
+            "longer than 255 characters",
+        ),
+        (
+            lambda e: e.tasks["model_finding_created"].delay("a", "b"),
+            EmitArgumentError,
+            "is missing finding",
+        ),
+        (
+            lambda e: e.tasks["model_finding_created"].delay("a", "b", "c", "d"),
+            EmitArgumentError,
+            "takes 3 CUIDs (user, org, finding), got 4 positional",
+        ),
+        (
+            lambda e: e.tasks["model_finding_created"].delay("a", "b", "c", user="u"),
+            EmitArgumentError,
+            "'user' given both by position and by name",
+        ),
+    ],
+)
+def test_bad_emits_raise_a_clear_error_and_queue_nothing(
+    events: EmailEvents,
+    published: list[dict[str, Any]],
+    call: Any,
+    error: type[Exception],
+    message: str,
+) -> None:
+    with pytest.raises(error) as raised:
+        call(events)
+    assert message in str(raised.value)
+    assert isinstance(raised.value, EmailEventsError)
+    assert published == []
+
+
+def test_emit_errors_also_are_the_builtin_they_resemble() -> None:
+    assert issubclass(UnknownEventError, LookupError)
+    assert issubclass(EmitArgumentError, TypeError)
+    assert issubclass(EmitValueError, ValueError)
+    assert issubclass(RegistryError, ValueError)
+
+
+def test_module_level_emit_uses_the_latest_default_instance(
+    tmp_path: Path, published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("emailevents.engine._default", None)
+    with pytest.raises(ConfigurationError, match="needs an EmailEvents instance"):
+        emailevents.emit("model_finding_created", **CUIDS)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    EmailEvents(
+        REGISTRY,
+        celery=memory_app(),
+        session_factory=sessionmaker(engine),
+        sender=OutboxSender(),
+        context={"site_url": hooks.site_url},
+    )
+    receipt = emailevents.emit("model_finding_created", **CUIDS)
+    assert published[0]["headers"]["id"] == receipt.event_id
+
+
+def test_a_second_engine_on_the_same_app_cannot_silently_shadow_the_first(
+    events: EmailEvents, celery_app: Celery
+) -> None:
+    with pytest.raises(ConfigurationError, match="already has a task named"):
+        EmailEvents(
+            REGISTRY,
+            celery=celery_app,
+            session_factory=events.session_factory,
+            sender=OutboxSender(),
+            context={"site_url": hooks.site_url},
+            set_default=False,
+        )
+
+
+def test_missing_context_values_are_reported_with_their_positions(celery_app: Celery) -> None:
+    with pytest.raises(RegistryError) as raised:
+        EmailEvents(
+            REGISTRY,
+            celery=celery_app,
+            session_factory=sessionmaker(),
+            sender=OutboxSender(),
+            set_default=False,
+        )
+    problems = raised.value.problems
+    assert len(problems) == sum(
+        1 for line in REGISTRY.read_text().splitlines() if "{site_url}" in line
+    )
+    first = problems[0]
+    assert first.file == str(REGISTRY)
+    line = REGISTRY.read_text().splitlines()[first.line - 1]
+    assert line[first.column - 1 :].startswith("{site_url}")
+    assert "'site_url' is neither an entity of event" in first.message
+
+
+def test_a_context_callable_asking_for_a_name_the_event_lacks_is_rejected(
+    celery_app: Celery,
+) -> None:
+    def site_url(org: Any, reviewer: Any) -> str:
+        return ""
+
+    with pytest.raises(RegistryError, match="takes 'reviewer'"):
+        EmailEvents(
+            REGISTRY,
+            celery=celery_app,
+            session_factory=sessionmaker(),
+            sender=OutboxSender(),
+            context={"site_url": site_url},
+            set_default=False,
+        )

@@ -1,0 +1,259 @@
+"""One task run: the 11 seed events through a real Celery worker, and every way a run can end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
+
+from emailevents import EmailEvents, OutboxSender, Reason, Status
+from emailevents.demo import hooks, models, seed
+from emailevents.demo.run import REGISTRY
+from emailevents.store import deliveries
+from emailevents.testing import Runs, memory_app, worker
+
+
+@dataclass
+class Demo:
+    events: EmailEvents
+    outbox: OutboxSender
+    world: seed.DemoWorld
+    session_factory: sessionmaker[Session]
+
+    def log(self, event_id: str) -> list[tuple[str, str, str]]:
+        with self.session_factory() as session:
+            rows = session.execute(
+                sa.select(deliveries.c.recipient, deliveries.c.status, deliveries.c.reason)
+                .where(deliveries.c.event_id == event_id)
+                .order_by(deliveries.c.recipient)
+            )
+            return [tuple(row) for row in rows]
+
+
+@pytest.fixture
+def demo(db_engine: sa.Engine, celery_app: Celery, outbox: OutboxSender) -> Demo:
+    models.Base.metadata.create_all(db_engine)
+    factory = sessionmaker(db_engine)
+    events = EmailEvents(
+        REGISTRY,
+        celery=celery_app,
+        session_factory=factory,
+        sender=outbox,
+        context={"site_url": hooks.site_url},
+        set_default=False,
+    )
+    events.create_tables(db_engine)
+    with factory() as session:
+        world = seed.seed(session)
+        for org, key in seed.toggles_off(world):
+            events.set_toggle(session, org, key, enabled=False)
+        session.commit()
+    return Demo(events, outbox, world, factory)
+
+
+def test_the_seed_events_run_on_a_real_worker_and_send_exactly_the_expected_messages(  # noqa: PLR0915
+    demo: Demo, celery_app: Celery
+) -> None:
+    with Runs() as runs, worker(celery_app):
+        receipts = [demo.events.emit(key, **cuids) for key, cuids in seed.emits(demo.world)]
+        results = runs.wait(*receipts)
+
+    by_event: dict[str, list[Any]] = {}
+    for message in demo.outbox.messages:
+        by_event.setdefault(message.message.event_key, []).append(message)
+
+    def only(key: str) -> Any:
+        assert len(by_event[key]) == 1, by_event[key]
+        return by_event[key][0].message
+
+    acme, w = "https://acme.acme.test", demo.world
+    m = only("inventory_model_created")
+    assert (m.template, m.to) == ("inventory-model-created", "owen@acme.test")
+    assert dict(m.template_model) == {
+        "subject": "New model in Acme Risk: Retail Credit PD Model",
+        "org_name": "Acme Risk",
+        "actor_name": "Ada Lovelace",
+        "model_name": "Retail Credit PD Model",
+        "owner_name": "Owen Ortiz",
+        "url": f"{acme}/models/{w.credit_model}",
+    }
+    m = only("organization_user_added")
+    assert (m.template, m.to) == ("organization-user-added", "noah@acme.test")
+    assert dict(m.template_model) == {
+        "subject": "You were added to Acme Risk",
+        "org_name": "Acme Risk",
+        "actor_name": "Ada Lovelace",
+        "member_name": "Noah Fischer",
+        "url": f"{acme}/",
+    }
+    m = only("model_user_deleted")
+    assert (m.template, m.to) == ("model-user-deleted", "priya@acme.test")
+    assert m.template_model["subject"] == "You were removed from Retail Credit PD Model"
+    assert m.template_model["stakeholder_name"] == "Priya Raman"
+    assert m.template_model["role"] == "reviewer"
+    m = only("model_user_added")
+    assert (m.template, m.to) == ("model-user-added", "sam@acme.test")
+    assert m.template_model["subject"] == "You were added to Retail Credit PD Model as developer"
+    m = only("user_invited")
+    assert (m.template, m.to) == ("user-invited", "jordan@partner.test")
+    assert dict(m.template_model) == {
+        "subject": "Ada Lovelace invited you to Acme Risk",
+        "org_name": "Acme Risk",
+        "actor_name": "Ada Lovelace",
+        "role": "validator",
+        "url": f"{acme}/invitations/{w.invitation}",
+    }
+    m = only("model_finding_created")
+    assert (m.template, m.to) == ("model-finding-created", "owen@acme.test")
+    assert dict(m.template_model) == {
+        "subject": "New finding in Acme Risk: PD backtest does not cover the 2025 default cohort",
+        "org_name": "Acme Risk",
+        "actor_name": "Vera Nakamura",
+        "finding_title": "PD backtest does not cover the 2025 default cohort",
+        "severity": "high",
+        "model_name": "Retail Credit PD Model",
+        "url": f"{acme}/findings/{w.finding}",
+    }
+    comments = by_event["model_comment_added"]
+    assert sorted(c.to for c in comments) == ["owen@acme.test", "priya@acme.test", "sam@acme.test"]
+    assert {c.subject for c in comments} == {"Vera Nakamura commented on Retail Credit PD Model"}
+    assert comments[0].message.template_model["section"] == "Calibration"
+    m = only("workflow_transition_user_action")
+    assert (m.template, m.to) == ("workflow-transition-user-action", "vera@acme.test")
+    assert m.template_model["subject"] == (
+        "Action needed on Retail Credit PD Model: Pending Approval"
+    )
+    assert m.template_model["assignee_name"] == "Vera Nakamura"
+    m = only("workflow_transition_status_set")
+    assert (m.template, m.to) == ("workflow-transition-status-set", "owen@acme.test")
+    assert m.template_model["subject"] == "Retail Credit PD Model is now Approved"
+    broadcast = by_event["broadcast_notification"]
+    assert len(broadcast) == 31
+    assert len({b.to for b in broadcast}) == 31
+    assert {b.subject for b in broadcast} == {"[Acme Risk] Model inventory maintenance on Saturday"}
+    assert "inventory_model_monitoring_breach" not in by_event
+    assert len(demo.outbox) == 1 + 1 + 1 + 1 + 1 + 1 + 3 + 1 + 1 + 31
+
+    for message in demo.outbox.messages:
+        m = message.message
+        assert m.from_ == "Acme Notifications <notifications@acme.test>"
+        assert m.message_stream == "outbound"
+        assert m.tag == m.event_key
+        assert m.metadata == {"event_id": m.event_id}
+
+    breach, missing = results[9], results[11]
+    assert [(o.status, o.reason) for o in breach.outcomes] == [(Status.SKIPPED, Reason.TOGGLE_OFF)]
+    assert "inventory_model_monitoring_breach" in breach.outcomes[0].detail
+    assert [(o.status, o.reason) for o in missing.outcomes] == [
+        (Status.SKIPPED, Reason.ENTITY_MISSING)
+    ]
+    assert missing.outcomes[0].detail == "finding: no Finding with cuid='c-deleted-finding'"
+    assert demo.log(receipts[9].event_id) == [("", "skipped", "toggle_off")]
+    assert demo.log(receipts[0].event_id) == [("owen@acme.test", "sent", "sent")]
+    assert len(demo.log(receipts[10].event_id)) == 31
+
+
+def test_old_positional_call_sites_keep_working_under_the_seed_task_names(
+    demo: Demo, celery_app: Celery
+) -> None:
+    task = celery_app.tasks["tasks.notifications.email.on_model_finding_created"]
+    with Runs() as runs, worker(celery_app):
+        result = task.delay(demo.world.acme_validator, demo.world.acme_org, demo.world.finding)
+        (run,) = runs.wait(result.id)
+    assert [o.recipient for o in run.with_status(Status.SENT)] == ["owen@acme.test"]
+    assert run.event_id == result.id
+
+
+def test_a_redelivered_emit_sends_nothing_twice(demo: Demo) -> None:
+    cuids = dict(seed.emits(demo.world)[6][1])
+    first = demo.events.run("model_comment_added", "event-1", **cuids)
+    again = demo.events.run("model_comment_added", "event-1", **cuids)
+    assert len(first.with_status(Status.SENT)) == 3
+    assert [(o.status, o.reason) for o in again.outcomes] == [
+        (Status.SKIPPED, Reason.ALREADY_RECORDED)
+    ] * 3
+    assert all("already sent" in o.detail for o in again.outcomes)
+    assert len(demo.outbox) == 3
+
+
+def test_toggle_switched_back_on_sends_again(demo: Demo) -> None:
+    key, cuids = seed.emits(demo.world)[9]
+    with demo.session_factory() as session:
+        demo.events.set_toggle(
+            session, demo.world.globex_org, "inventory_model_monitoring_breach", enabled=True
+        )
+        session.commit()
+    result = demo.events.run(key, "event-2", **cuids)
+    assert sorted(o.recipient for o in result.with_status(Status.SENT)) == [
+        "lisa@globex.test",
+        "marge@globex.test",
+    ]
+
+
+def test_always_events_ignore_an_org_toggle_of_the_same_name(demo: Demo) -> None:
+    key, cuids = seed.emits(demo.world)[4]
+    with demo.session_factory() as session:
+        demo.events.set_toggle(session, demo.world.acme_org, "user_invited", enabled=False)
+        session.commit()
+    result = demo.events.run(key, "event-3", **cuids)
+    assert [o.recipient for o in result.with_status(Status.SENT)] == ["jordan@partner.test"]
+
+
+def test_a_recipient_with_no_address_is_a_recorded_skip_naming_the_expression(demo: Demo) -> None:
+    with demo.session_factory() as session:
+        transition = session.scalars(
+            sa.select(models.WorkflowTransition).where(
+                models.WorkflowTransition.cuid == demo.world.transition_user_action
+            )
+        ).one()
+        transition.assignee = None
+        session.commit()
+    key, cuids = seed.emits(demo.world)[7]  # workflow_transition_user_action -> assignee
+    result = demo.events.run(key, "event-4", **cuids)
+    (outcome,) = result.outcomes
+    assert (outcome.status, outcome.reason) == (Status.SKIPPED, Reason.NO_RECIPIENTS)
+    assert "to {transition.assignee.email}" in outcome.detail
+    assert "no address (None)" in outcome.detail
+    assert demo.log("event-4") == [("", "skipped", "no_recipients")]
+    assert len(demo.outbox) == 0
+
+
+def test_a_malformed_address_is_skipped_and_the_other_recipients_still_get_theirs(
+    demo: Demo,
+) -> None:
+    with demo.session_factory() as session:
+        sam = session.scalars(sa.select(models.User).where(models.User.email == "sam@acme.test"))
+        sam.one().email = "sam at acme"
+        session.commit()
+    key, cuids = seed.emits(demo.world)[6]  # the comment: owen, priya, sam
+    result = demo.events.run(key, "event-5", **cuids)
+    assert sorted(o.recipient for o in result.with_status(Status.SENT)) == [
+        "owen@acme.test",
+        "priya@acme.test",
+    ]
+    (skipped,) = result.with_status(Status.SKIPPED)
+    assert (skipped.reason, skipped.recipient) == (Reason.INVALID_RECIPIENT, "sam at acme")
+    assert ("sam at acme", "skipped", "invalid_recipient") in demo.log("event-5")
+
+
+def test_an_application_callable_that_raises_is_recorded_and_reraised(demo: Demo) -> None:
+    def site_url(org: models.Organization) -> str:
+        raise RuntimeError(f"no site for {org.slug}")
+
+    events = EmailEvents(
+        REGISTRY,
+        celery=memory_app(),
+        session_factory=demo.session_factory,
+        sender=demo.outbox,
+        context={"site_url": site_url},
+        set_default=False,
+    )
+    key, cuids = seed.emits(demo.world)[1]
+    with pytest.raises(RuntimeError, match="no site for acme"):
+        events.run(key, "event-7", **cuids)
+    assert demo.log("event-7") == [("", "failed", "application_error")]
+    assert len(demo.outbox) == 0
