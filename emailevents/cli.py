@@ -34,7 +34,7 @@ def main() -> None:
 
 
 @main.command("list")
-@click.argument("registry", default="events.yaml", type=click.Path(dir_okay=False))
+@click.argument("registry", default="events.yaml", type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--format",
     "fmt",

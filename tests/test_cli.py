@@ -1,0 +1,97 @@
+"""The `emailevents` command line: demo and list."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from emailevents.cli import main
+from emailevents.demo.run import REGISTRY
+
+SEED_TASKS = [
+    "on_inventory_model_created", "on_organization_user_added", "on_model_user_deleted",
+    "on_model_user_added", "on_user_invited", "on_model_finding_created",
+    "on_model_comment_added", "on_workflow_transition_user_action",
+    "on_workflow_transition_status_set", "on_inventory_model_monitoring_breach",
+    "on_broadcast_notification",
+]  # fmt: skip
+
+
+def test_demo_sends_the_seed_events_and_says_what_was_skipped_and_why(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    result = CliRunner().invoke(main, ["demo", "--dir", str(directory)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "42 messages sent, 2 emits skipped" in out
+    assert "toggle_off: toggle 'inventory_model_monitoring_breach' is off" in out
+    assert "entity_missing: finding: no Finding with cuid='c-deleted-finding'" in out
+    assert "broadcast_notification             sent     31" in out
+    assert f"Messages: {directory / 'outbox'}/" in out
+
+    files = sorted((directory / "outbox").glob("*.json"))
+    assert len(files) == 42
+    messages = [json.loads(f.read_text()) for f in files]
+    finding = [m for m in messages if m["Tag"] == "model_finding_created"]
+    assert len(finding) == 1
+    assert finding[0]["TemplateAlias"] == "model-finding-created"
+    assert finding[0]["To"] == "owen@acme.test"
+    assert finding[0]["TemplateModel"]["severity"] == "high"
+    assert finding[0]["Metadata"] == {"event_id": finding[0]["EventId"]}
+
+
+def test_demo_starts_afresh_each_time(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    for _ in range(2):
+        result = CliRunner().invoke(main, ["demo", "--dir", str(directory)])
+        assert result.exit_code == 0, result.output
+    assert len(list((directory / "outbox").glob("*.json"))) == 42
+
+
+def test_list_prints_the_seed_table_as_text() -> None:
+    result = CliRunner().invoke(main, ["list", str(REGISTRY)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["Task", "Toggle", "Key", "Template", "Entities"]
+    assert [line.split()[0] for line in lines[2:]] == SEED_TASKS
+    invited = next(line for line in lines if line.startswith("on_user_invited "))
+    assert "(always enabled)" in invited
+    assert "user: User, org: Organization, invitation: Invitation" in invited
+
+
+def test_list_prints_markdown_for_docs() -> None:
+    result = CliRunner().invoke(main, ["list", str(REGISTRY), "--format", "markdown"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[:2] == ["| Task | Toggle Key | Template | Entities |", "| --- | --- | --- | --- |"]
+    assert lines[6] == (
+        "| on_user_invited | (always enabled) | user-invited | "
+        "user: User, org: Organization, invitation: Invitation |"
+    )
+    assert len(lines) == 2 + 11
+
+
+def test_list_reports_every_registry_problem_with_its_position(tmp_path: Path) -> None:
+    broken = tmp_path / "events.yaml"
+    broken.write_text(
+        "version: 2\n"
+        "defaults: {from: 'a@b.test'}\n"
+        "entities: {}\n"
+        "events:\n"
+        "  e:\n"
+        "    toggle: always\n"
+        "    templat: x\n"
+    )
+    result = CliRunner().invoke(main, ["list", str(broken)])
+    assert result.exit_code == 1
+    assert f"{broken}:1:10: unsupported version 2" in result.output
+    assert f"{broken}:7:5: events.e: unknown field 'templat' (did you mean 'template'?)" in (
+        result.output
+    )
+
+
+def test_a_missing_registry_file_is_a_usage_error_naming_it(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["list", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert "nope.yaml' does not exist" in result.output
