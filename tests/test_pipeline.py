@@ -257,3 +257,16 @@ def test_an_application_callable_that_raises_is_recorded_and_reraised(demo: Demo
         events.run(key, "event-7", **cuids)
     assert demo.log("event-7") == [("", "failed", "application_error")]
     assert len(demo.outbox) == 0
+
+
+def test_every_outcome_is_logged_with_the_event_key_and_id(
+    demo: Demo, caplog: pytest.LogCaptureFixture
+) -> None:
+    key, cuids = seed.emits(demo.world)[11]  # the missing finding
+    with caplog.at_level("INFO", logger="emailevents"):
+        demo.events.run(key, "event-8", **cuids)
+    (record,) = [r for r in caplog.records if r.name == "emailevents"]
+    assert record.event_key == "model_finding_created"  # type: ignore[attr-defined]
+    assert record.event_id == "event-8"  # type: ignore[attr-defined]
+    assert record.reason == "entity_missing"  # type: ignore[attr-defined]
+    assert "event=model_finding_created event_id=event-8 status=skipped" in record.getMessage()
