@@ -1,7 +1,8 @@
-"""The emailevents pytest plugin (entry point ``pytest11``): an ``outbox`` fixture.
+"""The emailevents pytest plugin (entry point ``pytest11``): ``outbox`` and ``fake_postmark``.
 
 ``outbox`` is a fresh :class:`~emailevents.senders.OutboxSender`; give it to ``EmailEvents`` as
-its sender and assert on ``outbox.messages``.
+its sender and assert on ``outbox.messages``. ``fake_postmark`` is a started local
+Postmark-compatible server (:class:`~emailevents.testing.fake_postmark.FakePostmark`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from ..senders.outbox import OutboxSender
+from .fake_postmark import DEMO_TEMPLATES, FakePostmark
 
 
 @pytest.fixture
@@ -19,3 +21,13 @@ def outbox() -> Iterator[OutboxSender]:
     sender = OutboxSender()
     yield sender
     sender.clear()
+
+
+@pytest.fixture
+def fake_postmark() -> Iterator[FakePostmark]:
+    """A started local Postmark-compatible server holding the demo templates; stopped after.
+
+    Its token is ``"test-token"``; give ``fake_postmark.url`` to postmarker as ``root_api_url``.
+    """
+    with FakePostmark(templates=DEMO_TEMPLATES) as server:
+        yield server

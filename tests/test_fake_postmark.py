@@ -1,0 +1,881 @@
+"""The local Postmark-compatible server, driven over real HTTP by the real postmarker client."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from http.client import HTTPConnection
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from postmarker.core import PostmarkClient
+from postmarker.exceptions import ClientError
+
+from emailevents.testing.fake_postmark import (
+    DEMO_TEMPLATES,
+    MAX_EMAIL_BYTES,
+    FakePostmark,
+    TemplateLoadError,
+)
+
+TOKEN = "test-token"  # noqa: S105 - the fake server's default token
+NO_TOKEN = "No Account or Server API tokens were supplied in the HTTP headers."  # noqa: S105
+WELCOME = {
+    "TemplateId": 42,
+    "Name": "Welcome",
+    "Alias": "welcome",
+    "Subject": "Welcome, {{name}}",
+    "HtmlBody": (
+        "<p>Hi {{name}} of {{company.name}}</p>{{{signature}}}"
+        "<ul>{{#each items}}<li>{{title}}</li>{{/each}}</ul>"
+    ),
+    "TextBody": "Hi {{name}}",
+}
+RECEIPT = {
+    "Name": "Receipt",
+    "Alias": "receipt",
+    "Subject": "Your receipt",
+    "TextBody": "Total: {{total}}",
+}
+NOTE = {"Name": "Note", "Subject": "A note", "TextBody": "{{text}}"}
+# Ids are assigned from 1000001 up (above any id given) when a template has none.
+RECEIPT_ID, NOTE_ID = 1_000_001, 1_000_002
+MODEL = {
+    "name": "Ada <Lovelace>",
+    "company": {"name": "Acme & Co"},
+    "signature": "<em>The team</em>",
+    "items": [{"title": "one"}, {"title": "two"}],
+}
+
+
+@pytest.fixture
+def server() -> Iterator[FakePostmark]:
+    with FakePostmark(templates=[WELCOME, RECEIPT, NOTE]) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: FakePostmark) -> PostmarkClient:
+    return PostmarkClient(server_token=TOKEN, root_api_url=server.url)
+
+
+def welcome(**changes: Any) -> dict[str, Any]:
+    """A valid /email/withTemplate body, with changes (None values are sent as null)."""
+    return {
+        "TemplateAlias": "welcome",
+        "TemplateModel": MODEL,
+        "From": "Acme <notifications@acme.test>",
+        "To": "ada@acme.test",
+        "Tag": "welcome",
+        "Metadata": {"event_id": "ev-1"},
+        **changes,
+    }
+
+
+def send(client: PostmarkClient, body: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = client.call("POST", "/email/withTemplate", data=body)
+    return result
+
+
+def http_status(error: ClientError) -> int:
+    """postmarker keeps the HTTP status only on the HTTPError it raises from."""
+    cause = error.__cause__
+    assert isinstance(cause, requests.HTTPError)
+    assert cause.response is not None
+    return cause.response.status_code
+
+
+def status_of(error: pytest.ExceptionInfo[ClientError]) -> int:
+    return http_status(error.value)
+
+
+# -- sending with a template ---------------------------------------------------------------------
+
+
+def test_a_template_send_answers_like_postmark_and_keeps_the_rendered_message(
+    server: FakePostmark, client: PostmarkClient
+) -> None:
+    answer = client.emails.send_with_template(
+        TemplateAlias="welcome",
+        TemplateModel=MODEL,
+        From="Acme <notifications@acme.test>",
+        To="ada@acme.test",
+        Tag="welcome",
+        Metadata={"event_id": "ev-1"},
+        MessageStream="outbound",
+    )
+
+    assert set(answer) == {"To", "SubmittedAt", "MessageID", "ErrorCode", "Message"}
+    assert (answer["To"], answer["ErrorCode"], answer["Message"]) == ("ada@acme.test", 0, "OK")
+    [received] = server.messages
+    assert received.message_id == answer["MessageID"]
+    assert received.subject == "Welcome, Ada &lt;Lovelace&gt;"
+    assert received.html_body == (
+        "<p>Hi Ada &lt;Lovelace&gt; of Acme &amp; Co</p><em>The team</em>"
+        "<ul><li>one</li><li>two</li></ul>"
+    )
+    assert received.text_body == "Hi Ada &lt;Lovelace&gt;"
+    assert (received.to, received.from_) == ("ada@acme.test", "Acme <notifications@acme.test>")
+    assert (received.tag, received.metadata, received.message_stream) == (
+        "welcome",
+        {"event_id": "ev-1"},
+        "outbound",
+    )
+    assert (received.template_id, received.template_alias) == (42, "welcome")
+    assert received.template_model == MODEL
+    assert received.request["TrackLinks"] == "None"  # everything received is kept
+    # postmarker posts to the trailing-slash path
+    assert server.requests == [("POST", "/email/withTemplate/")]
+
+
+def test_a_template_send_works_by_id_and_without_the_trailing_slash(
+    server: FakePostmark, client: PostmarkClient
+) -> None:
+    answer = send(client, welcome(TemplateAlias=None, TemplateId=42, MessageStream=None))
+
+    assert answer["ErrorCode"] == 0
+    assert server.messages[0].message_stream == "outbound"
+    assert server.requests == [("POST", "/email/withTemplate")]
+
+
+def test_an_empty_template_model_is_fine(server: FakePostmark, client: PostmarkClient) -> None:
+    send(client, welcome(TemplateModel={}))
+
+    assert server.messages[0].subject == "Welcome, "
+
+
+def test_the_limits_themselves_are_accepted(client: PostmarkClient) -> None:
+    fifty = ", ".join(f"user{i}@acme.test" for i in range(50))
+    metadata = {f"k{i}".ljust(20, "x"): "v" * 80 for i in range(10)}
+
+    assert send(client, welcome(To=fifty, Metadata=metadata))["ErrorCode"] == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "code", "words"),
+    [
+        pytest.param(
+            {"TemplateAlias": "nope"},
+            1101,
+            "The Template's 'Alias' associated with this request is not valid or was not found.",
+            id="unknown-alias",
+        ),
+        pytest.param(
+            {"TemplateAlias": None, "TemplateId": 999},
+            1101,
+            "The 'TemplateId' associated with this request is not valid or was not found.",
+            id="unknown-id",
+        ),
+        pytest.param({"TemplateAlias": None}, 1101, "'TemplateId'", id="no-template"),
+        pytest.param({"TemplateModel": None}, 1120, "'TemplateModel'", id="null-model"),
+        pytest.param(
+            {"Subject": "Hi"},
+            1123,
+            "Neither 'TextBody', 'HtmlBody', or 'Subject' may be specified when using a "
+            "template for the email.",
+            id="subject-with-template",
+        ),
+        pytest.param({"From": None}, 300, "Invalid 'From' value.", id="no-from"),
+        pytest.param(
+            {"From": "acme.test"},
+            300,
+            "Error parsing 'From': Illegal email address 'acme.test'. It must contain the '@' "
+            "symbol.",
+            id="bad-from",
+        ),
+        pytest.param({"To": ""}, 300, "Zero recipients specified", id="no-to"),
+        pytest.param({"To": "ada@acme"}, 300, "Illegal email address 'ada@acme'", id="bad-to"),
+        pytest.param(
+            {"To": "ada@acme.test, bob"}, 300, "Illegal email address 'bob'", id="bad-second-to"
+        ),
+        pytest.param({"To": ",".join(f"u{i}@acme.test" for i in range(51))}, 300, "50", id="51-to"),
+        pytest.param({"Cc": "carol"}, 300, "Error parsing 'Cc'", id="bad-cc"),
+        pytest.param(
+            {"Metadata": {f"k{i}": "v" for i in range(11)}}, 300, "metadata", id="11-fields"
+        ),
+        pytest.param({"Metadata": {"k" * 21: "v"}}, 300, "20 characters", id="long-key"),
+        pytest.param({"Metadata": {"k": "v" * 81}}, 300, "80 characters", id="long-value"),
+        pytest.param({"Metadata": {"Id": "1", "id": "2"}}, 300, "case", id="keys-by-case"),
+    ],
+)
+def test_a_bad_template_send_is_refused_with_postmarks_code_and_nothing_is_kept(
+    server: FakePostmark,
+    client: PostmarkClient,
+    changes: dict[str, Any],
+    code: int,
+    words: str,
+) -> None:
+    with pytest.raises(ClientError) as error:
+        send(client, welcome(**changes))
+
+    assert error.value.error_code == code
+    assert words in str(error.value)
+    assert status_of(error) == 422
+    assert server.messages == []
+
+
+def test_a_missing_template_model_is_1120(client: PostmarkClient) -> None:
+    body = welcome()
+    del body["TemplateModel"]
+
+    with pytest.raises(ClientError) as error:
+        send(client, body)
+
+    assert error.value.error_code == 1120
+
+
+def test_an_inactive_template_cannot_be_sent() -> None:
+    with FakePostmark(templates=[{**RECEIPT, "Active": False}]) as server:
+        client = PostmarkClient(server_token=TOKEN, root_api_url=server.url)
+        with pytest.raises(ClientError) as error:
+            send(client, welcome(TemplateAlias="receipt"))
+
+    assert error.value.error_code == 1101
+
+
+def test_invalid_json_is_402(server: FakePostmark) -> None:
+    response = requests.post(
+        f"{server.url}email/withTemplate",
+        data=b'{"From": ',
+        headers={"X-Postmark-Server-Token": TOKEN, "Content-Type": "application/json"},
+        timeout=5,
+    )
+
+    assert response.status_code == 422
+    assert response.json()["ErrorCode"] == 402
+
+
+def test_a_body_over_postmarks_size_limit_is_refused_unread(server: FakePostmark) -> None:
+    connection = HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1].strip("/")))
+    connection.putrequest("POST", "/email/withTemplate")
+    connection.putheader("X-Postmark-Server-Token", TOKEN)
+    connection.putheader("Content-Length", str(MAX_EMAIL_BYTES + 1))
+    connection.endheaders()
+
+    assert connection.getresponse().status == 413
+    connection.close()
+
+
+def test_a_plain_send_needs_a_body(server: FakePostmark, client: PostmarkClient) -> None:
+    answer = client.emails.send(
+        From="notifications@acme.test", To="ada@acme.test", Subject="Hello", TextBody="Hi"
+    )
+    with pytest.raises(ClientError) as error:  # postmarker itself refuses this; send it raw
+        client.call("POST", "/email", data={"From": "a@acme.test", "To": "b@acme.test"})
+
+    assert answer["ErrorCode"] == 0
+    assert (server.messages[0].subject, server.messages[0].text_body) == ("Hello", "Hi")
+    assert server.messages[0].template_id is None
+    assert error.value.error_code == 300
+    assert "Provide either email TextBody or HtmlBody or both." in str(error.value)
+
+
+# -- batches -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/email/batchWithTemplates", "/email/batchWithTemplates/"])
+def test_a_batch_answers_200_with_one_result_per_message_in_request_order(
+    server: FakePostmark, client: PostmarkClient, path: str
+) -> None:
+    messages = [
+        welcome(To="one@acme.test"),
+        welcome(To="two@acme.test", TemplateAlias="nope"),
+        welcome(To="three@acme.test", TemplateModel={"name": "Three"}),
+        welcome(To="four@"),
+    ]
+
+    answers = client.call("POST", path, data={"Messages": messages})
+
+    assert [a["ErrorCode"] for a in answers] == [0, 1101, 0, 300]
+    assert [a.get("To") for a in answers] == ["one@acme.test", None, "three@acme.test", None]
+    assert all(a["Message"] == "OK" for a in (answers[0], answers[2]))
+    assert [m.to for m in server.messages] == ["one@acme.test", "three@acme.test"]
+    assert [m.message_id for m in server.messages] == [
+        answers[0]["MessageID"],
+        answers[2]["MessageID"],
+    ]
+    assert server.messages[1].subject == "Welcome, Three"
+
+
+def test_postmarkers_batch_helper_is_understood(
+    server: FakePostmark, client: PostmarkClient
+) -> None:
+    answers = client.emails.send_template_batch(
+        {
+            "TemplateAlias": "receipt",
+            "TemplateModel": {"total": 3},
+            "From": "a@acme.test",
+            "To": "b@acme.test",
+        },
+        {"TemplateId": 42, "TemplateModel": {}, "From": "a@acme.test", "To": "c@acme.test"},
+    )
+
+    assert [a["ErrorCode"] for a in answers] == [0, 0]
+    assert server.messages[0].text_body == "Total: 3"
+    assert ("POST", "/email/batchWithTemplates/") in server.requests
+
+
+def test_a_batch_of_more_than_500_is_410(server: FakePostmark, client: PostmarkClient) -> None:
+    with pytest.raises(ClientError) as error:
+        client.call("POST", "/email/batchWithTemplates", data={"Messages": [welcome()] * 501})
+
+    assert error.value.error_code == 410
+    assert server.messages == []
+
+
+# -- authentication ------------------------------------------------------------------------------
+
+
+def test_a_wrong_token_is_401_and_is_never_echoed(server: FakePostmark) -> None:
+    wrong = "s3cret-wrong-token"
+    stranger = PostmarkClient(server_token=wrong, root_api_url=server.url)
+
+    with pytest.raises(ClientError) as error:
+        stranger.templates.get(42)
+    missing = requests.get(f"{server.url}templates?Count=1&Offset=0", timeout=5)
+
+    assert error.value.error_code == 10
+    assert status_of(error) == 401
+    assert "s3cret" not in str(error.value)
+    assert missing.status_code == 401
+    assert missing.json() == {"ErrorCode": 10, "Message": NO_TOKEN}
+
+
+def test_the_page_health_and_fault_endpoints_need_no_token(server: FakePostmark) -> None:
+    assert requests.get(server.url, timeout=5).status_code == 200
+    assert requests.get(f"{server.url}__health", timeout=5).json()["status"] == "ok"
+    assert requests.get(f"{server.url}__faults", timeout=5).status_code == 200
+
+
+def test_neither_the_token_nor_the_message_is_logged(
+    client: PostmarkClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = "another-secret"
+    stranger = PostmarkClient(server_token=other, root_api_url=client.root_api_url)
+    with caplog.at_level(logging.DEBUG, logger="emailevents"):
+        send(client, welcome())
+        with pytest.raises(ClientError):
+            send(stranger, welcome())
+
+    assert "/email/withTemplate" in caplog.text
+    for secret in (TOKEN, "another-secret", "Lovelace", "ada@acme.test", "ev-1"):
+        assert secret not in caplog.text
+
+
+def test_an_unknown_endpoint_is_404(client: PostmarkClient) -> None:
+    with pytest.raises(ClientError) as error:
+        client.call("GET", "/bounces")
+
+    assert status_of(error) == 404
+
+
+# -- the templates API ---------------------------------------------------------------------------
+
+
+def test_templates_are_listed_with_count_offset_and_type(client: PostmarkClient) -> None:
+    page = client.call("GET", "/templates", Count=2, Offset=1)
+    layouts = client.call("GET", "/templates/", Count=100, Offset=0, TemplateType="Layout")
+    everything = client.templates.all()
+
+    assert page["TotalCount"] == 3
+    assert [t["Name"] for t in page["Templates"]] == ["Receipt", "Note"]
+    assert page["Templates"][0] == {
+        "Active": True,
+        "TemplateId": RECEIPT_ID,
+        "Name": "Receipt",
+        "Alias": "receipt",
+        "TemplateType": "Standard",
+        "LayoutTemplate": None,
+    }
+    assert layouts == {"TotalCount": 0, "Templates": []}
+    assert [t.TemplateId for t in everything] == [42, RECEIPT_ID, NOTE_ID]
+
+
+def test_a_template_is_fetched_by_id_or_alias(client: PostmarkClient) -> None:
+    by_id = client.templates.get(42)
+    by_alias = client.templates.get("welcome")
+
+    assert by_id.as_dict() == by_alias.as_dict()
+    assert by_id.as_dict() == {
+        "TemplateId": 42,
+        "Name": "Welcome",
+        "Alias": "welcome",
+        "Subject": WELCOME["Subject"],
+        "HtmlBody": WELCOME["HtmlBody"],
+        "TextBody": WELCOME["TextBody"],
+        "AssociatedServerId": 1,
+        "Active": True,
+        "TemplateType": "Standard",
+        "LayoutTemplate": None,
+    }
+
+
+@pytest.mark.parametrize("ref", ["999", "no-such-alias"])
+def test_an_unknown_template_is_422_with_code_1101(client: PostmarkClient, ref: str) -> None:
+    with pytest.raises(ClientError) as error:
+        client.templates.get(ref)
+
+    assert error.value.error_code == 1101
+    assert status_of(error) == 422
+    assert str(error.value) == (
+        "[1101] The 'TemplateId' associated with this request is not valid or was not found."
+    )
+
+
+def test_a_created_and_edited_template_is_served_and_sent(
+    server: FakePostmark, client: PostmarkClient
+) -> None:
+    created = client.templates.create(
+        Name="Reset", Subject="Reset for {{name}}", TextBody="Go to {{{url}}}", Alias="reset"
+    )
+    client.templates.edit(created.TemplateId, Subject="Password reset for {{name}}")
+    send(client, welcome(TemplateAlias="reset", TemplateModel={"name": "Ada", "url": "a?b&c"}))
+
+    assert created.TemplateId == NOTE_ID + 1
+    assert client.templates.get("reset").Subject == "Password reset for {{name}}"
+    assert (server.messages[0].subject, server.messages[0].text_body) == (
+        "Password reset for Ada",
+        "Go to a?b&c",
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        pytest.param({"Name": "X", "Subject": "{{#each}}", "TextBody": "x"}, 1122, id="syntax"),
+        pytest.param(
+            {"Name": "X", "Subject": "S", "TextBody": "x", "Alias": "welcome"},
+            1122,
+            id="alias-taken",
+        ),
+        pytest.param({"Name": "X", "TextBody": "x"}, 1120, id="no-subject"),
+        pytest.param({"Name": "X", "Subject": "S"}, 1120, id="no-body"),
+    ],
+)
+def test_a_bad_template_is_not_created(
+    client: PostmarkClient, fields: dict[str, Any], code: int
+) -> None:
+    with pytest.raises(ClientError) as error:
+        client.call("POST", "/templates", data=fields)
+
+    assert error.value.error_code == code
+    assert client.call("GET", "/templates", Count=100, Offset=0)["TotalCount"] == 3
+
+
+def test_a_template_can_be_deleted(client: PostmarkClient) -> None:
+    client.templates.delete(NOTE_ID)
+
+    with pytest.raises(ClientError):
+        client.templates.get(NOTE_ID)
+
+
+# -- validation and rendering --------------------------------------------------------------------
+
+
+def test_validate_renders_with_escaping_raw_output_dotted_paths_and_each(
+    client: PostmarkClient,
+) -> None:
+    answer = client.templates.validate(
+        Subject="{{title}} & {{{title}}}",
+        HtmlBody="<p>{{user.name}}</p>{{#each lines}}<li>{{sku}}: {{qty}}</li>{{/each}}",
+        TextBody="{{#each tags}}[{{.}}]{{/each}} {{&user.name}}",
+        TestRenderModel={
+            "title": "<Q&A>",
+            "user": {"name": 'O\'Neil "Jr"'},
+            "lines": [{"sku": "A1", "qty": 2}, {"sku": "B<2>", "qty": 1.0}],
+            "tags": ["x", "<y>"],
+        },
+    )
+
+    assert answer["AllContentIsValid"] is True
+    assert answer["Subject"]["RenderedContent"] == "&lt;Q&amp;A&gt; & <Q&A>"
+    assert answer["HtmlBody"]["RenderedContent"] == (
+        "<p>O&#39;Neil &quot;Jr&quot;</p><li>A1: 2</li><li>B&lt;2&gt;: 1</li>"
+    )
+    assert answer["TextBody"]["RenderedContent"] == '[x][&lt;y&gt;] O\'Neil "Jr"'
+    assert answer["Subject"]["ValidationErrors"] == []
+
+
+def test_validate_follows_mustachio_not_plain_mustache(client: PostmarkClient) -> None:
+    answer = client.templates.validate(
+        Subject="{{#items}}[{{name}}]{{/items}}|{{#person}}{{company}}/{{../company}}{{/person}}",
+        TextBody="a\n{{#each items}}\n- {{name}}\n{{/each}}\nz{{missing}}",
+        TestRenderModel={
+            "items": [{"name": "one"}, {"name": "two"}],
+            "person": {"name": "Ada"},
+            "company": "Acme",
+        },
+    )
+
+    # A plain section only tests and scopes into a list; names are not looked up outwards;
+    # `../` climbs; lines around section tags are kept; a missing name renders as nothing.
+    assert answer["Subject"]["RenderedContent"] == "[]|/Acme"
+    assert answer["TextBody"]["RenderedContent"] == "a\n\n- one\n\n- two\n\nz"
+
+
+def test_the_suggested_model_is_built_as_postmark_builds_it(client: PostmarkClient) -> None:
+    answer = client.templates.validate(
+        Subject="{{subject}}",
+        HtmlBody=(
+            "{{#person}}{{first_name}}{{/person}} {{org.address.city}}"
+            "{{#each lines}}{{sku}}{{#each notes}}{{.}}{{/each}}{{/each}}"
+        ),
+        TextBody="{{^flag}}off{{/flag}}{{#each tags}}{{.}}{{/each}}",
+    )
+
+    assert answer["SuggestedTemplateModel"] == {
+        "subject": "subject_Value",
+        "person": {"first_name": "first_name_Value"},
+        "org": {"address": {"city": "city_Value"}},
+        "lines": [{"sku": "sku_Value", "notes": ["notes_1", "notes_2", "notes_3"]}],
+        "flag": {},
+        "tags": ["tags_1", "tags_2", "tags_3"],
+    }
+
+
+def test_syntax_errors_are_reported_with_line_and_character(client: PostmarkClient) -> None:
+    answer = client.templates.validate(
+        Subject="Fine {{name}}",
+        HtmlBody="<p>\n  {{#each items}}{{name}}\n{{first name}}</p>",
+    )
+
+    assert answer["AllContentIsValid"] is False
+    assert answer["Subject"]["ContentIsValid"] is True
+    assert answer["TextBody"] is None
+    html = answer["HtmlBody"]
+    assert html["ContentIsValid"] is False
+    assert html["ValidationErrors"] == [
+        {
+            "Message": "A scope block to the following path was opened but not closed: 'items', "
+            "please close it using the appropriate syntax.",
+            "Line": 2,
+            "CharacterPosition": 3,
+        },
+        {
+            "Message": "The path 'first name' is not valid. Please see documentation for "
+            "examples of valid paths.",
+            "Line": 3,
+            "CharacterPosition": 1,
+        },
+    ]
+    assert answer["SuggestedTemplateModel"] == {"name": "name_Value"}
+
+
+# -- the outbound messages API -------------------------------------------------------------------
+
+
+def test_outbound_messages_are_listed_newest_first_with_postmarks_fields(
+    server: FakePostmark, client: PostmarkClient
+) -> None:
+    for number in range(3):
+        send(client, welcome(To=f"user{number}@acme.test", Tag=f"tag{number % 2}"))
+
+    page = client.call("GET", "/messages/outbound", count=2, offset=0)
+    tagged = client.call("GET", "/messages/outbound", count=10, offset=0, tag="tag0")
+    details = client.messages.outbound.get(page["Messages"][0]["MessageID"])
+
+    assert page["TotalCount"] == 3
+    first = page["Messages"][0]
+    assert first["To"] == [{"Email": "user2@acme.test", "Name": None}]
+    assert (first["From"], first["Subject"], first["Status"]) == (
+        "Acme <notifications@acme.test>",
+        "Welcome, Ada &lt;Lovelace&gt;",
+        "Sent",
+    )
+    assert (first["Tag"], first["Metadata"], first["MessageStream"]) == (
+        "tag0",
+        {"event_id": "ev-1"},
+        "outbound",
+    )
+    assert first["ReceivedAt"] == server.messages[2].received_at.isoformat()
+    assert [m["To"][0]["Email"] for m in tagged["Messages"]] == [
+        "user2@acme.test",
+        "user0@acme.test",
+    ]
+    assert details.TextBody == "Hi Ada &lt;Lovelace&gt;"
+
+
+# -- faults --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "code"), [(500, 500), (429, 429), (503, 100)])
+def test_fail_next_answers_with_the_http_status_then_recovers(
+    server: FakePostmark, client: PostmarkClient, status: int, code: int
+) -> None:
+    server.faults.fail_next(2, status=status)
+
+    for _ in range(2):
+        with pytest.raises(ClientError) as error:
+            send(client, welcome())
+        assert (status_of(error), error.value.error_code) == (status, code)
+    send(client, welcome())
+
+    assert len(server.messages) == 1
+
+
+def test_a_timeout_after_postmark_accepted_still_records_the_message(
+    server: FakePostmark,
+) -> None:
+    impatient = PostmarkClient(server_token=TOKEN, root_api_url=server.url, timeout=0.1)
+    server.faults.fail_next(1, timeout=0.4, accept=True)
+
+    with pytest.raises(requests.Timeout):
+        send(impatient, welcome())
+
+    # Recorded before the hold began; allow a loaded machine a moment to get there.
+    deadline = time.monotonic() + 2
+    while not server.messages and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [m.to for m in server.messages] == ["ada@acme.test"]
+
+
+def test_a_timeout_before_postmark_accepted_records_nothing(
+    server: FakePostmark, client: PostmarkClient
+) -> None:
+    impatient = PostmarkClient(server_token=TOKEN, root_api_url=server.url, timeout=0.1)
+    server.faults.fail_next(1, timeout=0.3, accept=False)
+
+    with pytest.raises(requests.Timeout):
+        send(impatient, welcome())
+    send(client, welcome(To="next@acme.test"))
+
+    assert [m.to for m in server.messages] == ["next@acme.test"]
+
+
+def test_an_inactive_recipient_is_406_and_a_partly_inactive_message_is_sent(
+    server: FakePostmark, client: PostmarkClient
+) -> None:
+    server.faults.fail_recipients({"Gone@Acme.test": 406, "bad@acme.test": 300})
+
+    with pytest.raises(ClientError) as inactive:
+        send(client, welcome(To="gone@acme.test"))
+    partly = send(client, welcome(To="gone@acme.test, ada@acme.test"))
+    with pytest.raises(ClientError) as refused:
+        send(client, welcome(To="bad@acme.test"))
+
+    assert inactive.value.error_code == 406
+    assert str(inactive.value) == (
+        "[406] You tried to send to recipient(s) that have been marked as inactive. Found "
+        "inactive addresses: gone@acme.test. Inactive recipients are ones that have generated "
+        "a hard bounce, a spam complaint, or a manual suppression."
+    )
+    assert partly["ErrorCode"] == 0
+    assert partly["Message"] == (
+        "Message OK, but will not deliver to these inactive addresses: gone@acme.test."
+    )
+    assert refused.value.error_code == 300
+    assert [m.to for m in server.messages] == ["gone@acme.test, ada@acme.test"]
+
+
+def test_faults_can_be_set_over_http_by_another_process(
+    server: FakePostmark, client: PostmarkClient
+) -> None:
+    setting = requests.post(
+        f"{server.url}__faults",
+        json={"fail_next": {"n": 1, "status": 500}, "fail_recipients": {"x@acme.test": 406}},
+        timeout=5,
+    )
+    bad = requests.post(f"{server.url}__faults", json={"fail_next": {"n": 0}}, timeout=5)
+
+    assert setting.status_code == 200
+    assert setting.json()["queued"] == [{"status": 500, "error_code": None, "message": None}]
+    assert bad.status_code == 400
+    with pytest.raises(ClientError):
+        send(client, welcome())
+    with pytest.raises(ClientError) as error:
+        send(client, welcome(To="x@acme.test"))
+    assert error.value.error_code == 406
+    requests.post(f"{server.url}__faults", json={"clear": True}, timeout=5)
+    assert send(client, welcome(To="x@acme.test"))["ErrorCode"] == 0
+
+
+def outcomes(seed: int) -> list[str]:
+    with FakePostmark(templates=[WELCOME]) as server:
+        impatient = PostmarkClient(server_token=TOKEN, root_api_url=server.url, timeout=0.1)
+        server.faults.fail_rate(1.0, seed=seed, timeout=0.2)
+        seen = []
+        for _ in range(6):
+            try:
+                send(impatient, welcome())
+            except ClientError as error:
+                seen.append(str(http_status(error)))
+            except requests.Timeout:
+                seen.append("timeout")
+        return seen
+
+
+def test_fail_rate_draws_500_429_or_timeout_repeatably_for_a_seed() -> None:
+    first, again = outcomes(seed=3), outcomes(seed=3)
+
+    assert first == again
+    assert set(first) <= {"500", "429", "timeout"}
+    assert len(set(first)) > 1
+
+
+def test_fail_rate_zero_fails_nothing(server: FakePostmark, client: PostmarkClient) -> None:
+    server.faults.fail_rate(0.0, seed=1)
+
+    for _ in range(5):
+        send(client, welcome())
+
+    assert len(server.messages) == 5
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda f: f.fail_next(0), id="zero"),
+        pytest.param(lambda f: f.fail_next(1, status=200), id="not-an-error"),
+        pytest.param(lambda f: f.fail_next(1, timeout=10_000), id="endless"),
+        pytest.param(lambda f: f.fail_next(1, timeout=1, status=500), id="both"),
+        pytest.param(lambda f: f.fail_next(20_000), id="too-many"),
+        pytest.param(lambda f: f.fail_rate(1.5), id="rate-over-1"),
+        pytest.param(lambda f: f.fail_recipients({"nobody": 406}), id="not-an-address"),
+    ],
+)
+def test_faults_are_checked_and_bounded(server: FakePostmark, call: Any) -> None:
+    with pytest.raises(ValueError):
+        call(server.faults)
+
+
+def test_faults_are_taken_exactly_once_under_concurrency(server: FakePostmark) -> None:
+    server.faults.fail_next(5)
+    failures: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        own = PostmarkClient(server_token=TOKEN, root_api_url=server.url)
+        for _ in range(4):
+            try:
+                send(own, welcome())
+            except ClientError as error:
+                with lock:
+                    failures.append(error.error_code)
+
+    threads = [threading.Thread(target=worker) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == [500] * 5
+    assert len(server.messages) == 15
+    assert len({m.message_id for m in server.messages}) == 15
+
+
+# -- the page ------------------------------------------------------------------------------------
+
+
+def test_the_page_lists_messages_newest_first_with_their_html_escaped_in_a_sandbox(
+    server: FakePostmark, client: PostmarkClient
+) -> None:
+    send(client, welcome(TemplateModel={"name": "First"}))
+    evil = {"name": "Second", "signature": '<script>alert("x")</script>'}
+    send(client, welcome(TemplateModel=evil))
+
+    page = requests.get(server.url, timeout=5)
+    second_id = server.messages[1].message_id
+    one = requests.get(f"{server.url}messages/{second_id}", timeout=5)
+    missing = requests.get(f"{server.url}messages/{'0' * 8}-0000-0000-0000-{'0' * 12}", timeout=5)
+
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert page.text.index("Welcome, Second") < page.text.index("Welcome, First")
+    assert "sandbox=''" in page.text
+    assert "<script>" not in page.text
+    assert 'srcdoc="&lt;p&gt;Hi Second of &lt;/p&gt;&lt;script&gt;' in page.text
+    assert f"/messages/{second_id}" in page.text
+    assert one.status_code == 200
+    assert "Welcome, Second" in one.text
+    assert "<script>" not in one.text
+    assert missing.status_code == 404
+
+
+# -- the server's own API ------------------------------------------------------------------------
+
+
+def test_reset_forgets_messages_requests_faults_and_added_templates(
+    server: FakePostmark, client: PostmarkClient
+) -> None:
+    send(client, welcome())
+    client.templates.create(Name="Extra", Subject="x", TextBody="y")
+    server.faults.fail_next(3)
+
+    server.reset()
+
+    assert (server.messages, server.requests) == ([], [])
+    assert server.faults.snapshot()["queued"] == []
+    assert [t.template_id for t in server.templates] == [42, RECEIPT_ID, NOTE_ID]
+
+
+def test_the_demo_templates_load_one_per_file_with_ids_assigned() -> None:
+    server = FakePostmark(templates=DEMO_TEMPLATES)
+
+    aliases = {t.alias for t in server.templates}
+    assert aliases == {p.stem for p in DEMO_TEMPLATES.glob("*.yaml")}
+    assert len({t.template_id for t in server.templates}) == len(aliases)
+
+
+def test_a_yaml_file_may_hold_a_list_and_keeps_given_ids(tmp_path: Path) -> None:
+    file = tmp_path / "templates.yaml"
+    file.write_text(
+        json.dumps([{**NOTE, "TemplateId": 7}, {**RECEIPT}]),  # JSON is YAML
+        encoding="utf-8",
+    )
+
+    server = FakePostmark(templates=file)
+
+    assert [(t.template_id, t.name) for t in server.templates] == [
+        (7, "Note"),
+        (1_000_001, "Receipt"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        pytest.param({**NOTE, "TextBody": "{{#each}}"}, "line 1, character 1", id="syntax"),
+        pytest.param({**NOTE, "Colour": "red"}, "unknown template fields", id="unknown-field"),
+        pytest.param([{**RECEIPT}, {**RECEIPT}], "already in use", id="same-alias"),
+        pytest.param({"Name": "N", "TextBody": "t"}, "'Subject'", id="no-subject"),
+    ],
+)
+def test_malformed_template_files_are_refused_naming_the_file(
+    tmp_path: Path, content: Any, words: str
+) -> None:
+    file = tmp_path / "bad.yaml"
+    file.write_text(json.dumps(content), encoding="utf-8")
+
+    with pytest.raises(TemplateLoadError) as error:
+        FakePostmark(templates=tmp_path)
+
+    assert str(file) in str(error.value)
+    assert words in str(error.value)
+
+
+def test_the_fake_postmark_fixture_serves_the_demo_templates(fake_postmark: FakePostmark) -> None:
+    client = PostmarkClient(server_token=TOKEN, root_api_url=fake_postmark.url)
+    model = {
+        "subject": "New finding in Acme: Drift",
+        "actor_name": "Ada",
+        "severity": "high",
+        "model_name": "Credit model",
+        "org_name": "Acme",
+        "finding_title": "Drift",
+        "url": "https://app.acme.test/findings/f1",
+    }
+
+    client.emails.send_with_template(
+        TemplateAlias="model-finding-created",
+        TemplateModel=model,
+        From="a@acme.test",
+        To="b@acme.test",
+    )
+
+    [received] = fake_postmark.messages
+    assert received.subject == "New finding in Acme: Drift"
+    assert "Review the finding: https://app.acme.test/findings/f1" in (received.text_body or "")
