@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -68,34 +69,91 @@ def list_events(registry: str, fmt: str) -> None:
     show_default=True,
     help="Where the demo's database and messages go (emptied first).",
 )
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="Keep the local Postmark running afterwards, to browse the messages; Ctrl-C stops it.",
+)
+@click.option("--port", default=0, help="The local Postmark's port (default: any free one).")
 @click.option("-v", "--verbose", is_flag=True, help="Also print every outcome as it is logged.")
-def demo(directory: Path, verbose: bool) -> None:
-    """Run the 11 seed events through a real Celery worker, on embedded defaults."""
+def demo(directory: Path, serve: bool, port: int, verbose: bool) -> None:
+    """Run the 11 seed events through a real Celery worker and Postmark's protocol."""
     from .demo.run import REGISTRY, run_demo  # noqa: PLC0415 - only this command needs the demo
 
+    _logging(verbose)
+    try:
+        with run_demo(directory, port=port) as report:
+            sent = sum(len(r.with_status(Status.SENT)) for r in report.results)
+            skipped = sum(1 for r in report.results if not r.with_status(Status.SENT))
+            click.echo(
+                f"emailevents demo: {len(report.results)} emits of the events in "
+                f"{REGISTRY.name}, each a real Celery task on a worker (in-memory broker, "
+                f"2 threads), sent with PostmarkSender to a local Postmark at "
+                f"{report.postmark.url}\n"
+            )
+            click.echo(_table(("Event", "Outcome", "Sent", "To / why"), _demo_rows(report.results)))
+            click.echo(
+                f"\n{sent} messages sent in {len(report.postmark.requests)} Postmark API "
+                f"requests, {skipped} emits skipped, in {report.seconds:.1f} s.\n"
+                f"Rendered messages: {report.page} (open it in a browser)\n"
+                f"As received by Postmark: {report.outbox}/ (one JSON file per message)\n"
+                f"Why each email went out or not: table emailevents_deliveries in "
+                f"{report.database}"
+            )
+            if serve:
+                click.echo(f"\nBrowse them at {report.postmark.url} ; Ctrl-C stops.")
+                _wait_for_interrupt()
+    except EmailEventsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command("fake-postmark")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=9025, show_default=True, help="Port to listen on.")
+@click.option(
+    "--token",
+    "tokens",
+    multiple=True,
+    default=("test-token",),
+    show_default=True,
+    help="A server API token it accepts (repeatable).",
+)
+@click.option(
+    "--templates",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="A directory of YAML templates, or one YAML file. Default: the demo's templates.",
+)
+def fake_postmark(host: str, port: int, tokens: tuple[str, ...], templates: Path | None) -> None:
+    """Run the local Postmark-compatible server, for development and tests."""
+    from .testing.fake_postmark import DEMO_TEMPLATES, FakePostmark  # noqa: PLC0415
+
+    _logging(verbose=False)
+    try:
+        server = FakePostmark(host, port, tokens=tokens, templates=templates or DEMO_TEMPLATES)
+    except EmailEventsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    with server:
+        count = len(server.templates)
+        click.echo(
+            f"A Postmark-compatible API at {server.url} ({count} templates, "
+            f"{len(tokens)} token(s)); received messages at {server.url} ; Ctrl-C stops."
+        )
+        _wait_for_interrupt()
+
+
+def _logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
-    if not verbose:
-        # The in-memory transport warns that it has no host name; nothing to act on here.
-        logging.getLogger("kombu").setLevel(logging.ERROR)
+
+
+def _wait_for_interrupt() -> None:
     try:
-        report = run_demo(directory)
-    except EmailEventsError as exc:
-        raise click.ClickException(str(exc)) from exc
-    sent = sum(len(r.with_status(Status.SENT)) for r in report.results)
-    skipped = sum(1 for r in report.results if not r.with_status(Status.SENT))
-    click.echo(
-        f"emailevents demo: {len(report.results)} emits of the events in {REGISTRY.name}, "
-        "each a real Celery task run by a worker (in-memory broker, 2 threads)\n"
-    )
-    click.echo(_table(("Event", "Outcome", "Sent", "To / why"), _demo_rows(report.results)))
-    click.echo(
-        f"\n{sent} messages sent, {skipped} emits skipped, in {report.seconds:.1f} s.\n"
-        f"Messages: {report.outbox}/ (one JSON file per message, as sent to Postmark)\n"
-        f"Database: {report.database} (why each email went out or not: "
-        "table emailevents_deliveries)"
-    )
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("stopped")
 
 
 def _demo_rows(results: Iterable[RunResult]) -> list[tuple[str, ...]]:

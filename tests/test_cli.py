@@ -19,26 +19,35 @@ SEED_TASKS = [
 ]  # fmt: skip
 
 
-def test_demo_sends_the_seed_events_and_says_what_was_skipped_and_why(tmp_path: Path) -> None:
+def test_demo_sends_the_seed_events_through_postmarks_protocol_and_says_why_not(
+    tmp_path: Path,
+) -> None:
     directory = tmp_path / "demo"
     result = CliRunner().invoke(main, ["demo", "--dir", str(directory)])
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "42 messages sent, 2 emits skipped" in out
+    # 9 single sends, one batch for the comment's 3 and one for the broadcast's 31.
+    assert "42 messages sent in 11 Postmark API requests, 2 emits skipped" in out
     assert "toggle_off: toggle 'inventory_model_monitoring_breach' is off" in out
     assert "entity_missing: finding: no Finding with cuid='c-deleted-finding'" in out
     assert "broadcast_notification             sent     31" in out
-    assert f"Messages: {directory / 'outbox'}/" in out
+    assert f"Rendered messages: {directory / 'messages.html'}" in out
 
     files = sorted((directory / "outbox").glob("*.json"))
     assert len(files) == 42
     messages = [json.loads(f.read_text()) for f in files]
-    finding = [m for m in messages if m["Tag"] == "model_finding_created"]
-    assert len(finding) == 1
-    assert finding[0]["TemplateAlias"] == "model-finding-created"
-    assert finding[0]["To"] == "owen@acme.test"
-    assert finding[0]["TemplateModel"]["severity"] == "high"
-    assert finding[0]["Metadata"] == {"event_id": finding[0]["EventId"]}
+    (finding,) = [m for m in messages if m["Tag"] == "model_finding_created"]
+    assert finding["TemplateAlias"] == "model-finding-created"
+    assert finding["Recipients"] == ["owen@acme.test"]
+    assert finding["Subject"] == (
+        "New finding in Acme Risk: PD backtest does not cover the 2025 default cohort"
+    )
+    assert "Vera Nakamura raised a high severity finding" in finding["TextBody"]
+    assert "<strong>Retail Credit PD Model</strong>" in finding["HtmlBody"]
+    assert set(finding["Metadata"]) == {"event_id"}
+    page = (directory / "messages.html").read_text()
+    assert "New finding in Acme Risk: PD backtest" in page
+    assert "Model inventory maintenance on Saturday" in page
 
 
 def test_demo_starts_afresh_each_time(tmp_path: Path) -> None:

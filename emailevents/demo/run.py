@@ -1,15 +1,20 @@
 """``emailevents demo``: the whole pipeline on embedded defaults, no service to install.
 
 A SQLite file database seeded with the demo world, a real Celery worker consuming real broker
-messages (kombu's in-memory transport, worker threads in this process), the 11 seed events
-emitted (one with its org toggle off, one with a missing entity, one fanned out to 31 people),
-and every message written as a JSON file.
+messages (kombu's in-memory transport, worker threads in this process), the local
+Postmark-compatible server, and ``PostmarkSender`` sending to it over HTTP with the real
+``postmarker`` client. The 11 seed events are emitted: one with its org toggle off, one with a
+missing entity, one fanned out to 31 people through Postmark's batch API.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +23,15 @@ from sqlalchemy.orm import sessionmaker
 
 from ..engine import EmailEvents
 from ..outcomes import RunResult
-from ..senders.outbox import DirectoryOutbox
+from ..senders.postmark import PostmarkSender
 from ..testing import Runs, memory_app, worker
+from ..testing.fake_postmark import DEMO_TEMPLATES, FakePostmark
 from . import hooks, models, seed
 
 __all__ = ["REGISTRY", "DemoReport", "run_demo"]
 
 REGISTRY = Path(__file__).with_name("events.yaml")
+DEMO_TOKEN = "emailevents-demo-token"  # noqa: S105 - the local server's made-up token
 
 
 @dataclass(frozen=True)
@@ -32,41 +39,64 @@ class DemoReport:
     """What the demo did: each emit's result, and where to look."""
 
     results: list[RunResult]
+    postmark: FakePostmark
     outbox: Path
+    page: Path
     database: Path
     seconds: float
 
 
-def run_demo(directory: Path, *, concurrency: int = 2) -> DemoReport:
-    """Run the demo in ``directory`` (emptied first) and return its report."""
+@contextmanager
+def run_demo(directory: Path, *, port: int = 0, concurrency: int = 2) -> Iterator[DemoReport]:
+    """Run the demo in ``directory`` (emptied first); the local Postmark serves until the end."""
     started = time.perf_counter()
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     database = directory / "demo.sqlite3"
-    outbox = directory / "outbox"
 
     engine = sa.create_engine(f"sqlite:///{database}", connect_args={"timeout": 30})
     models.Base.metadata.create_all(engine)
     session_factory = sessionmaker(engine)
     app = memory_app("emailevents-demo")
-    events = EmailEvents(
-        REGISTRY,
-        celery=app,
-        session_factory=session_factory,
-        sender=DirectoryOutbox(outbox),
-        context={"site_url": hooks.site_url},
-        set_default=False,
-    )
-    events.create_tables(engine)
-    with session_factory() as session:
-        world = seed.seed(session)
-        for org_cuid, toggle_key in seed.toggles_off(world):
-            events.set_toggle(session, org_cuid, toggle_key, enabled=False)
-        session.commit()
+    with FakePostmark(port=port, tokens=(DEMO_TOKEN,), templates=DEMO_TEMPLATES) as postmark:
+        events = EmailEvents(
+            REGISTRY,
+            celery=app,
+            session_factory=session_factory,
+            sender=PostmarkSender(DEMO_TOKEN, api_url=postmark.url),
+            context={"site_url": hooks.site_url},
+            set_default=False,
+        )
+        events.create_tables(engine)
+        with session_factory() as session:
+            world = seed.seed(session)
+            for org_cuid, toggle_key in seed.toggles_off(world):
+                events.set_toggle(session, org_cuid, toggle_key, enabled=False)
+            session.commit()
 
-    with Runs() as runs, worker(app, concurrency=concurrency):
-        receipts = [events.emit(key, **cuids) for key, cuids in seed.emits(world)]
-        results = runs.wait(*receipts, timeout=60)
-    engine.dispose()
-    return DemoReport(results, outbox, database, time.perf_counter() - started)
+        with Runs() as runs, worker(app, concurrency=concurrency):
+            receipts = [events.emit(key, **cuids) for key, cuids in seed.emits(world)]
+            results = runs.wait(*receipts, timeout=60)
+        engine.dispose()
+
+        outbox, page = _save_messages(postmark, directory)
+        yield DemoReport(results, postmark, outbox, page, database, time.perf_counter() - started)
+
+
+def _save_messages(postmark: FakePostmark, directory: Path) -> tuple[Path, Path]:
+    """Keep what the local Postmark received: one JSON file per message, and its web page."""
+    outbox = directory / "outbox"
+    outbox.mkdir()
+    for number, message in enumerate(postmark.messages, start=1):
+        record = {
+            **message.details(),
+            "TemplateAlias": message.template_alias,
+            "TemplateModel": message.template_model,
+        }
+        name = f"{number:03d}-{message.tag}-{message.to.replace('@', '_at_')}.json"
+        (outbox / name).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    page = directory / "messages.html"
+    with urllib.request.urlopen(postmark.url, timeout=10) as answer:  # noqa: S310 - our own server
+        page.write_bytes(answer.read())
+    return outbox, page
