@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
+import requests
 from click.testing import CliRunner
+from postmarker.core import PostmarkClient
+from postmarker.exceptions import ClientError
 
 from emailevents.cli import main
 from emailevents.demo.run import REGISTRY
@@ -104,3 +113,46 @@ def test_a_missing_registry_file_is_a_usage_error_naming_it(tmp_path: Path) -> N
     result = CliRunner().invoke(main, ["list", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2
     assert "nope.yaml' does not exist" in result.output
+
+
+def test_fake_postmark_command_serves_postmarks_api_until_interrupted() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-c", "from emailevents.cli import main; main()"]
+    process = subprocess.Popen(  # noqa: S603 - our own command
+        [*command, "fake-postmark", "--port", str(port), "--token", "tok-1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        client = PostmarkClient(server_token="tok-1", root_api_url=f"http://127.0.0.1:{port}/")
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                answer = client.call(
+                    "POST",
+                    "email/withTemplate",
+                    data={
+                        "TemplateAlias": "user-invited",
+                        "From": "a@acme.test",
+                        "To": "b@acme.test",
+                        "TemplateModel": {"subject": "Hello", "org_name": "Acme"},
+                    },
+                )
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+        assert answer["ErrorCode"] == 0
+        wrong = PostmarkClient(server_token="nope", root_api_url=f"http://127.0.0.1:{port}/")
+        with pytest.raises(ClientError) as denied:
+            wrong.call("GET", "templates", Count=10, Offset=0)
+        assert denied.value.error_code == 10
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=20)
+    assert f"A Postmark-compatible API at http://127.0.0.1:{port}/ (11 templates" in output
+    assert "tok-1" not in output
+    assert process.returncode == 0
