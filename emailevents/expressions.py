@@ -18,15 +18,16 @@ from .errors import EmailEventsError, ExpressionError
 __all__ = ["Path", "RenderError", "Template", "parse"]
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-_LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029\x85\x0b\x0c]+")
+# Everything str.splitlines() breaks on: mail clients and Postmark differ in which they honour.
+_LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+")
 
 
 class RenderError(EmailEventsError, ValueError):
     """Raised when reading an attribute of an entity fails while rendering an expression."""
 
-    def __init__(self, path: Path, cause: BaseException) -> None:
+    def __init__(self, path: Path, cause: BaseException, *, doing: str = "reading") -> None:
         self.path = path
-        super().__init__(f"reading {{{path}}} failed: {type(cause).__name__}: {cause}")
+        super().__init__(f"{doing} {{{path}}} failed: {type(cause).__name__}: {cause}")
 
 
 @dataclass(frozen=True)
@@ -80,19 +81,25 @@ class Template:
 
     def render_text(self, values: Mapping[str, Any], *, single_line: bool = False) -> str:
         """Render to a string; ``single_line`` folds line breaks to spaces (mail headers)."""
-        out = [p if isinstance(p, str) else _text(p.resolve(values)) for p in self.parts]
+        out = [p if isinstance(p, str) else _text(p, p.resolve(values)) for p in self.parts]
         text = "".join(out)
         if single_line:
             text = _LINE_BREAKS.sub(" ", text).strip()
         return text
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return str(value)
+def _text(path: Path, value: Any) -> str:
+    # type() rather than isinstance(): isinstance may read `__class__` through the value's own
+    # __getattribute__, and rendering never touches an attribute that starts with '_'.
+    kind = type(value)
+    try:
+        if value is None:
+            return ""
+        if issubclass(kind, dt.date):
+            return str(kind.isoformat(value))
+        return str(value)
+    except Exception as exc:
+        raise RenderError(path, exc, doing="rendering") from exc
 
 
 def parse(source: str) -> Template:
@@ -146,6 +153,13 @@ def _parse_path(source: str, start: int, close: int) -> Path:
     names = body.split(".")
     offset = start + 1
     for name in names:
+        if not name:
+            # '{.a}', '{a..b}', '{a.}': point at the stray dot.
+            raise ExpressionError(
+                f"unexpected '.' in {{{body}}}; expressions are dotted names like {{org.name}}",
+                source=source,
+                offset=offset if offset == start + 1 else offset - 1,
+            )
         if name.startswith("_"):
             raise ExpressionError(
                 f"'{name}' starts with '_'; private attributes cannot be used",

@@ -5,16 +5,29 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.ext.hybrid import HybridExtensionType
 from sqlalchemy.orm import Mapper
 
-__all__ = ["Callee", "PathInfo", "describe_path", "import_ref", "mapper_of"]
+__all__ = ["Callee", "PathError", "PathInfo", "describe_path", "import_ref", "mapper_of"]
 
 Kind = Literal["column", "object", "collection", "unknown"]
+
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+_REFERENCE = re.compile(rf"({_DOTTED}):({_DOTTED})\Z")
+
+
+class PathError(LookupError):
+    """Raised when an attribute path cannot be followed; ``index`` is the attribute at fault."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 @dataclass(frozen=True)
@@ -36,25 +49,31 @@ def describe_path(cls: type, attrs: tuple[str, ...]) -> PathInfo:
     """Walk ``attrs`` from the mapped class ``cls``.
 
     Raises:
-        LookupError: an attribute does not exist, is a method, or follows a collection; the
-            message says which and suggests the nearest name.
+        PathError: an attribute does not exist, is a method, or follows a collection; the
+            message says which and suggests the nearest name, ``index`` says which attribute.
     """
     info = PathInfo("object", target=cls)
     for i, attr in enumerate(attrs):
-        rest = attrs[i + 1 :]
         if info.kind == "collection":
-            raise LookupError(
+            raise PathError(
                 f"'{attrs[i - 1]}' is a collection; expressions cannot index or map over it "
-                "(use a `recipients:` or `build:` callable)"
+                "(use a `recipients:` or `build:` callable)",
+                i - 1,
             )
-        if info.kind != "object" or info.target is None:
+        if info.kind == "column" and info.python_type is not None:
+            # A column's value is a plain Python value: its attributes are checked on its type.
+            _plain_attribute(info.python_type, attr, i)
             return PathInfo("unknown", nullable=True)
-        mapper = mapper_of(info.target)
-        if mapper is None:
+        target = info.target if info.kind == "object" else None
+        mapper = mapper_of(target)
+        if mapper is None or target is None:
             return PathInfo("unknown", nullable=True)
-        info = _step(mapper, info.target, attr, nullable=info.nullable)
-        if info.kind == "unknown" and rest:
-            return info
+        try:
+            info = _step(mapper, target, attr, nullable=info.nullable)
+        except PathError as exc:
+            raise PathError(str(exc), i) from None
+        except sa.exc.SQLAlchemyError as exc:
+            raise PathError(f"SQLAlchemy cannot describe {target.__name__}: {exc}", i) from exc
     return info
 
 
@@ -71,26 +90,42 @@ def _step(mapper: Mapper[Any], cls: type, attr: str, *, nullable: bool) -> PathI
         )
     if attr in mapper.column_attrs:
         column = mapper.column_attrs[attr].columns[0]
-        try:
-            python_type: type | None = column.type.python_type
-        except NotImplementedError:
-            python_type = None
+        python_type = _python_type(column.type)
         return PathInfo("column", python_type, nullable or bool(getattr(column, "nullable", True)))
-    if attr in mapper.all_orm_descriptors:  # hybrid properties, association proxies
+    descriptors = mapper.all_orm_descriptors
+    if attr in descriptors:  # hybrids, association proxies, synonyms
+        if getattr(descriptors[attr], "extension_type", None) is HybridExtensionType.HYBRID_METHOD:
+            raise PathError(f"{cls.__name__}.{attr} is a method; expressions cannot call it", 0)
         return PathInfo("unknown", nullable=True)
+    names = [n for n in descriptors.keys() if not n.startswith("_")]  # noqa: SIM118
+    _plain_attribute(cls, attr, 0, names)
+    return PathInfo("unknown", nullable=True)
+
+
+def _python_type(column_type: Any) -> type | None:
+    """The Python type of a column's values, or None when it is not one type (JSON, custom)."""
+    if isinstance(column_type, sa.JSON):
+        return None  # any JSON value, whatever `python_type` (dict) says
+    try:
+        found = column_type.python_type
+    except NotImplementedError:
+        return None
+    return found if isinstance(found, type) else None
+
+
+def _plain_attribute(cls: type, attr: str, index: int, names: list[str] | None = None) -> None:
+    """Check that ``cls`` has a data attribute ``attr``, not a method; ``names`` add hints."""
     try:
         static = inspect.getattr_static(cls, attr)
     except AttributeError:
-        names = [n for n in mapper.all_orm_descriptors.keys() if not n.startswith("_")]  # noqa: SIM118
-        names += [n for n in dir(cls) if not n.startswith("_") and n not in names]
-        close = difflib.get_close_matches(attr, names, n=1)
+        options = [*(names or []), *(n for n in dir(cls) if not n.startswith("_"))]
+        close = difflib.get_close_matches(attr, options, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise LookupError(f"{cls.__name__} has no attribute '{attr}'{hint}") from None
+        raise PathError(f"{cls.__name__} has no attribute '{attr}'{hint}", index) from None
     if isinstance(static, staticmethod | classmethod) or (
         callable(static) and not isinstance(static, property)
     ):
-        raise LookupError(f"{cls.__name__}.{attr} is a method; expressions cannot call it")  # noqa: TRY004
-    return PathInfo("unknown", nullable=True)
+        raise PathError(f"{cls.__name__}.{attr} is a method; expressions cannot call it", index)
 
 
 def import_ref(ref: str) -> Any:
@@ -99,20 +134,26 @@ def import_ref(ref: str) -> Any:
     Raises:
         LookupError: the reference is malformed, the module fails to import, or lacks the name.
     """
-    module_name, sep, attr_path = ref.partition(":")
-    if not sep or not module_name or not attr_path:
-        raise LookupError(f"'{ref}' is not a 'module:attribute' reference")
+    match = _REFERENCE.match(ref)
+    if match is None:
+        raise LookupError(f"{ref!r} is not a 'package.module:attribute' reference")
+    module_name, attr_path = match.groups()
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:  # any error raised while importing user code
         raise LookupError(
             f"cannot import module '{module_name}': {type(exc).__name__}: {exc}"
         ) from exc
+    done = module_name
     for part in attr_path.split("."):
         try:
             obj = getattr(obj, part)
-        except AttributeError:
-            raise LookupError(f"module '{module_name}' has no attribute '{attr_path}'") from None
+        except Exception:  # noqa: BLE001 - a module __getattr__ or property may raise anything
+            options = [name for name in dir(obj) if not name.startswith("_")]
+            close = difflib.get_close_matches(part, options, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise LookupError(f"'{done}' has no attribute '{part}'{hint}") from None
+        done = f"{done}:{part}" if done == module_name else f"{done}.{part}"
     return obj
 
 
@@ -141,7 +182,12 @@ class Callee:
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 continue
             if param.kind is param.POSITIONAL_ONLY:
-                raise TypeError(f"{what} has positional-only parameter '{param.name}'")
+                if param.default is param.empty:
+                    raise TypeError(
+                        f"{what} has positional-only parameter '{param.name}'; it is called "
+                        "with names"
+                    )
+                continue
             if param.name in available:
                 params.append(param.name)
             elif param.default is param.empty:

@@ -8,12 +8,15 @@ mappers) and one pydantic payload model per event. Nothing is imported or parsed
 from __future__ import annotations
 
 import difflib
+import inspect
+import keyword
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path as FilePath
 from typing import Any, Literal, TypeVar
 
+import sqlalchemy as sa
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -26,10 +29,10 @@ from pydantic import (
     field_validator,
 )
 
-from .addresses import AddressError, parse_address
+from .addresses import parse_address
 from .errors import ExpressionError, Problem, RegistryError
 from .expressions import Path, Template, parse
-from .introspect import Callee, PathInfo, describe_path, import_ref, mapper_of
+from .introspect import Callee, PathError, PathInfo, describe_path, import_ref, mapper_of
 from .yamlnodes import Document, Key, load_document
 
 __all__ = [
@@ -110,6 +113,22 @@ M = TypeVar("M", bound="_Spec")
 
 _TOP_LEVEL = ("version", "defaults", "entities", "events")
 
+# Stand-ins for required event fields in error, so the rest of the event is still checked.
+_EVENT_PLACEHOLDERS = {"toggle": "always", "template": "placeholder", "entities": {}}
+
+# What to write instead, for the fields people most often get wrong.
+_FIELD_HINTS = {
+    "version": f"write `version: {SUPPORTED_VERSIONS[-1]}`",
+    "defaults": "at least `from:`, the Postmark From address",
+    "entities": "map entity type names to mapped classes, like `User: myapp.models:User`",
+    "events": "map event keys to their definitions",
+    "from": "like 'Acme <notifications@acme.test>'",
+    "toggle": "an org email-settings key like 'artifact_created', or `always`",
+    "template": "a Postmark TemplateId (a number) or TemplateAlias (a string)",
+    "model": "a mapped class, like 'myapp.models:User'",
+    "to": "an expression like '{user.email}', or a list of them",
+}
+
 
 # --- the compiled registry ----------------------------------------------------------------
 
@@ -125,15 +144,33 @@ class EntityType:
 
 @dataclass(frozen=True)
 class Expression:
-    """A compiled expression and where it was written (for errors that point at the YAML)."""
+    """A compiled expression and where it was written (for errors that point at the YAML).
+
+    ``where`` is the position of the expression's first character; when ``exact`` is false (a
+    multi-line or escaped YAML scalar) offsets into the source cannot be mapped to columns and
+    problems point at the scalar itself. ``label`` names the field in problems.
+    """
 
     field: str
     template: Template
     where: Problem
+    label: str = ""
+    exact: bool = True
 
-    def problem(self, message: str, path: Path | None = None, *, hint: str = "") -> Problem:
-        column = self.where.column + (path.offset if path and self.where.line else 0)
-        return Problem(f"{self.field}: {message}", self.where.file, self.where.line, column, hint)
+    def problem(
+        self, message: str, path: Path | None = None, *, hint: str = "", offset: int | None = None
+    ) -> Problem:
+        """A Problem at ``offset`` in the source (by default, where ``path`` starts)."""
+        if offset is None:
+            offset = path.offset if path else 0
+        column = self.where.column + (offset if self.exact and self.where.line else 0)
+        return Problem(
+            f"{self.label or self.field}: {message}",
+            self.where.file,
+            self.where.line,
+            column,
+            hint,
+        )
 
 
 @dataclass(frozen=True)
@@ -234,7 +271,8 @@ def parse_registry(text: str, *, filename: str = "<registry>") -> Registry:
         raise RegistryError(doc.problems)
     registry = _Compiler(doc).compile()
     if doc.problems or registry is None:
-        raise RegistryError(sorted(doc.problems, key=lambda p: (p.line, p.column)))
+        problems = doc.problems or [Problem("the registry could not be compiled", filename)]
+        raise RegistryError(sorted(problems, key=lambda p: (p.line, p.column)))
     return registry
 
 
@@ -242,9 +280,17 @@ def parse_registry(text: str, *, filename: str = "<registry>") -> Registry:
 
 
 class _Compiler:
+    """Checks a document section by section, collecting every problem.
+
+    A mistake is reported once, where it is written: what depends on a broken part (an event
+    using an entity type whose import failed, say) is skipped rather than reported again.
+    """
+
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         self.context_refs: list[tuple[Event, Expression, Path]] = []
+        # Fields of a section that were in error (and left out, to check the rest).
+        self.invalid: dict[Key, frozenset[str]] = {}
 
     def problem(self, path: Key, message: str, *, hint: str = "", at_key: bool = False) -> None:
         self.doc.problems.append(self.doc.problem(path, message, hint=hint, at_key=at_key))
@@ -261,30 +307,35 @@ class _Compiler:
                 self._unknown_field((key,), key, _TOP_LEVEL)
         for key in _TOP_LEVEL:
             if key not in data:
-                self.problem((), f"missing required section '{key}'")
+                self.problem((), f"missing required section '{key}'", hint=_FIELD_HINTS[key])
         version = data.get("version")
-        if "version" in data and (type(version) is not int or version not in SUPPORTED_VERSIONS):
+        if (
+            "version" in data
+            and (type(version) is not int or version not in SUPPORTED_VERSIONS)
+            and not self.doc.is_broken(("version",))
+        ):
             self.problem(
                 ("version",),
                 f"unsupported version {version!r}",
                 hint=f"this emailevents reads version {SUPPORTED_VERSIONS[-1]}",
             )
-        defaults = self._validate(DefaultsSpec, data.get("defaults"), ("defaults",))
-        toggles = None
-        if defaults is not None:
-            self._check_from(defaults.from_, ("defaults", "from"))
-            if defaults.toggles is not None:
-                toggles = self._callable(defaults.toggles, ("defaults", "toggles"))
-        entity_types = self._entity_types(data.get("entities"))
-        events = self._events(data.get("events"), defaults, entity_types)
-        if defaults is None or entity_types is None or events is None:
+        defaults, toggles = self._defaults(data)
+        types = self._entity_types(data.get("entities"))
+        specs = self._event_specs(data.get("events"))
+        events: dict[str, Event] = {}
+        org = defaults.org if defaults is not None else _raw_org(data.get("defaults"))
+        for key, spec in (specs or {}).items():
+            event = self._event(key, spec, defaults, org, types)
+            if event is not None:
+                events[key] = event
+        self._check_task_names(specs or {})
+        if self.doc.problems or defaults is None or types is None or specs is None:
             return None
-        self._check_task_names(events)
         return Registry(
             source=self.doc.filename,
             version=SUPPORTED_VERSIONS[-1],
             defaults=defaults,
-            entity_types=entity_types,
+            entity_types={name: t for name, t in types.items() if t is not None},
             events=events,
             toggles=toggles,
             _context_refs=tuple(self.context_refs),
@@ -292,125 +343,256 @@ class _Compiler:
 
     # -- schema --
 
-    def _validate(self, model: type[M], value: Any, path: Key) -> M | None:
+    def _validate(
+        self,
+        model: type[M],
+        value: Any,
+        path: Key,
+        *,
+        expected: str = "",
+        placeholders: Mapping[str, Any] | None = None,
+    ) -> M | None:
+        """``value`` as a ``model``; with errors, reported, the spec of the fields that are valid.
+
+        A spec with fields in error is still returned when leaving those fields out (or, for
+        required ones, putting in ``placeholders``) makes it valid, so the rest of the section is
+        checked too; ``self.invalid[path]`` then names the fields left out. Such a spec only
+        ever serves to find more problems: a registry with problems is never built.
+        """
         if value is None and path in self.doc.values:
-            self.problem(path, "is empty", at_key=True)
+            if not self.doc.is_broken(path):
+                self.problem(path, f"{_dotted(path)}: is empty", hint=expected, at_key=True)
             return None
         try:
             return model.model_validate(value)
         except ValidationError as exc:
-            for error in exc.errors():
-                self._schema_error(model, path, error)
+            errors = exc.errors()
+        for error in errors:
+            self._schema_error(model, path, value, error, expected)
+        if not isinstance(value, dict) or not all(error["loc"] for error in errors):
             return None
+        bad = frozenset(str(error["loc"][0]) for error in errors)
+        kept = {name: v for name, v in value.items() if name not in bad}
+        kept |= {name: v for name, v in (placeholders or {}).items() if name in bad}
+        try:
+            spec = model.model_validate(kept)
+        except ValidationError:
+            return None
+        self.invalid[path] = bad
+        return spec
 
-    def _schema_error(self, model: type[_Spec], path: Key, error: Any) -> None:
-        loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
-        where = (*path, *loc)
-        dotted = ".".join(str(p) for p in where)
+    def _schema_error(
+        self, model: type[_Spec], path: Key, value: Any, error: Any, expected: str
+    ) -> None:
+        loc = tuple(error["loc"])
         kind = error["type"]
+        if kind == "missing":
+            parent = (*path, *_located(value, loc[:-1]))
+            name = str(loc[-1])
+            self.problem(
+                parent,
+                f"{_dotted(parent)}: missing required field '{name}'",
+                hint=_FIELD_HINTS.get(name, ""),
+                at_key=True,
+            )
+            return
+        where = (*path, *_located(value, loc))
+        if kind != "extra_forbidden" and self.doc.is_broken(where):
+            return  # the value could not be read from the YAML, which is reported already
         if kind == "extra_forbidden":
             fields = [f.alias or name for name, f in model.model_fields.items()]
-            self._unknown_field(where, str(loc[-1]), fields)
-        elif kind == "missing":
+            self._unknown_field(where, str(where[-1]), fields)
+        elif where == path and kind in ("model_type", "model_attributes_type", "dict_type"):
             self.problem(
-                where[:-1],
-                f"{'.'.join(map(str, where[:-1]))}: missing required field '{loc[-1]}'",
-                at_key=True,
+                where,
+                f"{_dotted(where)}: must be a mapping of fields, not {_kind(value)}",
+                hint=expected,
             )
         else:
             message = str(error["msg"]).removeprefix("Value error, ")
-            self.problem(where, f"{dotted}: {message}")
+            hint = ""
+            if kind != "value_error":  # our own validators' messages say what to write
+                message = f"{message} (got {_kind(error.get('input'))})"
+                hint = _FIELD_HINTS.get(str(where[-1]), "") if len(where) > len(path) else ""
+            self.problem(where, f"{_dotted(where)}: {message}", hint=hint)
 
     def _unknown_field(self, path: Key, name: str, allowed: Iterable[str]) -> None:
         allowed = list(allowed)
         close = difflib.get_close_matches(name, allowed, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
-        parent = ".".join(str(p) for p in path[:-1]) or "registry"
+        parent = _dotted(path[:-1]) or "registry"
         self.problem(path, f"{parent}: unknown field '{name}'", hint=hint, at_key=True)
+
+    # -- defaults --
+
+    def _defaults(self, data: dict[str, Any]) -> tuple[DefaultsSpec | None, Any]:
+        """The ``defaults:`` section and its ``toggles`` callable."""
+        if "defaults" not in data:
+            return None, None  # reported as a missing section
+        defaults = self._validate(
+            DefaultsSpec, data["defaults"], ("defaults",), placeholders={"from": ""}
+        )
+        if defaults is None:
+            return None, None
+        if "from" not in self.invalid.get(("defaults",), ()):
+            self._check_from(defaults.from_, ("defaults", "from"))
+        if defaults.toggles is None:
+            return defaults, None
+        return defaults, self._toggles(defaults.toggles, ("defaults", "toggles"))
+
+    def _check_from(self, value: str, path: Key) -> None:
+        try:
+            parse_address(value)
+        except ValueError as exc:  # AddressError, and whatever the address parsers let through
+            self.problem(path, f"defaults.from: {exc}", hint=_FIELD_HINTS["from"])
+
+    def _toggles(self, ref: str, path: Key) -> Callable[..., bool] | None:
+        func = self._callable(ref, path)
+        if func is None:
+            return None
+        try:
+            signature = inspect.signature(func)
+        except (TypeError, ValueError):
+            return func  # a builtin or extension callable: trust it
+        try:
+            signature.bind(None, None, None)
+        except TypeError:
+            self.problem(
+                path,
+                f"defaults.toggles: '{ref}' cannot be called as (session, org, toggle_key)",
+                hint=f"its signature is {signature}",
+            )
+            return None
+        return func
 
     # -- entities --
 
-    def _entity_types(self, raw: Any) -> dict[str, EntityType] | None:
+    def _entity_types(self, raw: Any) -> dict[str, EntityType | None] | None:
+        """The entity types, None for one that is declared but broken (already reported)."""
         if not isinstance(raw, dict):
-            if raw is not None or ("entities",) in self.doc.values:
-                self.problem(("entities",), "entities: must map type names to mapped classes")
+            if (raw is not None or ("entities",) in self.doc.values) and not self.doc.is_broken(
+                ("entities",)
+            ):
+                self.problem(
+                    ("entities",),
+                    "entities: must map entity type names to mapped classes",
+                    hint=_FIELD_HINTS["entities"],
+                )
             return None
-        types: dict[str, EntityType] = {}
-        for name, value in raw.items():
-            path: Key = ("entities", name)
-            if not _IDENTIFIER.match(name):
-                self.problem(path, f"entity type '{name}' is not a valid name", at_key=True)
-            spec = self._validate(
-                EntitySpec, {"model": value} if isinstance(value, str) else value, path
+        return {name: self._entity_type(name, value) for name, value in raw.items()}
+
+    def _entity_type(self, name: str, value: Any) -> EntityType | None:
+        path: Key = ("entities", name)
+        broken = False
+        if not _IDENTIFIER.match(name):
+            self.problem(path, f"entities: '{name}' is not a valid type name", at_key=True)
+            broken = True
+        spec = self._validate(
+            EntitySpec,
+            {"model": value} if isinstance(value, str) else value,
+            path,
+            expected="'package.module:Class', or {model: 'package.module:Class', key: cuid}",
+        )
+        if spec is None:
+            return None
+        model_path = path if isinstance(value, str) else (*path, "model")
+        model = self._import(spec.model, model_path)
+        if model is None:
+            return None
+        mapper = mapper_of(model)
+        if mapper is None:
+            self.problem(
+                model_path,
+                f"{_dotted(model_path)}: '{spec.model}' is not a SQLAlchemy mapped class",
             )
-            if spec is None:
-                continue
-            model_path = path if isinstance(value, str) else (*path, "model")
-            model = self._import(spec.model, model_path)
-            if model is None:
-                continue
-            mapper = mapper_of(model)
-            if mapper is None:
-                self.problem(
-                    model_path, f"entities.{name}: '{spec.model}' is not a SQLAlchemy mapped class"
-                )
-                continue
-            if spec.key not in mapper.column_attrs:
-                self.problem(
-                    path,
-                    f"entities.{name}: {model.__name__} has no column '{spec.key}' to load it by",
-                    hint="set `key:` to its CUID column",
-                )
-                continue
-            types[name] = EntityType(name, model, spec.key)
-        return types
+            return None
+        try:
+            columns = list(mapper.column_attrs.keys())
+        except sa.exc.SQLAlchemyError as exc:  # the mapper cannot be configured
+            self.problem(
+                model_path,
+                f"{_dotted(model_path)}: SQLAlchemy cannot configure '{spec.model}'"
+                f": {str(exc).splitlines()[0]}",
+            )
+            return None
+        if spec.key not in columns and "key" not in self.invalid.get(path, ()):
+            close = difflib.get_close_matches(spec.key, columns, n=1)
+            written = isinstance(value, dict) and "key" in value
+            self.problem(
+                (*path, "key") if written else path,
+                f"{_dotted(path)}: {model.__name__} has no column '{spec.key}' to load it by",
+                hint=f"did you mean '{close[0]}'?"
+                if close
+                else "set `key:` to the column that holds its CUID",
+                at_key=not written,
+            )
+            return None
+        return None if broken else EntityType(name, model, spec.key)
 
     # -- events --
 
-    def _events(
-        self, raw: Any, defaults: DefaultsSpec | None, types: dict[str, EntityType] | None
-    ) -> dict[str, Event] | None:
+    def _event_specs(self, raw: Any) -> dict[str, EventSpec] | None:
         if not isinstance(raw, dict) or not raw:
-            if raw is not None or ("events",) in self.doc.values:
-                self.problem(("events",), "events: must map event keys to their definitions")
+            if (raw is not None or ("events",) in self.doc.values) and not self.doc.is_broken(
+                ("events",)
+            ):
+                self.problem(
+                    ("events",),
+                    "events: must map event keys to their definitions",
+                    hint="like `finding_created: {toggle: ..., template: ..., ...}`",
+                )
             return None
-        events: dict[str, Event] = {}
+        specs: dict[str, EventSpec] = {}
         for key, value in raw.items():
             path: Key = ("events", key)
             if not _IDENTIFIER.match(key):
                 self.problem(
-                    path, f"event key '{key}' must be a name like 'finding_created'", at_key=True
+                    path, f"events: '{key}' is not an event key like 'finding_created'", at_key=True
                 )
-            spec = self._validate(EventSpec, value, path)
-            if spec is None or defaults is None or types is None:
-                continue
-            event = self._event(key, spec, defaults, types, path)
-            if event is not None:
-                events[key] = event
-        return events
+            spec = self._validate(EventSpec, value, path, placeholders=_EVENT_PLACEHOLDERS)
+            if spec is not None:
+                specs[key] = spec
+        return specs
 
     def _event(
         self,
         key: str,
         spec: EventSpec,
-        defaults: DefaultsSpec,
-        types: dict[str, EntityType],
-        path: Key,
+        defaults: DefaultsSpec | None,
+        org: str,
+        types: dict[str, EntityType | None] | None,
     ) -> Event | None:
+        path: Key = ("events", key)
         before = len(self.doc.problems)
-        entities = self._event_entities(spec, types, path)
-        names = {name for name, _ in entities}
-        self._check_toggle(key, spec, defaults, names, path)
-        if (spec.to is None) == (spec.recipients is None):
+        invalid = self.invalid.get(path, frozenset())
+        entities, names = self._event_entities(key, spec, types, path)
+        if "entities" not in invalid:
+            self._check_toggle(key, spec, org, names, path)
+        if invalid & {"to", "recipients"}:
+            pass  # reported already; which of the two was meant is not known
+        elif spec.to is None and spec.recipients is None:
             self.problem(
-                path, f"events.{key}: give exactly one of `to:` and `recipients:`", at_key=True
+                path,
+                f"events.{key}: says nobody to send to",
+                hint="give `to:` (expressions) or `recipients:` (a callable)",
+                at_key=True,
             )
-        available = {*names, "session"}
+        elif spec.to is not None and spec.recipients is not None:
+            self.problem(
+                (*path, "recipients"),
+                f"events.{key}: give either `to:` or `recipients:`, not both",
+                at_key=True,
+            )
+        # With the entities in error, what the callables may take is not known.
+        available = None if "entities" in invalid else {*names, "session"}
         recipients = self._callee(spec.recipients, (*path, "recipients"), available)
         build = self._callee(spec.build, (*path, "build"), available)
         subject, to, data = self._event_expressions(key, spec, path)
         payload = self._payload(key, spec, path)
-        if len(self.doc.problems) > before:
+        infos, refs = self._check_references(
+            [*([subject] if subject else []), *to, *data], dict(entities), names
+        )
+        if len(self.doc.problems) > before or defaults is None or types is None:
             return None
         event = Event(
             key=key,
@@ -418,29 +600,63 @@ class _Compiler:
             toggle=None if spec.toggle == ALWAYS else spec.toggle,
             template=spec.template,
             entities=tuple(entities),
-            org=defaults.org if defaults.org in names else None,
+            org=org if org in names else None,
             from_=defaults.from_,
             message_stream=defaults.message_stream,
             subject=subject,
             to=to,
             recipients=recipients,
             data=data,
-            payload_model=BaseModel,
+            payload_model=payload or _payload_model(key, subject, data, build, infos),
             build=build,
-            context_names=frozenset(),
+            context_names=frozenset(ref.root for _, ref in refs),
             spec=spec,
         )
-        infos, context_names = self._check_references(event)
-        if len(self.doc.problems) > before:
-            return None
-        return replace(
-            event,
-            payload_model=payload or _payload_model(event, infos),
-            context_names=frozenset(context_names),
-        )
+        self.context_refs.extend((event, expression, ref) for expression, ref in refs)
+        return event
+
+    def _event_entities(
+        self,
+        key: str,
+        spec: EventSpec,
+        types: dict[str, EntityType | None] | None,
+        path: Key,
+    ) -> tuple[list[tuple[str, EntityType]], set[str]]:
+        """The entities whose types resolved, and every validly declared entity name."""
+        entities: list[tuple[str, EntityType]] = []
+        names: set[str] = set()
+        for name, type_name in spec.entities.items():
+            where: Key = (*path, "entities", name)
+            if name in RESERVED_NAMES or keyword.iskeyword(name) or not _IDENTIFIER.match(name):
+                reason = (
+                    "is reserved"
+                    if name in RESERVED_NAMES
+                    else "is a Python keyword, which emit() cannot take"
+                    if keyword.iskeyword(name)
+                    else "is not a valid name"
+                )
+                self.problem(
+                    where, f"events.{key}.entities: entity name '{name}' {reason}", at_key=True
+                )
+                continue
+            names.add(name)
+            if types is None or (type_name in types and types[type_name] is None):
+                continue  # the entity types are broken and already reported
+            entity_type = types.get(type_name)
+            if entity_type is None:
+                close = difflib.get_close_matches(type_name, list(types), n=1)
+                hint = f"did you mean '{close[0]}'?" if close else "declare it under `entities:`"
+                self.problem(
+                    where,
+                    f"events.{key}.entities.{name}: unknown entity type '{type_name}'",
+                    hint=hint,
+                )
+                continue
+            entities.append((name, entity_type))
+        return entities, names
 
     def _check_toggle(
-        self, key: str, spec: EventSpec, defaults: DefaultsSpec, names: set[str], path: Key
+        self, key: str, spec: EventSpec, org: str, names: set[str], path: Key
     ) -> None:
         if spec.toggle == ALWAYS:
             return
@@ -448,14 +664,14 @@ class _Compiler:
             self.problem(
                 (*path, "toggle"),
                 f"events.{key}.toggle: '{spec.toggle}' is not a toggle key",
-                hint="a key like 'artifact_created', or 'always'",
+                hint=_FIELD_HINTS["toggle"],
             )
-        elif defaults.org not in names:
+        elif org not in names:
             self.problem(
                 (*path, "entities"),
                 f"events.{key}: toggle '{spec.toggle}' needs the "
-                f"organization, but the event has no entity named '{defaults.org}'",
-                hint=f"add `{defaults.org}: <OrganizationType>` or use `toggle: always`",
+                f"organization, but the event has no entity named '{org}'",
+                hint=f"add `{org}: <OrganizationType>` or use `toggle: always`",
             )
 
     def _event_expressions(
@@ -472,92 +688,86 @@ class _Compiler:
             ]
         data = []
         for name, source in spec.data.items():
+            where: Key = (*path, "data", name)
             if not _IDENTIFIER.match(name):
                 self.problem(
-                    (*path, "data", name),
+                    where,
                     f"events.{key}.data: '{name}' is not a template variable name",
+                    hint="letters, digits and '_', starting with a letter",
                     at_key=True,
                 )
-            if name == "subject" and spec.subject is not None:
+            elif name == "subject" and spec.subject is not None:
                 self.problem(
-                    (*path, "data", name),
+                    where,
                     f"events.{key}.data: 'subject' is already the event's subject",
                     at_key=True,
                 )
-            data.append(self._expression(f"data.{name}", source, (*path, "data", name)))
+            data.append(self._expression(f"data.{name}", source, where))
         return (
             subject,
             tuple(e for e in to if e is not None),
             tuple(e for e in data if e is not None),
         )
 
-    def _check_references(self, event: Event) -> tuple[dict[str, PathInfo], set[str]]:
-        """Check each path against its entity's mapper; collect the context names used."""
-        entity_map = dict(event.entities)
-        infos: dict[str, PathInfo] = {}
-        context_names: set[str] = set()
-        for expression in event.expressions:
-            for ref in expression.template.paths:
-                if ref.root in entity_map:
-                    info = self._check_path(expression, ref, entity_map[ref.root])
-                    if info is not None:
-                        infos[str(ref)] = info
-                else:
-                    context_names.add(ref.root)
-                    self.context_refs.append((event, expression, ref))
-        return infos, context_names
-
-    def _event_entities(
-        self, spec: EventSpec, types: dict[str, EntityType], path: Key
-    ) -> list[tuple[str, EntityType]]:
-        entities = []
-        for name, type_name in spec.entities.items():
-            where: Key = (*path, "entities", name)
-            if not _IDENTIFIER.match(name) or name in RESERVED_NAMES:
-                reason = "is reserved" if name in RESERVED_NAMES else "is not a valid name"
-                self.problem(where, f"entity name '{name}' {reason}", at_key=True)
-            elif type_name not in types:
-                close = difflib.get_close_matches(type_name, list(types), n=1)
-                hint = f"did you mean '{close[0]}'?" if close else "declare it under `entities:`"
-                self.problem(where, f"unknown entity type '{type_name}'", hint=hint)
-            else:
-                entities.append((name, types[type_name]))
-        return entities
-
     def _expression(self, field_name: str, source: str, path: Key) -> Expression | None:
         where = self.doc.locate(path)
-        # Quoted scalars start one column before their text.
-        shift = 1 if where.style in ("'", '"') else 0
-        anchor = Problem("", self.doc.filename, where.line, where.column + shift)
+        exact = where.text_column is not None
+        column = where.text_column or where.column
         try:
             template = parse(source)
         except ExpressionError as exc:
             self.doc.problems.append(
                 Problem(
-                    f"{field_name}: {exc.reason}",
+                    f"{_dotted(path)}: {exc.reason}",
                     self.doc.filename,
                     where.line,
-                    where.column + shift + exc.offset if where.style != "|" else where.column,
+                    column + exc.offset if exact else column,
                 )
             )
             return None
-        return Expression(field_name, template, anchor)
+        anchor = Problem("", self.doc.filename, where.line, column)
+        return Expression(field_name, template, anchor, label=_dotted(path), exact=exact)
+
+    def _check_references(
+        self,
+        expressions: list[Expression],
+        entity_map: dict[str, EntityType],
+        names: set[str],
+    ) -> tuple[dict[str, PathInfo], list[tuple[Expression, Path]]]:
+        """Check each path against its entity's mapper; collect the paths to context values."""
+        infos: dict[str, PathInfo] = {}
+        context_refs: list[tuple[Expression, Path]] = []
+        for expression in expressions:
+            for ref in expression.template.paths:
+                entity = entity_map.get(ref.root)
+                if entity is not None:
+                    info = self._check_path(expression, ref, entity)
+                    if info is not None:
+                        infos[str(ref)] = info
+                elif ref.root not in names:  # a declared entity of a broken type is not context
+                    context_refs.append((expression, ref))
+        return infos, context_refs
 
     def _check_path(self, expression: Expression, ref: Path, entity: EntityType) -> PathInfo | None:
         try:
             info = describe_path(entity.model, ref.attrs)
-        except LookupError as exc:
-            self.doc.problems.append(expression.problem(f"{{{ref}}}: {exc}", ref))
+        except PathError as exc:
+            # Point at the attribute at fault: '{' root '.' attr '.' attr ...
+            before = [ref.root, *ref.attrs[: exc.index]]
+            offset = ref.offset + 1 + sum(len(name) + 1 for name in before)
+            self.doc.problems.append(expression.problem(f"{{{ref}}}: {exc}", ref, offset=offset))
             return None
-        if expression.field == "to" or ref is not expression.template.single_path:
-            return info
-        if info.kind in ("object", "collection"):
+        whole_recipient = expression.field == "to" and ref is expression.template.single_path
+        if info.kind in ("object", "collection") and not whole_recipient:
+            noun = info.target.__name__ if info.target else "related"
+            kind = "collection" if info.kind == "collection" else "object"
             self.doc.problems.append(
                 expression.problem(
-                    f"{{{ref}}} is a {info.target.__name__ if info.target else 'related object'} "
-                    f"{'collection' if info.kind == 'collection' else 'object'}, not a value",
+                    f"{{{ref}}} is a {noun} {kind}, not a value",
                     ref,
-                    hint="name one of its columns, like {" + str(ref) + ".name}",
+                    hint="name one of its columns, like {" + str(ref) + ".name}"
+                    if kind == "object"
+                    else "use a `build:` callable to turn it into values",
                 )
             )
             return None
@@ -575,88 +785,136 @@ class _Compiler:
             return None
         return cls
 
+    def _check_task_names(self, specs: Mapping[str, EventSpec]) -> None:
+        seen: dict[str, str] = {}
+        for key, spec in specs.items():
+            path: Key = ("events", key, "task")
+            if "task" in self.invalid.get(path[:-1], ()):
+                continue
+            if spec.task is not None and not _TASK_NAME.match(spec.task):
+                self.problem(
+                    path,
+                    f"events.{key}.task: '{spec.task}' is not a valid task name",
+                    hint="dotted names, like 'tasks.email.on_finding_created'",
+                )
+                continue
+            if spec.task is None and not _IDENTIFIER.match(key):
+                continue  # the key is reported already
+            name = spec.task or f"emailevents.{key}"
+            if name in seen:
+                self.problem(
+                    path if spec.task else path[:-1],
+                    f"events.{key}: task '{name}' is already the task of event '{seen[name]}'",
+                    hint="each event needs a task name of its own",
+                    at_key=spec.task is None,
+                )
+            seen.setdefault(name, key)
+
     # -- references --
 
     def _import(self, ref: str, path: Key) -> Any:
         try:
             return import_ref(ref)
         except LookupError as exc:
-            self.problem(path, f"{'.'.join(map(str, path))}: {exc}")
+            self.problem(path, f"{_dotted(path)}: {exc}")
             return None
 
     def _callable(self, ref: str, path: Key) -> Callable[..., Any] | None:
         obj = self._import(ref, path)
         if obj is not None and not callable(obj):
-            self.problem(path, f"{'.'.join(map(str, path))}: '{ref}' is not callable")
+            self.problem(path, f"{_dotted(path)}: '{ref}' is not callable")
             return None
         return obj  # type: ignore[no-any-return]
 
-    def _callee(self, ref: str | None, path: Key, available: set[str]) -> Callee | None:
+    def _callee(self, ref: str | None, path: Key, available: set[str] | None) -> Callee | None:
         if ref is None:
             return None
         func = self._callable(ref, path)
-        if func is None:
+        if func is None or available is None:
             return None
         try:
             return Callee.bind(func, available, f"'{ref}'")
         except TypeError as exc:
-            self.problem(path, f"{'.'.join(map(str, path))}: {exc}")
+            self.problem(path, f"{_dotted(path)}: {exc}")
             return None
 
-    def _check_from(self, value: str, path: Key) -> None:
-        try:
-            parse_address(value)
-        except AddressError as exc:
-            self.problem(
-                path, f"defaults.from: {exc}", hint="like 'Acme <notifications@acme.test>'"
-            )
 
-    def _check_task_names(self, events: dict[str, Event]) -> None:
-        seen: dict[str, str] = {}
-        for event in events.values():
-            path: Key = ("events", event.key, "task")
-            if not _TASK_NAME.match(event.task_name):
-                self.problem(
-                    path, f"events.{event.key}.task: '{event.task_name}' is not a valid task name"
-                )
-            elif event.task_name in seen:
-                self.problem(
-                    path,
-                    f"events.{event.key}.task: '{event.task_name}' is already the "
-                    f"task of event '{seen[event.task_name]}'",
-                )
-            seen.setdefault(event.task_name, event.key)
+def _dotted(path: Key) -> str:
+    return ".".join(str(p) for p in path)
 
 
-def _is_union_tag(part: Any) -> bool:
-    return isinstance(part, str) and (part in ("str", "int", "list[str]") or "[" in part)
+def _located(value: Any, loc: tuple[Any, ...]) -> Key:
+    """The part of a pydantic error location that indexes into ``value``.
+
+    Pydantic puts union member tags ('str', 'list[str]') and '[key]' in locations; only the steps
+    that exist in the data are places in the YAML.
+    """
+    found: list[str | int] = []
+    for part in loc:
+        in_mapping = isinstance(value, dict) and isinstance(part, str) and part in value
+        in_list = isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
+        if in_mapping or in_list:
+            value = value[part]
+            found.append(part)
+    return tuple(found)
 
 
-def _payload_model(event: Event, infos: Mapping[str, PathInfo]) -> type[BaseModel]:
+_KINDS: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (type(None), "nothing"),
+    (bool, "a boolean"),
+    ((int, float), "a number"),
+    (str, "a string"),
+    (list, "a list"),
+    (dict, "a mapping"),
+)
+
+
+def _kind(value: Any) -> str:
+    """What a YAML value is, in words: 'a number', 'a list', ..."""
+    return next((name for cls, name in _KINDS if isinstance(value, cls)), type(value).__name__)
+
+
+def _raw_org(defaults: Any) -> str:
+    """``defaults.org`` as written, for checking events when ``defaults`` itself is invalid."""
+    org = defaults.get("org") if isinstance(defaults, dict) else None
+    return org if isinstance(org, str) else str(DefaultsSpec.model_fields["org"].default)
+
+
+def _payload_model(
+    key: str,
+    subject: Expression | None,
+    data: tuple[Expression, ...],
+    build: Callee | None,
+    infos: Mapping[str, PathInfo],
+) -> type[BaseModel]:
     """The pydantic model a generated event validates its TemplateModel with.
 
     A value that is exactly one path to a column gets the column's type (optional when the column
     or a relationship on the way is nullable); any other single value must be JSON; text is str.
+    Template variables may be any name, so a name that is also a BaseModel attribute (`json`,
+    `copy`, `model_config`) gets a field name of its own and the variable name as its alias.
     """
     fields: dict[str, Any] = {}
-    if event.subject is not None:
+    if subject is not None:
         fields["subject"] = (str, Field(min_length=1))
-    for expression in event.data:
+    for expression in data:
         name = expression.field.removeprefix("data.")
         single = expression.template.single_path
-        if single is None:
-            fields[name] = (str, ...)
-            continue
-        info = infos.get(str(single))
-        if info is not None and info.kind == "column" and info.python_type is not None:
-            annotation: Any = info.python_type
-            fields[name] = (annotation | None if info.nullable else annotation, ...)
-        else:
-            fields[name] = (JsonValue, ...)
-    extra: Literal["allow", "forbid"] = "allow" if event.build else "forbid"
+        annotation: Any = str
+        if single is not None:
+            info = infos.get(str(single))
+            if info is not None and info.kind == "column" and info.python_type is not None:
+                annotation = info.python_type | None if info.nullable else info.python_type
+            else:
+                annotation = JsonValue
+        attribute = name
+        while hasattr(BaseModel, attribute) or attribute in fields:
+            attribute = f"{attribute}_"
+        fields[attribute] = (annotation, Field(alias=name) if attribute != name else ...)
+    extra: Literal["allow", "forbid"] = "allow" if build else "forbid"
     model: type[BaseModel] = create_model(
-        f"{_camel(event.key)}TemplateModel",
-        __config__=ConfigDict(extra=extra, frozen=True),
+        f"{_camel(key)}TemplateModel",
+        __config__=ConfigDict(extra=extra, frozen=True, protected_namespaces=()),
         **fields,
     )
     return model

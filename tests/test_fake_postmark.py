@@ -23,8 +23,8 @@ from emailevents.testing.fake_postmark import (
     TemplateLoadError,
 )
 
-TOKEN = "test-token"  # noqa: S105 - the fake server's default token
-NO_TOKEN = "No Account or Server API tokens were supplied in the HTTP headers."  # noqa: S105
+TOKEN = "test-token"
+NO_TOKEN = "No Account or Server API tokens were supplied in the HTTP headers."
 WELCOME = {
     "TemplateId": 42,
     "Name": "Welcome",

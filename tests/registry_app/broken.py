@@ -1,0 +1,3 @@
+"""A module that fails at import, as application code sometimes does."""
+
+raise RuntimeError("registry_app.broken fails at import on purpose")
