@@ -1,0 +1,350 @@
+"""The code in ``docs/*.md`` runs: one test per document, its blocks in order.
+
+What happens to a fenced block depends on its fence and on an HTML comment on the line(s) just
+before it (invisible when the Markdown is rendered):
+
+- ```` ```python ````: run. All the Python blocks of one document run in order in one namespace,
+  so a block builds on the ones before it. What a block prints is compared with the next block
+  when that one is marked ``<!-- output -->``.
+- ```` ```python title="myapp/hooks.py" ```` (any fence with a ``title``): a file of the
+  example application, written to that path in the document's project directory before any
+  block runs. That directory is the working directory and is importable, as it is for
+  ``celery -A`` and ``emailevents``.
+- ```` ```yaml title="events.yaml" ```` or a ``yaml`` block after ``<!-- registry -->``: a
+  registry, written to its title (``events.yaml`` without one) and loaded with
+  ``load_registry``; it must load. After ``<!-- registry: rejects -->`` it must not, and the next
+  block, marked ``<!-- output -->``, is the error exactly as printed. After
+  ``<!-- registry: fragment -->`` it is an edit: merged into the document's last registry file,
+  which must still load.
+- ```` ```console ````: each ``$ emailevents ...`` line runs through click's ``CliRunner`` and each
+  ``$ pytest ...`` line in a subprocess; the lines up to the next ``$`` are their output. Run
+  times (``in 0.8s``) and local port numbers (``127.0.0.1:38517``) are not compared.
+- ``<!-- no-test -->``: shown, not run (``pip install``, a worker that needs a broker). Blocks in
+  other languages (``text``, ``sql``, ``json``) are shown, not run, unless marked as output.
+
+Set ``EMAILEVENTS_UPDATE_DOCS=1`` to rewrite the ``<!-- output -->`` blocks with what the code
+prints now (after a deliberate change of a message), then review the diff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import emailevents
+from emailevents import RegistryError, load_registry
+from emailevents.cli import main as cli
+
+DOCS = Path(__file__).parent.parent / "docs"
+UPDATE = os.environ.get("EMAILEVENTS_UPDATE_DOCS") == "1"
+
+_FENCE = re.compile(r"^(?P<fence>`{3,})(?P<lang>[\w+-]*)(?P<info>.*)$")
+_TITLE = re.compile(r"""\btitle=(?P<quote>["']?)(?P<title>[^"'\s]+)(?P=quote)""")
+_MARKER = re.compile(r"^<!--\s*(?P<name>[\w-]+)(?:\s*:\s*(?P<value>[^>]*?))?\s*-->$")
+_DURATION = re.compile(r"\bin \d+(?:\.\d+)? ?s\b")
+_LOCAL_PORT = re.compile(r"\b(127\.0\.0\.1|localhost):\d+")
+_RUNNABLE = frozenset({"python", "yaml", "console", "bash", "shell", "sh"})
+_MARKERS = {"no-test": {""}, "output": {""}, "registry": {"", "rejects", "fragment"}}
+
+
+@dataclass
+class Block:
+    """One fenced block of a document."""
+
+    lang: str
+    source: str
+    line: int
+    """1-based line of the block's first source line in the Markdown file."""
+    title: str | None = None
+    marker: str | None = None
+    marker_value: str = ""
+    end: int = 0
+    """1-based line of the closing fence."""
+
+    def where(self, doc: Path) -> str:
+        return f"{doc.name}:{self.line}"
+
+
+@dataclass
+class Project:
+    """The document's example application: a directory, a namespace, its registries."""
+
+    root: Path
+    doc: Path
+    namespace: dict[str, Any] = field(default_factory=dict)
+    registry: Path | None = None
+    updates: list[tuple[Block, str]] = field(default_factory=list)
+
+
+def parse_blocks(text: str) -> list[Block]:
+    """The fenced blocks of a Markdown text, each with its title and its marker comment."""
+    lines = text.splitlines()
+    blocks: list[Block] = []
+    i = 0
+    while i < len(lines):
+        match = _FENCE.match(lines[i])
+        if match is None:
+            i += 1
+            continue
+        fence, start = match["fence"], i
+        end = next((j for j in range(i + 1, len(lines)) if lines[j].rstrip() == fence), len(lines))
+        title = _TITLE.search(match["info"])
+        block = Block(
+            lang=match["lang"].lower(),
+            source="\n".join(lines[start + 1 : end]) + "\n",
+            line=start + 2,
+            title=title["title"] if title else None,
+            end=end + 1,
+        )
+        previous = start - 1
+        while previous >= 0 and not lines[previous].strip():
+            previous -= 1
+        marker = _MARKER.match(lines[previous].strip()) if previous >= 0 else None
+        if marker is not None:
+            block.marker, block.marker_value = marker["name"], (marker["value"] or "").strip()
+        blocks.append(block)
+        i = end + 1
+    return blocks
+
+
+def documents() -> list[Path]:
+    return sorted(DOCS.glob("*.md"))
+
+
+@pytest.fixture
+def project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[Project]:
+    """A fresh, importable working directory; the modules imported from it are forgotten after."""
+    root = tmp_path / "project"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    monkeypatch.syspath_prepend(str(root))
+    # The documents' EmailEvents become the default instance of `emit()`; restore the previous.
+    monkeypatch.setattr("emailevents.engine._default", emailevents.engine._default)
+    yield Project(root=root, doc=request.param)
+    for name, module in list(sys.modules.items()):
+        places = [getattr(module, "__file__", None) or "", *getattr(module, "__path__", ())]
+        if any(str(place).startswith(str(root)) for place in places):
+            del sys.modules[name]
+
+
+@pytest.mark.parametrize("project", documents(), ids=lambda p: p.name, indirect=True)
+def test_document_examples_run(project: Project) -> None:
+    blocks = parse_blocks(project.doc.read_text(encoding="utf-8"))
+    assert blocks, f"{project.doc.name} has no code blocks"
+    for block in blocks:
+        known = block.marker is None or block.marker_value in _MARKERS.get(block.marker, ())
+        assert known, f"{block.where(project.doc)}: unknown marker {block.marker!r}"
+    # The application's files first: a registry near the top may name a module shown below it.
+    for block in blocks:
+        if block.title is not None and block.lang != "yaml" and block.marker != "no-test":
+            write_file(project, block)
+    i = 0
+    while i < len(blocks):
+        block = blocks[i]
+        following = blocks[i + 1] if i + 1 < len(blocks) else None
+        expected = following if following is not None and following.marker == "output" else None
+        if block.marker == "output":
+            pytest.fail(f"{block.where(project.doc)}: an output block follows nothing that runs")
+        if block.marker != "no-test":
+            run_block(project, block, expected)
+        i += 2 if expected is not None else 1
+    if project.updates:
+        rewrite_outputs(project.doc, project.updates)
+
+
+def run_block(project: Project, block: Block, expected: Block | None) -> None:
+    where = block.where(project.doc)
+    if block.title is not None and block.lang != "yaml":
+        if block.lang == "python":  # written already; at least it must be Python
+            compile(block.source, block.title, "exec")
+        return
+    if block.lang == "python":
+        output = run_python(project, block)
+    elif block.lang == "yaml" and (block.title is not None or block.marker == "registry"):
+        output = load_yaml_registry(project, block)
+    elif block.lang in ("console", "bash", "shell", "sh"):
+        run_console(project, block)
+        return
+    elif block.lang in _RUNNABLE:
+        pytest.fail(
+            f"{where}: a {block.lang} block that is neither a registry nor marked "
+            "<!-- no-test -->; say what it is"
+        )
+    else:
+        assert expected is None, f"{where}: a {block.lang} block has an output block"
+        return
+    if expected is not None:
+        compare(project, expected, output, what=where)
+    else:
+        assert not output.strip(), f"{where} printed what the document does not show:\n{output}"
+
+
+def write_file(project: Project, block: Block) -> Path:
+    assert block.title is not None
+    path = project.root / block.title
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(block.source, encoding="utf-8")
+    return path
+
+
+def run_python(project: Project, block: Block) -> str:
+    # Blank lines first, so that tracebacks give the line numbers of the Markdown file.
+    code = compile("\n" * (block.line - 1) + block.source, str(project.doc), "exec")
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        exec(code, project.namespace)  # noqa: S102 - running the documentation is the point
+    return stdout.getvalue()
+
+
+def load_yaml_registry(project: Project, block: Block) -> str:
+    """Write and load a registry; return the loader's error for a registry that must fail."""
+    where = block.where(project.doc)
+    if block.marker_value == "fragment":
+        assert project.registry is not None, f"{where}: a fragment needs a registry before it"
+        merged = merge(yaml.safe_load(project.registry.read_text()), yaml.safe_load(block.source))
+        project.registry.write_text(yaml.safe_dump(merged, sort_keys=False))
+        load_registry(project.registry.relative_to(project.root))
+        return ""
+    path = project.root / (block.title or "events.yaml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(block.source, encoding="utf-8")
+    name = str(path.relative_to(project.root))
+    if block.marker_value == "rejects":
+        with pytest.raises(RegistryError) as raised:
+            load_registry(name)
+        return f"{raised.value}\n"
+    try:
+        load_registry(name)
+    except RegistryError as exc:
+        pytest.fail(f"{where}: the registry does not load:\n{exc}")
+    project.registry = path
+    return ""
+
+
+def merge(base: Any, change: Any) -> Any:
+    """``change`` laid over ``base``: mappings merge key by key, anything else replaces."""
+    if isinstance(base, dict) and isinstance(change, dict):
+        return {**base, **{key: merge(base.get(key), value) for key, value in change.items()}}
+    return change
+
+
+def run_console(project: Project, block: Block) -> None:
+    where = block.where(project.doc)
+    commands: list[tuple[str, list[str]]] = []
+    for line in block.source.splitlines():
+        if line.startswith("$ "):
+            commands.append((line[2:], []))
+        else:
+            assert commands, f"{where}: console output before any '$ command'"
+            commands[-1][1].append(line)
+    assert commands, f"{where}: a console block without a '$ command'"
+    printed: list[str] = []
+    for command, expected in commands:
+        output = run_command(project, block, command)
+        printed += [f"$ {command}", *output.rstrip("\n").splitlines()]
+        if not UPDATE:
+            assert _normalise(output) == _normalise("\n".join(expected)), (
+                f"{where}: '{command}' printed:\n{output}"
+            )
+    if UPDATE and _normalise("\n".join(printed)) != _normalise(block.source):
+        project.updates.append((block, "\n".join(printed)))
+
+
+def run_command(project: Project, block: Block, command: str) -> str:
+    """Run one console command of a block; return what it printed."""
+    where = block.where(project.doc)
+    argv = shlex.split(command)
+    if argv[0] == "emailevents":
+        result = CliRunner().invoke(cli, argv[1:], catch_exceptions=False)
+        output, code = result.output, result.exit_code
+    elif argv[0] == "pytest" or argv[:3] == ["python", "-m", "pytest"]:
+        args = argv[1:] if argv[0] == "pytest" else argv[3:]
+        completed = subprocess.run(  # noqa: S603 - the interpreter running these tests
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+            cwd=project.root,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "COLUMNS": "80"},
+            timeout=300,
+        )
+        output, code = completed.stdout + completed.stderr, completed.returncode
+    else:
+        pytest.fail(
+            f"{where}: cannot run '{command}' here; mark the block <!-- no-test --> "
+            "if it needs a service"
+        )
+    assert code == 0, f"{where}: '{command}' exited with {code}:\n{output}"
+    return output
+
+
+def compare(project: Project, expected: Block, actual: str, *, what: str) -> None:
+    if UPDATE:
+        if _normalise(actual) != _normalise(expected.source):
+            project.updates.append((expected, actual))
+        return
+    assert _normalise(actual) == _normalise(expected.source), (
+        f"{what} printed something else than the output block at "
+        f"{expected.where(project.doc)}:\n{actual}"
+    )
+
+
+def _normalise(text: str) -> str:
+    lines = [
+        _LOCAL_PORT.sub(r"\1:<port>", _DURATION.sub("in <time>", line.rstrip()))
+        for line in text.splitlines()
+    ]
+    return "\n".join(lines).strip("\n")
+
+
+def rewrite_outputs(doc: Path, updates: list[tuple[Block, str]]) -> None:
+    """Replace each output block's body with what was printed (EMAILEVENTS_UPDATE_DOCS=1)."""
+    lines = doc.read_text(encoding="utf-8").splitlines(keepends=True)
+    for block, actual in sorted(updates, key=lambda u: u[0].line, reverse=True):
+        body = [line.rstrip() + "\n" for line in actual.strip("\n").splitlines()]
+        lines[block.line - 1 : block.end - 1] = body
+    doc.write_text("".join(lines), encoding="utf-8")
+
+
+def test_block_parser_reads_titles_markers_and_lines() -> None:
+    text = (
+        "# Title\n"
+        "\n"
+        "<!-- registry: rejects -->\n"
+        "\n"
+        '```yaml title="events.yaml"\n'
+        "version: 1\n"
+        "```\n"
+        "<!-- output -->\n"
+        "```text\n"
+        "1 problem\n"
+        "```\n"
+        "````python\n"
+        "```\n"
+        "````\n"
+    )
+    first, second, third = parse_blocks(text)
+    assert (first.lang, first.title, first.marker, first.marker_value) == (
+        "yaml",
+        "events.yaml",
+        "registry",
+        "rejects",
+    )
+    assert (first.line, first.end, first.source) == (6, 7, "version: 1\n")
+    assert (second.lang, second.marker, second.source) == ("text", "output", "1 problem\n")
+    assert (third.lang, third.source) == ("python", "```\n")
