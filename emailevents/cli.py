@@ -50,7 +50,7 @@ def list_events(registry: str, fmt: str) -> None:
     header = ("Task", "Toggle Key", "Template", "Entities")
     rows = [
         (
-            event.task_name.rpartition(".")[2] if event.spec.task else event.task_name,
+            event.task_name,
             event.toggle or "(always enabled)",
             str(event.template),
             ", ".join(f"{name}: {etype.name}" for name, etype in event.entities),

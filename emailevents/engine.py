@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,6 +69,11 @@ class EmailEvents:
         sender: where messages go (:class:`~emailevents.senders.PostmarkSender`, an outbox...).
         context: values expressions may name beyond entities: plain values, or callables called
             with the event's entities whose names match their parameters (and ``session``).
+        max_retries: how often a task tries again after a transient send failure (HTTP 429 or
+            5xx, Postmark maintenance, no connection); then those recipients are recorded failed.
+        retry_backoff: the first retry's delay in seconds; it doubles each time, with full jitter.
+        retry_backoff_max: the longest delay between two tries. Keep it below the Redis
+            broker's ``visibility_timeout`` (see docs/operations.md).
         set_default: make this the instance the module-level :func:`emit` uses.
 
     Raises:
@@ -82,6 +88,9 @@ class EmailEvents:
         session_factory: Callable[[], Session],
         sender: Sender,
         context: Mapping[str, Any] | None = None,
+        max_retries: int = 5,
+        retry_backoff: float = 2.0,
+        retry_backoff_max: float = 600.0,
         set_default: bool = True,
     ) -> None:
         self.registry = registry if isinstance(registry, Registry) else load_registry(registry)
@@ -90,6 +99,9 @@ class EmailEvents:
         self.celery = celery
         self.session_factory = session_factory
         self.sender = sender
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self.retry_backoff_max = retry_backoff_max
         self.runtime = pipeline.Runtime(
             session_factory=session_factory,
             sender=sender,
@@ -164,7 +176,19 @@ class EmailEvents:
 
         def run(task: Task, *args: str, **kwargs: str) -> RunResult:
             cuids = bind_cuids(event, args, kwargs)
-            return pipeline.run(engine.runtime, event, task.request.id, cuids)
+            tries = task.request.retries or 0
+            result = pipeline.run(
+                engine.runtime,
+                event,
+                task.request.id,
+                cuids,
+                final_attempt=tries >= engine.max_retries,
+            )
+            if result.needs_retry:
+                # Celery's own retry: the same task id (the event id) comes back later, and only
+                # the recipients recorded as `retry` are claimed and sent again.
+                raise task.retry(countdown=engine.retry_delay(tries))
+            return result
 
         run.__name__ = event.task_name.rpartition(".")[2]
         run.__qualname__ = run.__name__
@@ -179,8 +203,16 @@ class EmailEvents:
             event=event,
             engine=engine,
             acks_late=True,
+            reject_on_worker_lost=True,
             ignore_result=True,
+            max_retries=self.max_retries,
         )
+
+    def retry_delay(self, tries: int) -> float:
+        """Seconds before try ``tries + 1``: exponential backoff with full jitter."""
+        # Celery's get_exponential_backoff_interval works in whole seconds only.
+        ceiling = min(self.retry_backoff_max, self.retry_backoff * 2**tries)
+        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
 
 
 def emit(event_key: str, /, **cuids: str) -> Receipt:

@@ -8,6 +8,7 @@ private or dunder attributes. Nothing here ever calls ``str.format`` on user dat
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -97,6 +98,9 @@ def _text(path: Path, value: Any) -> str:
             return ""
         if issubclass(kind, dt.date):
             return str(kind.isoformat(value))
+        if issubclass(kind, enum.Enum):
+            # What a lone `{path}` sends too (pydantic dumps an enum as its value).
+            return _text(path, value.value)
         return str(value)
     except Exception as exc:
         raise RenderError(path, exc, doing="rendering") from exc

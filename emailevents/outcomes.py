@@ -16,6 +16,8 @@ class Status(StrEnum):
     FAILED = "failed"
     UNKNOWN = "unknown"
     """The request left but no answer came: it may have been sent. Never resent automatically."""
+    RETRY = "retry"
+    """A transient failure; the task tries again later, for this recipient only."""
 
 
 class Reason(StrEnum):
@@ -56,3 +58,8 @@ class RunResult:
 
     def with_status(self, status: Status) -> list[Outcome]:
         return [o for o in self.outcomes if o.status is status]
+
+    @property
+    def needs_retry(self) -> bool:
+        """Some recipient failed transiently and waits for the task's next try."""
+        return any(o.status is Status.RETRY for o in self.outcomes)

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 from sqlalchemy.orm import Session
 
 from . import store
@@ -52,8 +53,19 @@ class _Recipient:
     address: str
 
 
-def run(rt: Runtime, event: Event, event_id: str, cuids: Mapping[str, str]) -> RunResult:
-    """Run one emit of ``event`` and return every outcome; each is also logged and recorded."""
+def run(
+    rt: Runtime,
+    event: Event,
+    event_id: str,
+    cuids: Mapping[str, str],
+    *,
+    final_attempt: bool = True,
+) -> RunResult:
+    """Run one emit of ``event`` and return every outcome; each is also logged and recorded.
+
+    A transient send failure is recorded as :attr:`Status.RETRY` (to be claimed again by the
+    task's next try) unless this is the ``final_attempt``, when it is recorded as failed.
+    """
     with rt.session_factory() as session:
         try:
             entities = load_entities(session, event, cuids)
@@ -81,7 +93,9 @@ def run(rt: Runtime, event: Event, event_id: str, cuids: Mapping[str, str]) -> R
             finish(event, event_id, [failed])
             raise
         record_skips(session, event, event_id, rejected)
-        sent = deliver(rt, session, event, event_id, recipients, template_model)
+        sent = deliver(
+            rt, session, event, event_id, recipients, template_model, final_attempt=final_attempt
+        )
         return finish(event, event_id, [*rejected, *sent])
 
 
@@ -215,12 +229,14 @@ def build_template_model(
         model.update(extra)
     try:
         validated = event.payload_model.model_validate(model)
+        return validated.model_dump(mode="json", by_alias=True)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'TemplateModel'}: {e['msg']}" for e in exc.errors()
         )
         raise _Stop(Outcome(Status.FAILED, Reason.INVALID_PAYLOAD, detail=problems)) from exc
-    return validated.model_dump(mode="json", by_alias=True)
+    except PydanticSerializationError as exc:  # a value pydantic cannot turn into JSON
+        raise _Stop(Outcome(Status.FAILED, Reason.INVALID_PAYLOAD, detail=str(exc))) from exc
 
 
 def deliver(  # noqa: PLR0917 - the run's state, passed along explicitly
@@ -230,6 +246,8 @@ def deliver(  # noqa: PLR0917 - the run's state, passed along explicitly
     event_id: str,
     recipients: list[_Recipient],
     template_model: Mapping[str, Any],
+    *,
+    final_attempt: bool = True,
 ) -> list[Outcome]:
     """Claim each recipient (committed before sending), send to those claimed, record results."""
     token = uuid.uuid4().hex
@@ -270,9 +288,9 @@ def deliver(  # noqa: PLR0917 - the run's state, passed along explicitly
     except Exception as exc:
         # We cannot know what left the process: record "unknown", never resend blindly.
         unknown = SendResult(SendStatus.UNKNOWN, detail=f"{type(exc).__name__}: {exc}")
-        _record(session, event_id, to_send, [unknown] * len(to_send))
+        _record(session, event_id, to_send, [unknown] * len(to_send), final_attempt=True)
         raise
-    return outcomes + _record(session, event_id, to_send, results)
+    return outcomes + _record(session, event_id, to_send, results, final_attempt=final_attempt)
 
 
 _RESULT_OUTCOME = {
@@ -285,26 +303,25 @@ _RESULT_OUTCOME = {
 
 
 def _record(
-    session: Session, event_id: str, recipients: list[_Recipient], results: list[SendResult]
+    session: Session,
+    event_id: str,
+    recipients: list[_Recipient],
+    results: list[SendResult],
+    *,
+    final_attempt: bool,
 ) -> list[Outcome]:
     outcomes = []
     for recipient, result in zip(recipients, results, strict=True):
         status, reason = _RESULT_OUTCOME[result.status]
+        if result.status is SendStatus.TRANSIENT and not final_attempt:
+            status = Status.RETRY
         detail = (
             result.detail
             if result.error_code is None
             else f"ErrorCode {result.error_code}: {result.detail}"
         )
-        store.record(
-            session,
-            event_id,
-            recipient.key,
-            status=status.value,
-            reason=reason.value,
-            detail=detail,
-            message_id=result.message_id,
-        )
         outcomes.append(Outcome(status, reason, recipient.key, detail, result.message_id))
+    store.record(session, event_id, outcomes)
     session.commit()
     return outcomes
 

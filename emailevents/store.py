@@ -14,9 +14,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from .outcomes import Outcome
+
 __all__ = ["EVENT_LEVEL", "deliveries", "metadata", "org_settings"]
 
 metadata = sa.MetaData()
+
+CLAIMED = "claimed"
+RETRY = "retry"
 
 EVENT_LEVEL = ""
 """The recipient of a delivery row about the whole emit (an entity missing, the toggle off)."""
@@ -108,16 +113,20 @@ def claim(
 ) -> set[str]:
     """Claim recipients for this run and commit; returns those this run may send to.
 
-    A recipient already in the log (sent, failed, claimed by another run) is not claimed again.
+    New recipients are inserted as claimed; a recipient whose last try failed transiently
+    (status ``retry``) is claimed again. Anything else already in the log (sent, failed,
+    unknown, claimed by another run) is not claimed: the unique constraint and the conditional
+    update decide between two runs of the same emit.
     """
+    recipients = list(recipients)
     now = _now()
     rows = [
         {
             "event_id": event_id,
             "event_key": event_key,
             "recipient": r,
-            "status": "claimed",
-            "reason": "claimed",
+            "status": CLAIMED,
+            "reason": CLAIMED,
             "detail": "",
             "claim": token,
             "created_at": now,
@@ -126,6 +135,15 @@ def claim(
         for r in recipients
     ]
     insert_ignoring_duplicates(session, rows)
+    session.execute(
+        sa.update(deliveries)
+        .where(
+            deliveries.c.event_id == event_id,
+            deliveries.c.recipient.in_(recipients),
+            deliveries.c.status == RETRY,
+        )
+        .values(status=CLAIMED, claim=token, updated_at=now)
+    )
     session.commit()
     mine = session.execute(
         sa.select(deliveries.c.recipient).where(
@@ -135,23 +153,36 @@ def claim(
     return set(mine)
 
 
-def record(
-    session: Session,
-    event_id: str,
-    recipient: str,
-    *,
-    status: str,
-    reason: str,
-    detail: str = "",
-    message_id: str | None = None,
-) -> None:
-    """Write the outcome of a claimed recipient (not committed)."""
+def record(session: Session, event_id: str, outcomes: Sequence[Outcome]) -> None:
+    """Write the outcomes of claimed recipients in one batched statement (not committed)."""
+    if not outcomes:
+        return
+    now = _now()
     session.execute(
         sa.update(deliveries)
-        .where(deliveries.c.event_id == event_id, deliveries.c.recipient == recipient)
-        .values(
-            status=status, reason=reason, detail=detail, message_id=message_id, updated_at=_now()
+        .where(
+            deliveries.c.event_id == sa.bindparam("b_event_id"),
+            deliveries.c.recipient == sa.bindparam("b_recipient"),
         )
+        .values(
+            status=sa.bindparam("b_status"),
+            reason=sa.bindparam("b_reason"),
+            detail=sa.bindparam("b_detail"),
+            message_id=sa.bindparam("b_message_id"),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False),
+        [
+            {
+                "b_event_id": event_id,
+                "b_recipient": o.recipient,
+                "b_status": o.status.value,
+                "b_reason": o.reason.value,
+                "b_detail": o.detail[:4000],
+                "b_message_id": o.message_id,
+            }
+            for o in outcomes
+        ],
     )
 
 

@@ -354,3 +354,12 @@ def test_the_guard_notices_a_private_read() -> None:
     with pytest.raises(PrivateTouched):
         getattr(guarded, "_sa_instance_state")  # noqa: B009 - exactly what rendering must not do
     assert touched == ["_sa_instance_state"]
+
+
+def test_an_enum_in_text_renders_as_its_value_as_a_lone_path_is_sent() -> None:
+    import enum  # noqa: PLC0415
+
+    class Stage(enum.Enum):
+        LIVE = "live"
+
+    assert parse("stage: {s}").render({"s": Stage.LIVE}) == "stage: live"

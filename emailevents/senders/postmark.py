@@ -1,17 +1,28 @@
 """``PostmarkSender``: template sends through the ``postmarker`` client, one result per message.
 
 One message per recipient. One message goes to ``/email/withTemplate``; more go to
-``/email/batchWithTemplates`` in chunks of at most 500, chunked by us so that every chunk's
-per-message results are kept. Request bodies are built here, not by postmarker's helpers: its
-template send forces ``TrackLinks`` and sends explicit nulls that override the server's settings.
+``/email/batchWithTemplates`` in chunks of at most 500, chunked by us (:meth:`Sender.send`) so
+that every chunk's per-message results are kept. Request bodies are built here, not by
+postmarker's helpers: its template send forces ``TrackLinks`` and sends explicit nulls that
+override the server's settings.
+
+Every answer, and every way a request can fail, becomes a :class:`SendResult`; nothing postmarker
+or requests raises escapes :meth:`PostmarkSender.send_batch`. The server token is kept out of
+reprs, exceptions, results and logs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import os
+import re
 import threading
 from collections.abc import Mapping, Sequence
+from email.utils import getaddresses
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import requests
 from postmarker.core import PostmarkClient
@@ -21,7 +32,14 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 from ..errors import ConfigurationError
 from .base import Message, Sender, SendResult, SendStatus
 
-__all__ = ["DEFAULT_API_URL", "ERROR_CODES", "PostmarkSender", "outcome_of_error_code"]
+__all__ = [
+    "DEFAULT_API_URL",
+    "ERROR_CODES",
+    "TOKEN_VARIABLE",
+    "URL_VARIABLE",
+    "PostmarkSender",
+    "outcome_of_error_code",
+]
 
 DEFAULT_API_URL = "https://api.postmarkapp.com/"
 TOKEN_VARIABLE = "POSTMARK_SERVER_TOKEN"  # noqa: S105 - the variable's name, not a token
@@ -29,70 +47,135 @@ URL_VARIABLE = "POSTMARK_API_URL"
 
 T, P, C = SendStatus.TRANSIENT, SendStatus.PERMANENT, SendStatus.CONFIGURATION
 
-#: Postmark's ErrorCode -> what it means for one message. The quotes are Postmark's own words
-#: (postmarkapp.com/developer/api/overview#error-codes).
+#: Postmark's ErrorCode -> what it means for one message, and why. Quotes are Postmark's own
+#: words (postmarkapp.com/developer/api/overview#error-codes, and the template API's codes).
+#: ``docs/postmark.md`` lists exactly these rows; a test keeps the two in step.
 ERROR_CODES: Mapping[int, tuple[SendStatus, str]] = {
-    # Postmark, code 10: "Bad or missing API token". Nothing goes out until the settings change.
+    # "Bad or missing API token" (HTTP 401). Nothing goes out until the settings change.
     10: (C, "bad or missing server API token"),
-    # Postmark, code 100: "The Postmark API is offline for maintenance."
+    # "Maintenance": "The Postmark API is offline for maintenance."
     100: (T, "Postmark is offline for maintenance"),
-    # Postmark, code 300: "Validation failed for the email request JSON data that you provided."
+    # "Invalid email request": "Validation failed for the email request JSON data that you
+    # provided." (a bad From or To, Metadata over its limits...)
     300: (P, "invalid email request"),
-    # "Sender signature not found" / "Sender signature not confirmed": the From address.
-    400: (C, "the From address has no sender signature in Postmark"),
+    # "Sender signature not found" / "Sender signature not confirmed": the registry's From
+    # address is not one Postmark lets this server send from.
+    400: (C, "the From address has no sender signature"),
     401: (C, "the From address's sender signature is not confirmed"),
     # "Invalid JSON" / "Incompatible JSON" / "JSON required": our request was wrong.
     402: (P, "invalid JSON"),
-    403: (P, "incompatible JSON"),
+    403: (P, "incompatible JSON (an invalid field)"),
     409: (P, "JSON required"),
-    # Postmark, "Not allowed to send": "You have run out of credits."
+    # "Not allowed to send": "You ran out of credits."
     405: (C, "the account may not send (out of credits)"),
-    # Postmark, "Inactive recipient": "You tried to send to a recipient that has been marked as
-    # inactive. Inactive recipients are ones that have generated a hard bounce or a spam
-    # complaint."
-    406: (P, "the recipient is inactive (hard bounce, spam complaint or unsubscribe)"),
+    # "Inactive recipient": "You tried to send to a recipient that has been marked as inactive.
+    # Inactive recipients are ones that have generated a hard bounce or a spam complaint."
+    406: (P, "the recipient is inactive (hard bounce, spam complaint or manual suppression)"),
     # "Too many batch messages" / "Forbidden attachment type".
     410: (P, "too many messages in one batch"),
     411: (P, "forbidden attachment type"),
     # "Account is pending" / "Account may not send".
     412: (C, "the Postmark account is pending approval"),
     413: (C, "the Postmark account may not send"),
-    # Postmark, "Template not found": "The 'TemplateId' associated with this request is not
-    # valid or was not found."
-    1101: (P, "the template does not exist"),
-    # "Template data missing" / "TemplateModel is required".
+    # "Template not found": "The 'TemplateId' associated with this request is not valid or was
+    # not found." (`emailevents lint` checks every template before anything is sent.)
+    1101: (P, "the template does not exist or is inactive"),
+    # "No template data received" / "A required template field is missing" (the TemplateModel).
     1109: (P, "the template data is missing"),
-    1120: (P, "TemplateModel is missing"),
+    1120: (P, "a required template field (the TemplateModel) is missing"),
 }
 
+_RATE_LIMITED = 429
+_SERVER_ERROR = 500
+_UNAUTHORIZED = 401
+_NOT_FOUND = 404
+_METHOD_NOT_ALLOWED = 405
+_INACTIVE = 406
 
-def outcome_of_error_code(code: int, http_status: int | None = None) -> SendStatus:
-    """What a Postmark ErrorCode (and HTTP status) means for a message."""
-    if code in ERROR_CODES:
-        return ERROR_CODES[code][0]
-    if http_status == 429 or (http_status is not None and http_status >= 500):  # noqa: PLR2004
+# Postmark accepts a message some of whose recipients are inactive with ErrorCode 0 and the
+# Message "Message OK, but will not deliver to these inactive addresses: <a list>."
+_INACTIVE_ADDRESSES = re.compile(r"inactive addresses: (?P<addresses>.+?)\.?\s*$", re.IGNORECASE)
+# A token is sent as an HTTP header: visible ASCII only. Postmark's tokens are UUIDs.
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+
+# postmarker logs every request body (names, addresses, the TemplateModel) and every answer at
+# DEBUG on its "Postmarker" logger, which anyone can turn on. Its clients here log to this logger
+# instead: outside the logging tree and disabled, so no configuration can turn it on.
+_SILENT = logging.Logger("emailevents.senders.postmark.postmarker", logging.CRITICAL)  # noqa: LOG001
+_SILENT.disabled = True
+
+
+def outcome_of_error_code(code: int | None, http_status: int | None = None) -> SendStatus:
+    """What a Postmark ErrorCode, with the HTTP status it came with, means for a message.
+
+    An HTTP 429 or 5xx is transient whatever the body says: Postmark did not process the request.
+    Otherwise a code in :data:`ERROR_CODES` decides; an unknown code is transient on a 429 or 5xx,
+    a configuration problem on a 401 (the token) or a 404 (the API URL), and permanent otherwise.
+    """
+    if http_status is not None and (http_status == _RATE_LIMITED or http_status >= _SERVER_ERROR):
         return SendStatus.TRANSIENT
+    if code is not None and code in ERROR_CODES:
+        return ERROR_CODES[code][0]
+    if http_status in {_UNAUTHORIZED, _NOT_FOUND, _METHOD_NOT_ALLOWED}:
+        return SendStatus.CONFIGURATION
     return SendStatus.PERMANENT
 
 
-class _Client(PostmarkClient):  # type: ignore[misc]  # postmarker ships no type hints
+class _Secret:
+    """A string that does not show itself in reprs (and so in ``vars()`` or tracebacks)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
     def __repr__(self) -> str:
-        # postmarker's own repr prints the server token.
-        return "<PostmarkClient>"
+        return "<hidden>"
+
+    __str__ = __repr__
+
+
+class _Client(PostmarkClient):  # type: ignore[misc]  # postmarker ships no type hints
+    """postmarker's client, minus the ways it shows the token or logs message bodies."""
+
+    @property
+    def server_token(self) -> str:
+        # postmarker reads it in `call()`; kept wrapped so vars(client) does not print it.
+        secret: _Secret = self.__dict__["_token"]
+        return secret.value
+
+    @server_token.setter
+    def server_token(self, value: str) -> None:
+        self.__dict__["_token"] = _Secret(value)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.logger = _SILENT
+
+    def __repr__(self) -> str:
+        # postmarker's own repr is f"<PostmarkClient: {self.server_token}>".
+        return f"<PostmarkClient {self.root_api_url}>"
 
 
 class PostmarkSender(Sender):
-    """Sends through Postmark's template API.
+    """Sends through Postmark's template API, one message per recipient.
+
+    The token and URL are looked up when the sender is created: the argument, else the
+    environment variable; for the URL, else Postmark's own.
 
     Args:
         server_token: the Server API token; ``POSTMARK_SERVER_TOKEN`` when not given.
-        api_url: Postmark's API root; ``POSTMARK_API_URL``, else Postmark's own. Point it at
-            ``emailevents fake-postmark`` to develop and test without Postmark.
-        timeout: seconds to wait for Postmark's answer. A timeout after the request left is
-            reported as :attr:`SendStatus.UNKNOWN`: the message may have been sent.
+        api_url: Postmark's API root; ``POSTMARK_API_URL`` when not given, else Postmark's own.
+            Point it at ``emailevents fake-postmark`` to develop and test without Postmark.
+        timeout: seconds to wait to connect, and then for each read of Postmark's answer. A
+            connection that never opened is :attr:`SendStatus.TRANSIENT` (nothing was sent); a
+            timeout or dropped connection after the request left is :attr:`SendStatus.UNKNOWN`
+            (Postmark may have accepted it, and has no idempotency key to ask).
 
     Raises:
-        ConfigurationError: no token given and ``POSTMARK_SERVER_TOKEN`` is not set.
+        ConfigurationError: no token (name the variable to set), a token that cannot be sent
+            in an HTTP header, an API URL that is not ``http(s)://host...``, or a timeout that
+            is not a positive number.
     """
 
     max_batch: ClassVar[int] = 500
@@ -100,18 +183,15 @@ class PostmarkSender(Sender):
     def __init__(
         self, server_token: str | None = None, *, api_url: str | None = None, timeout: float = 30.0
     ) -> None:
-        token = server_token or os.environ.get(TOKEN_VARIABLE, "")
-        if not token:
+        self.__token = _Secret(_token(server_token))
+        self.api_url = _api_url(api_url)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise ConfigurationError(
-                f"PostmarkSender needs a Postmark server token: pass server_token=... or set "
-                f"the {TOKEN_VARIABLE} environment variable"
+                f"PostmarkSender(timeout=...) takes a positive number of seconds, not {timeout!r}"
             )
-        url = api_url or os.environ.get(URL_VARIABLE) or DEFAULT_API_URL
-        self.api_url = url if url.endswith("/") else url + "/"
-        self.timeout = timeout
-        self.__token = token
+        self.timeout = float(timeout)
         # postmarker's requests.Session is not thread-safe: one client per thread, created on
-        # first use, and created anew in a forked worker process.
+        # first use, and created anew in a forked worker process (Celery's prefork pool).
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -119,36 +199,84 @@ class PostmarkSender(Sender):
 
     @property
     def client(self) -> PostmarkClient:
-        """This thread's postmarker client."""
+        """This thread's postmarker client, created on first use."""
         pid = os.getpid()
         if getattr(self._local, "pid", None) != pid:
             self._local.client = _Client(
-                server_token=self.__token,
+                server_token=self.__token.value,
                 root_api_url=self.api_url,
                 max_retries=0,  # retries are the engine's, with backoff and a delivery log
                 timeout=self.timeout,
-                verbosity=0,  # verbose postmarker logs request bodies: personal data
+                verbosity=0,  # and its logger is silenced: see _SILENT
             )
             self._local.pid = pid
         return self._local.client
 
     def send_batch(self, messages: Sequence[Message]) -> list[SendResult]:
-        if not messages:
+        results: list[SendResult | None] = [None] * len(messages)
+        bodies: dict[int, dict[str, Any]] = {}
+        for i, message in enumerate(messages):
+            try:
+                bodies[i] = _body(message)
+            except (TypeError, ValueError) as exc:
+                # One message that cannot be JSON must not keep its neighbours from going out.
+                results[i] = SendResult(
+                    SendStatus.PERMANENT, detail=f"the message cannot be sent as JSON: {exc}"
+                )
+        for i, result in zip(bodies, self._post(list(bodies.values())), strict=True):
+            results[i] = result
+        return [_hidden(r, self.__token.value) for r in results if r is not None]
+
+    def _post(self, bodies: list[dict[str, Any]]) -> list[SendResult]:
+        if not bodies:
             return []
         try:
-            if len(messages) == 1:
-                answer = self.client.call("POST", "email/withTemplate", data=_body(messages[0]))
-                return [_result(answer)]
+            if len(bodies) == 1:
+                answer = self.client.call("POST", "email/withTemplate", data=bodies[0])
+                return [_result(answer, bodies[0])]
             answers = self.client.call(
-                "POST", "email/batchWithTemplates", data={"Messages": [_body(m) for m in messages]}
+                "POST", "email/batchWithTemplates", data={"Messages": bodies}
             )
         except Exception as exc:  # noqa: BLE001 - every failure becomes an outcome per message
-            return [_failure(exc)] * len(messages)
-        if not isinstance(answers, list) or len(answers) != len(messages):
-            detail = f"Postmark answered the batch with {type(answers).__name__}, not one item "
-            "per message"
-            return [SendResult(SendStatus.UNKNOWN, detail=detail)] * len(messages)
-        return [_result(a) for a in answers]
+            return [_failure(exc)] * len(bodies)
+        if not isinstance(answers, list) or len(answers) != len(bodies):
+            count = len(answers) if isinstance(answers, list) else type(answers).__name__
+            detail = (
+                f"Postmark answered a batch of {len(bodies)} messages with {count} results: "
+                "which were sent is unknown"
+            )
+            return [SendResult(SendStatus.UNKNOWN, detail=detail)] * len(bodies)
+        return [_result(a, b) for a, b in zip(answers, bodies, strict=True)]
+
+
+def _token(given: str | None) -> str:
+    source = "server_token" if given is not None else TOKEN_VARIABLE
+    token = (given if given is not None else os.environ.get(TOKEN_VARIABLE, "")).strip()
+    if not token:
+        raise ConfigurationError(
+            "PostmarkSender needs a Postmark server token: pass server_token=... or set the "
+            f"{TOKEN_VARIABLE} environment variable (given: {source}, empty)"
+        )
+    if not _TOKEN.fullmatch(token):
+        # Never echo it: requests would, in the InvalidHeader error it raises for this.
+        raise ConfigurationError(
+            f"the Postmark server token from {source} has spaces or characters that cannot go "
+            "in an HTTP header; copy it again from the server's API Tokens tab"
+        )
+    return token
+
+
+def _api_url(given: str | None) -> str:
+    source = "api_url" if given else URL_VARIABLE
+    url = (given or os.environ.get(URL_VARIABLE, "").strip() or DEFAULT_API_URL).strip()
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigurationError(
+            f"{source} must be Postmark's API URL, such as {DEFAULT_API_URL} or "
+            f"http://127.0.0.1:9025/ for `emailevents fake-postmark`; got {url!r}"
+        )
+    # Endpoints are joined relative to it (urljoin), so a path prefix is kept only with a slash.
+    return url if url.endswith("/") else url + "/"
 
 
 def _body(message: Message) -> dict[str, Any]:
@@ -164,56 +292,104 @@ def _body(message: Message) -> dict[str, Any]:
         body["Tag"] = message.tag
     if message.metadata:
         body["Metadata"] = dict(message.metadata)
+    # What requests would raise for the whole request, raised here for this message alone.
+    json.dumps(body, allow_nan=False)
     return body
 
 
-def _result(answer: Any) -> SendResult:
+def _result(answer: Any, body: Mapping[str, Any]) -> SendResult:
     if not isinstance(answer, Mapping):
         return SendResult(SendStatus.UNKNOWN, detail=f"unexpected answer: {type(answer).__name__}")
     code = answer.get("ErrorCode", 0)
     text = str(answer.get("Message", ""))
-    if code == 0 and answer.get("MessageID"):
-        # "OK", or "Message accepted, but delivery may be delayed.", or accepted with a note
-        # about inactive addresses: all sent.
+    message_id = answer.get("MessageID")
+    if code == 0 and message_id:
+        inactive = _inactive(text)
+        recipients = {a.lower() for _, a in getaddresses([str(body.get("To", ""))]) if a}
+        if recipients and recipients <= inactive:
+            # Accepted, but Postmark "will not deliver" to anyone it was for.
+            return SendResult(
+                SendStatus.PERMANENT, message_id=str(message_id), error_code=_INACTIVE, detail=text
+            )
+        # "OK"; or "Message accepted, but delivery may be delayed."; or accepted with a note
+        # naming inactive addresses among several recipients: sent, and the detail says which.
         return SendResult(
-            SendStatus.SENT,
-            message_id=str(answer["MessageID"]),
-            detail="" if text == "OK" else text,
+            SendStatus.SENT, message_id=str(message_id), detail="" if text == "OK" else text
         )
-    if not isinstance(code, int) or code == 0:
+    if isinstance(code, bool) or not isinstance(code, int) or code == 0:
         return SendResult(SendStatus.UNKNOWN, detail=f"no MessageID in Postmark's answer: {text}")
     return SendResult(outcome_of_error_code(code), error_code=code, detail=text)
 
 
+def _inactive(text: str) -> set[str]:
+    found = _INACTIVE_ADDRESSES.search(text)
+    if found is None:
+        return set()
+    return {a.lower() for _, a in getaddresses([found["addresses"]]) if a}
+
+
 def _failure(exc: Exception) -> SendResult:  # noqa: PLR0911 - one answer per kind of failure
+    """The outcome of a request that raised; the detail never repeats headers (the token)."""
     if isinstance(exc, ClientError):
-        status = getattr(getattr(exc.__cause__, "response", None), "status_code", None)
-        code = int(exc.error_code) if exc.error_code is not None else -1
+        # An error answer with Postmark's {"ErrorCode", "Message"}; the status is on its cause.
+        status = _status(exc.__cause__)
+        code = exc.error_code if isinstance(exc.error_code, int) else None
+        text = str(exc.args[0]) if exc.args else ""
         return SendResult(
-            outcome_of_error_code(code, status), error_code=code, detail=f"HTTP {status}: {exc}"
+            outcome_of_error_code(code, status), error_code=code, detail=f"HTTP {status}: {text}"
         )
-    if isinstance(exc, requests.HTTPError):
-        status = exc.response.status_code if exc.response is not None else None
-        if status == 429 or (status is not None and status >= 500):  # noqa: PLR2004
-            return SendResult(SendStatus.TRANSIENT, detail=f"HTTP {status} from Postmark")
-        if status in (404, 405):
-            return SendResult(
-                SendStatus.CONFIGURATION,
-                detail=f"HTTP {status}: is {URL_VARIABLE} Postmark's API URL?",
-            )
-        return SendResult(SendStatus.PERMANENT, detail=f"HTTP {status} from Postmark")
-    if isinstance(exc, requests.ConnectTimeout) or _never_connected(exc):
-        return SendResult(SendStatus.TRANSIENT, detail=f"could not connect: {type(exc).__name__}")
-    if isinstance(exc, requests.RequestException):
-        # The request may have reached Postmark (a read timeout, a dropped connection).
+    if isinstance(exc, KeyError) and isinstance(exc.__context__, requests.HTTPError):
+        # postmarker raises KeyError for a JSON error answer without an ErrorCode.
+        status = _status(exc.__context__)
         return SendResult(
-            SendStatus.UNKNOWN, detail=f"no answer from Postmark: {type(exc).__name__}"
+            outcome_of_error_code(None, status),
+            detail=f"HTTP {status} from {_where(exc.__context__)}, without a Postmark ErrorCode",
         )
-    if isinstance(exc, KeyError | ValueError):
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        # An error answer that is not JSON: a proxy, a load balancer, not Postmark's API.
+        status = exc.response.status_code
+        detail = f"HTTP {status} from {_where(exc)}, not a Postmark answer"
+        if status in {_NOT_FOUND, _METHOD_NOT_ALLOWED}:
+            detail += f": is {URL_VARIABLE} Postmark's API URL?"
+        return SendResult(outcome_of_error_code(None, status), detail=detail)
+    if isinstance(
+        exc, requests.ConnectTimeout | requests.exceptions.ProxyError | requests.exceptions.SSLError
+    ) or (_never_connected(exc)):
         return SendResult(
-            SendStatus.TRANSIENT, detail="Postmark answered an error without an ErrorCode"
+            SendStatus.TRANSIENT, detail=f"could not connect to {_where(exc)}: {type(exc).__name__}"
         )
-    raise exc
+    if isinstance(exc, requests.exceptions.InvalidHeader | requests.exceptions.InvalidURL):
+        # Refused by requests before anything left (its message may show the header's value).
+        return SendResult(SendStatus.CONFIGURATION, detail=f"{type(exc).__name__} in the request")
+    if isinstance(exc, requests.RequestException | ValueError):
+        # The request may have reached Postmark: a read timeout, a dropped connection, an
+        # answer cut short or not JSON. Postmark may have sent the message; never resend blindly.
+        return SendResult(
+            SendStatus.UNKNOWN, detail=f"no answer from {_where(exc)}: {type(exc).__name__}"
+        )
+    # Not a failure postmarker or requests is known to raise: say what it was.
+    return SendResult(SendStatus.UNKNOWN, detail=f"{type(exc).__name__} while sending: {exc}")
+
+
+def _hidden(result: SendResult, token: str) -> SendResult:
+    """The result, with the token cut out of its detail should any answer have repeated it."""
+    if token not in result.detail:
+        return result
+    return dataclasses.replace(result, detail=result.detail.replace(token, "<hidden>"))
+
+
+def _status(exc: BaseException | None) -> int | None:
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _where(exc: BaseException) -> str:
+    """The host the request went to (never the URL's query, never a header)."""
+    request = getattr(exc, "request", None)
+    url = getattr(request, "url", None)
+    host = urlsplit(url).netloc.rpartition("@")[2] if isinstance(url, str) else ""
+    return host or "Postmark"
 
 
 def _never_connected(exc: Exception) -> bool:

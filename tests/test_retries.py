@@ -1,0 +1,152 @@
+"""Transient failures retry with backoff, for the failed recipients only; permanent ones never do.
+
+A real Celery worker, the local Postmark-compatible server failing on demand, PostmarkSender over
+HTTP, and the delivery log on a real database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import sqlalchemy as sa
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
+
+from emailevents import EmailEvents, Reason, Status
+from emailevents.demo import hooks, models, seed
+from emailevents.demo.run import REGISTRY
+from emailevents.senders.postmark import PostmarkSender
+from emailevents.store import deliveries
+from emailevents.testing import Runs, worker
+from emailevents.testing.fake_postmark import FakePostmark
+
+
+@dataclass
+class App:
+    events: EmailEvents
+    world: seed.DemoWorld
+    factory: sessionmaker[Session]
+
+    def log(self, event_id: str) -> dict[str, tuple[str, str]]:
+        with self.factory() as session:
+            rows = session.execute(
+                sa.select(deliveries.c.recipient, deliveries.c.status, deliveries.c.reason).where(
+                    deliveries.c.event_id == event_id
+                )
+            )
+            return {r.recipient: (r.status, r.reason) for r in rows}
+
+
+@pytest.fixture
+def app(db_engine: sa.Engine, celery_app: Celery, fake_postmark: FakePostmark) -> App:
+    models.Base.metadata.create_all(db_engine)
+    factory = sessionmaker(db_engine)
+    events = EmailEvents(
+        REGISTRY,
+        celery=celery_app,
+        session_factory=factory,
+        sender=PostmarkSender("test-token", api_url=fake_postmark.url, timeout=5),
+        context={"site_url": hooks.site_url},
+        max_retries=3,
+        retry_backoff=0.05,
+        set_default=False,
+    )
+    events.create_tables(db_engine)
+    with factory() as session:
+        world = seed.seed(session)
+        session.commit()
+    return App(events, world, factory)
+
+
+def emit(app: App, index: int) -> tuple[str, dict[str, str]]:
+    return seed.emits(app.world)[index]
+
+
+def test_transient_failures_are_retried_until_sent_once(
+    app: App, celery_app: Celery, fake_postmark: FakePostmark
+) -> None:
+    fake_postmark.faults.fail_next(1, status=500)
+    fake_postmark.faults.fail_next(1, status=429)
+    key, cuids = emit(app, 5)  # the finding: one recipient
+    with Runs() as runs, worker(celery_app):
+        receipt = app.events.emit(key, **cuids)
+        (result,) = runs.wait(receipt)
+    assert [(o.status, o.recipient) for o in result.outcomes] == [(Status.SENT, "owen@acme.test")]
+    assert [m.to for m in fake_postmark.messages] == ["owen@acme.test"]
+    assert len(fake_postmark.requests) == 3
+    assert app.log(receipt.event_id) == {"owen@acme.test": ("sent", "sent")}
+
+
+def test_only_the_recipients_that_failed_are_retried(
+    app: App, celery_app: Celery, fake_postmark: FakePostmark
+) -> None:
+    key, cuids = emit(app, 6)  # the comment: owen, priya, sam in one batch
+    with Runs() as runs, worker(celery_app):
+        # The first batch fails as a whole (HTTP 500): all three are retried together.
+        fake_postmark.faults.fail_next(1, status=500)
+        first = app.events.emit(key, **cuids)
+        runs.wait(first)
+    assert sorted(m.to for m in fake_postmark.messages) == [
+        "owen@acme.test",
+        "priya@acme.test",
+        "sam@acme.test",
+    ]
+    # Now a retry after a partial success: owen was sent, so only the others are claimed again.
+    with app.factory() as session:
+        session.execute(
+            sa.update(deliveries)
+            .where(
+                deliveries.c.event_id == first.event_id, deliveries.c.recipient != "owen@acme.test"
+            )
+            .values(status="retry", reason="transient_error")
+        )
+        session.commit()
+    fake_postmark.reset()
+    again = app.events.run(key, first.event_id, **cuids)
+    assert sorted(o.recipient for o in again.with_status(Status.SENT)) == [
+        "priya@acme.test",
+        "sam@acme.test",
+    ]
+    assert [o.reason for o in again.with_status(Status.SKIPPED)] == [Reason.ALREADY_RECORDED]
+    assert sorted(m.to for m in fake_postmark.messages) == ["priya@acme.test", "sam@acme.test"]
+
+
+def test_a_permanent_error_is_recorded_once_and_never_retried(
+    app: App, celery_app: Celery, fake_postmark: FakePostmark
+) -> None:
+    fake_postmark.faults.fail_recipients({"priya@acme.test": 406})
+    key, cuids = emit(app, 6)
+    with Runs() as runs, worker(celery_app):
+        receipt = app.events.emit(key, **cuids)
+        (result,) = runs.wait(receipt)
+    failed = result.with_status(Status.FAILED)
+    assert [(o.recipient, o.reason) for o in failed] == [("priya@acme.test", Reason.REJECTED)]
+    assert failed[0].detail.startswith("ErrorCode 406")
+    assert len(fake_postmark.requests) == 1
+    assert app.log(receipt.event_id)["priya@acme.test"] == ("failed", "rejected")
+
+
+def test_retries_run_out_and_the_recipient_is_recorded_failed(
+    app: App, celery_app: Celery, fake_postmark: FakePostmark
+) -> None:
+    fake_postmark.faults.fail_next(10, status=503)
+    key, cuids = emit(app, 5)
+    with Runs() as runs, worker(celery_app):
+        receipt = app.events.emit(key, **cuids)
+        (result,) = runs.wait(receipt)
+    assert [(o.status, o.reason) for o in result.outcomes] == [
+        (Status.FAILED, Reason.TRANSIENT_ERROR)
+    ]
+    assert len(fake_postmark.requests) == 1 + 3  # the first try and max_retries=3
+    assert fake_postmark.messages == []
+    assert app.log(receipt.event_id) == {"owen@acme.test": ("failed", "transient_error")}
+
+
+def test_the_backoff_doubles_with_full_jitter_up_to_its_maximum(app: App) -> None:
+    events = app.events
+    for tries in range(12):
+        ceiling = min(events.retry_backoff_max, events.retry_backoff * 2**tries)
+        delays = [events.retry_delay(tries) for _ in range(50)]
+        assert all(0 <= d <= ceiling for d in delays)
+    assert len({events.retry_delay(3) for _ in range(20)}) > 1
