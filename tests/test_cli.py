@@ -72,8 +72,12 @@ def test_list_prints_the_seed_table_as_text() -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].split() == ["Task", "Toggle", "Key", "Template", "Entities"]
-    assert [line.split()[0] for line in lines[2:]] == SEED_TASKS
-    invited = next(line for line in lines if line.startswith("on_user_invited "))
+    assert [line.split()[0] for line in lines[2:]] == [
+        f"tasks.notifications.email.{task}" for task in SEED_TASKS
+    ]
+    invited = next(
+        line for line in lines if line.startswith("tasks.notifications.email.on_user_invited ")
+    )
     assert "(always enabled)" in invited
     assert "user: User, org: Organization, invitation: Invitation" in invited
 
@@ -84,7 +88,7 @@ def test_list_prints_markdown_for_docs() -> None:
     lines = result.output.splitlines()
     assert lines[:2] == ["| Task | Toggle Key | Template | Entities |", "| --- | --- | --- | --- |"]
     assert lines[6] == (
-        "| on_user_invited | (always enabled) | user-invited | "
+        "| tasks.notifications.email.on_user_invited | (always enabled) | user-invited | "
         "user: User, org: Organization, invitation: Invitation |"
     )
     assert len(lines) == 2 + 11
