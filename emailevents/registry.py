@@ -128,6 +128,10 @@ _FIELD_HINTS = {
     "model": "a mapped class, like 'myapp.models:User'",
     "to": "an expression like '{user.email}', or a list of them",
 }
+_EVENT_FIELD_HINTS = {
+    **_FIELD_HINTS,
+    "entities": "the CUIDs emit() takes, in order, like `{user: User, org: Organization}`",
+}
 
 
 # --- the compiled registry ----------------------------------------------------------------
@@ -389,10 +393,11 @@ class _Compiler:
         if kind == "missing":
             parent = (*path, *_located(value, loc[:-1]))
             name = str(loc[-1])
+            hints = _EVENT_FIELD_HINTS if model is EventSpec else _FIELD_HINTS
             self.problem(
                 parent,
                 f"{_dotted(parent)}: missing required field '{name}'",
-                hint=_FIELD_HINTS.get(name, ""),
+                hint=hints.get(name, ""),
                 at_key=True,
             )
             return
@@ -589,6 +594,8 @@ class _Compiler:
         build = self._callee(spec.build, (*path, "build"), available)
         subject, to, data = self._event_expressions(key, spec, path)
         payload = self._payload(key, spec, path)
+        if payload is not None:
+            self._check_payload_fields(key, payload, spec, path)
         infos, refs = self._check_references(
             [*([subject] if subject else []), *to, *data], dict(entities), names
         )
@@ -757,21 +764,35 @@ class _Compiler:
             offset = ref.offset + 1 + sum(len(name) + 1 for name in before)
             self.doc.problems.append(expression.problem(f"{{{ref}}}: {exc}", ref, offset=offset))
             return None
+        if info.kind not in ("object", "collection") or info.target is None:
+            return info
+        noun = info.target.__name__
+        what = (
+            f"a collection of {noun}" if info.kind == "collection" else f"an object of type {noun}"
+        )
         whole_recipient = expression.field == "to" and ref is expression.template.single_path
-        if info.kind in ("object", "collection") and not whole_recipient:
-            noun = info.target.__name__ if info.target else "related"
-            kind = "collection" if info.kind == "collection" else "object"
+        if whole_recipient:
+            if hasattr(info.target, "email"):
+                return info
             self.doc.problems.append(
                 expression.problem(
-                    f"{{{ref}}} is a {noun} {kind}, not a value",
+                    f"{{{ref}}} is {what}, and {noun} has no `email` attribute to send to",
                     ref,
-                    hint="name one of its columns, like {" + str(ref) + ".name}"
-                    if kind == "object"
-                    else "use a `build:` callable to turn it into values",
+                    hint="name the address, like {" + str(ref) + ".email}",
                 )
             )
             return None
-        return info
+        column = _a_column(info.target)
+        self.doc.problems.append(
+            expression.problem(
+                f"{{{ref}}} is {what}, not a value",
+                ref,
+                hint=f"name one of its columns, like {{{ref}.{column}}}"
+                if info.kind == "object" and column
+                else "use a `build:` callable to turn it into values",
+            )
+        )
+        return None
 
     def _payload(self, key: str, spec: EventSpec, path: Key) -> type[BaseModel] | None:
         if spec.payload is None:
@@ -784,6 +805,34 @@ class _Compiler:
             )
             return None
         return cls
+
+    def _check_payload_fields(
+        self, key: str, payload: type[BaseModel], spec: EventSpec, path: Key
+    ) -> None:
+        """A payload class must take every value the event builds, and need none it lacks."""
+        fields = payload.model_fields
+        accepted = set(fields) | {f.alias for f in fields.values() if f.alias}
+        provided = [*(["subject"] if spec.subject is not None else []), *spec.data]
+        if payload.model_config.get("extra") != "allow":
+            for name in provided:
+                if name not in accepted:
+                    where = (*path, "data", name) if name in spec.data else (*path, "subject")
+                    self.problem(
+                        where,
+                        f"events.{key}: {payload.__name__} has no field '{name}', so its "
+                        "value would be dropped from the TemplateModel",
+                        hint=f"add `{name}` to {payload.__name__}, or allow extra fields",
+                        at_key=True,
+                    )
+        if spec.build is None:  # what build: returns is known only when it runs
+            for name, info in fields.items():
+                if info.is_required() and name not in provided and info.alias not in provided:
+                    self.problem(
+                        (*path, "payload"),
+                        f"events.{key}.payload: {payload.__name__} requires '{info.alias or name}'"
+                        ", which the event's subject and data do not provide",
+                        hint=f"add `{info.alias or name}:` under data",
+                    )
 
     def _check_task_names(self, specs: Mapping[str, EventSpec]) -> None:
         seen: dict[str, str] = {}
@@ -918,6 +967,18 @@ def _payload_model(
         **fields,
     )
     return model
+
+
+def _a_column(cls: type) -> str | None:
+    """A column worth suggesting: the first one that is not a key."""
+    mapper = mapper_of(cls)
+    if mapper is None:
+        return None
+    for name, prop in mapper.column_attrs.items():
+        column = prop.columns[0]
+        if not getattr(column, "primary_key", False) and not getattr(column, "foreign_keys", None):
+            return str(name)
+    return None
 
 
 def _camel(key: str) -> str:

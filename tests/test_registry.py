@@ -253,6 +253,52 @@ def test_a_payload_class_replaces_the_generated_model() -> None:
     assert compiled(text).events["project_created"].payload_model is hooks.ProjectPayload
 
 
+def test_a_payload_class_that_would_drop_or_lack_values_is_rejected() -> None:
+    text = edit(
+        VALID,
+        "    task: tasks.email.on_project_created\n",
+        "    task: tasks.email.on_project_created\n"
+        "    payload: tests.registry_app.hooks:NarrowPayload\n",
+    )
+    problems = problems_of(text)
+    dropped = [p for p in problems if "has no field" in p.message]
+    assert [p.message.split("'")[1] for p in dropped] == [
+        "budget",
+        "score",
+        "reviewer_name",
+        "stage",
+        "settings",
+        "created_at",
+        "founded",
+        "actor",
+        "domain",
+        "url",
+        "home",
+    ]
+    assert places(dropped[:1]) == [at(text, "budget:")]
+    assert dropped[0].message == (
+        "events.project_created: NarrowPayload has no field 'budget', so its value would be "
+        "dropped from the TemplateModel"
+    )
+    (lacking,) = [p for p in problems if "requires" in p.message]
+    assert lacking.message == (
+        "events.project_created.payload: NarrowPayload requires 'sponsor', which the event's "
+        "subject and data do not provide"
+    )
+    assert len(problems) == 12
+
+
+def test_a_recipient_object_without_an_email_attribute_is_rejected() -> None:
+    text = edit(VALID, '    to: "{project.owner.email}"\n', '    to: "{project}"\n')
+    problem = only_problem(text)
+    assert problem.message == (
+        "events.project_created.to: {project} is an object of type Project, and Project has "
+        "no `email` attribute to "
+        "send to"
+    )
+    assert places([problem]) == [at(text, "{project}", after='to: "')]
+
+
 def test_events_may_go_to_a_list_of_recipients_and_to_whole_objects() -> None:
     text = edit(
         VALID,
@@ -964,10 +1010,10 @@ def test_paths_to_methods_or_through_collections_are_reported_at_the_attribute(
 @pytest.mark.parametrize(
     ("expression", "what"),
     [
-        ("{project.owner}", "a User object"),
-        ("{project}", "a Project object"),
-        ("{org.members}", "a User collection"),
-        ("{user.organization}", "a Organization object"),
+        ("{project.owner}", "an object of type User"),
+        ("{project}", "an object of type Project"),
+        ("{org.members}", "a collection of User"),
+        ("{user.organization}", "an object of type Organization"),
     ],
 )
 def test_a_data_value_that_is_a_whole_object_is_reported(expression: str, what: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session
 
 from .models import Organization, Project, User
@@ -49,8 +49,18 @@ def moon_phase(moon: object) -> str:
 
 
 class ProjectPayload(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
     subject: str
     title: str
+
+
+class NarrowPayload(BaseModel):
+    """Takes only two of the values the test registry's event builds, and needs one more."""
+
+    subject: str
+    title: str
+    sponsor: str
 
 
 class NotAModel:
