@@ -7,6 +7,7 @@ import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,10 +16,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from . import pipeline, store
+from . import relay as relaying
 from .errors import ConfigurationError, EmitArgumentError, EmitValueError, UnknownEventError
 from .introspect import Callee
 from .outcomes import RunResult
 from .registry import Event, Registry, load_registry
+from .relay import RelayResult
 from .senders.base import Sender
 
 __all__ = ["EmailEvents", "Receipt", "emit"]
@@ -119,10 +122,14 @@ class EmailEvents:
     def events(self) -> Mapping[str, Event]:
         return self.registry.events
 
-    def emit(self, event_key: str, /, **cuids: str) -> Receipt:
+    def emit(self, event_key: str, /, *, session: Any = None, **cuids: Any) -> Receipt:
         """Queue ``event_key`` for the entities named by ``cuids``.
 
-        Everything is checked before anything is queued.
+        Everything is checked before anything is queued. With ``session`` (a SQLAlchemy
+        ``Session``; typed ``Any`` so that ``**cuids`` from a dict type-checks), nothing is queued
+        until that session's outermost transaction commits, and a rollback drops the emit: it is
+        written to the engine's ``emailevents_emits`` table in the same transaction, published
+        after the commit, and published by the relay if the broker was down at that moment.
 
         Raises:
             UnknownEventError: no such event (the message suggests the nearest key).
@@ -132,8 +139,20 @@ class EmailEvents:
         event = self.event(event_key)
         bound = bind_cuids(event, (), cuids)
         event_id = str(uuid.uuid4())
-        self.tasks[event_key].apply_async(kwargs=bound, task_id=event_id)
+        if session is not None:
+            if not isinstance(session, Session):
+                raise EmitArgumentError(
+                    f"event '{event_key}': session= must be a SQLAlchemy Session, got "
+                    f"{type(session).__name__}"
+                )
+            relaying.defer(session, self.tasks[event_key], event_key, event_id, bound)
+        else:
+            self.tasks[event_key].apply_async(kwargs=bound, task_id=event_id)
         return Receipt(event_key, event_id, event.task_name)
+
+    def relay(self, *, limit: int = 500, grace: timedelta = timedelta(seconds=30)) -> RelayResult:
+        """Publish emits a commit left pending (broker down, process gone); see ``relay.relay``."""
+        return relaying.relay(self, limit=limit, grace=grace)
 
     def event(self, event_key: str) -> Event:
         """The compiled event ``event_key``.
@@ -215,7 +234,7 @@ class EmailEvents:
         return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
 
 
-def emit(event_key: str, /, **cuids: str) -> Receipt:
+def emit(event_key: str, /, *, session: Any = None, **cuids: Any) -> Receipt:
     """Emit through the most recently created :class:`EmailEvents`; see :meth:`EmailEvents.emit`.
 
     Raises:
@@ -226,7 +245,7 @@ def emit(event_key: str, /, **cuids: str) -> Receipt:
             "emailevents.emit() needs an EmailEvents instance: create one with "
             "EmailEvents('events.yaml', celery=..., session_factory=..., sender=...) at start-up"
         )
-    return _default.emit(event_key, **cuids)
+    return _default.emit(event_key, session=session, **cuids)
 
 
 def bind_cuids(event: Event, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, str]:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from .outcomes import Outcome
 
-__all__ = ["EVENT_LEVEL", "deliveries", "metadata", "org_settings"]
+__all__ = ["EVENT_LEVEL", "deliveries", "emits", "metadata", "org_settings"]
 
 metadata = sa.MetaData()
 
@@ -57,6 +57,29 @@ deliveries = sa.Table(
     sa.UniqueConstraint("event_id", "recipient", name="uq_emailevents_delivery"),
     sa.Index("ix_emailevents_deliveries_key_created", "event_key", "created_at"),
 )
+
+
+emits = sa.Table(
+    "emailevents_emits",
+    metadata,
+    sa.Column("event_id", sa.String(64), primary_key=True),
+    sa.Column("event_key", sa.String(255), nullable=False),
+    sa.Column("task_name", sa.String(255), nullable=False),
+    sa.Column("cuids", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text, nullable=False, default=""),
+    sa.Column("lease_until", sa.DateTime(timezone=True)),
+    sa.Column("lease", sa.String(64)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=_now),
+    sa.Column("published_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_emailevents_emits_state_created", "state", "created_at"),
+)
+"""Emits made with ``session=``: written in the application's transaction, published after it
+commits, and by the relay when that publish did not happen (broker down, process gone)."""
+
+PENDING = "pending"
+PUBLISHED = "published"
 
 
 def toggle_enabled(session: Session, org_key: str, toggle_key: str) -> bool:

@@ -10,10 +10,12 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from celery import Celery
+from celery.signals import before_task_publish
 
 from emailevents.testing import memory_app
 
@@ -75,3 +77,16 @@ def db_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Eng
 @pytest.fixture
 def celery_app() -> Celery:
     return memory_app()
+
+
+@pytest.fixture
+def published() -> Iterator[list[dict[str, Any]]]:
+    """Every task message published while the test runs (headers and body)."""
+    seen: list[dict[str, Any]] = []
+
+    def record(sender: str, headers: dict[str, Any], body: Any, **_: Any) -> None:
+        seen.append({"task": sender, "headers": headers, "body": body})
+
+    before_task_publish.connect(record, weak=False)
+    yield seen
+    before_task_publish.disconnect(record)

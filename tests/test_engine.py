@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from celery import Celery
-from celery.signals import before_task_publish
 from sqlalchemy.orm import sessionmaker
 
 import emailevents
@@ -28,19 +26,6 @@ from emailevents.demo.run import REGISTRY
 from emailevents.testing import memory_app
 
 CUIDS = {"user": "cu1", "org": "co1", "finding": "cf1"}
-
-
-@pytest.fixture
-def published() -> Iterator[list[dict[str, Any]]]:
-    """Every task message published while the test runs (headers and body)."""
-    seen: list[dict[str, Any]] = []
-
-    def record(sender: str, headers: dict[str, Any], body: Any, **_: Any) -> None:
-        seen.append({"task": sender, "headers": headers, "body": body})
-
-    before_task_publish.connect(record, weak=False)
-    yield seen
-    before_task_publish.disconnect(record)
 
 
 @pytest.fixture

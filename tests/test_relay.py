@@ -1,0 +1,222 @@
+"""emit(..., session=): queued once the outermost transaction commits; relayed after an outage.
+
+Real databases (SQLite and PostgreSQL), real Celery apps: one whose broker is down (nothing
+listens on its port), one on the in-memory broker with a worker.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
+
+from emailevents import EmailEvents, EmitArgumentError, OutboxSender, Status
+from emailevents.demo import hooks, models, seed
+from emailevents.demo.run import REGISTRY
+from emailevents.store import emits
+from emailevents.testing import Runs, memory_app, worker
+
+
+@dataclass
+class App:
+    events: EmailEvents
+    factory: sessionmaker[Session]
+    world: seed.DemoWorld
+    outbox: OutboxSender
+
+    def make(self, celery: Celery) -> EmailEvents:
+        """Another EmailEvents on the same database and registry, for another Celery app."""
+        return EmailEvents(
+            REGISTRY,
+            celery=celery,
+            session_factory=self.factory,
+            sender=self.outbox,
+            context={"site_url": hooks.site_url},
+            set_default=False,
+        )
+
+    def rows(self) -> list[tuple[str, str, int]]:
+        with self.factory() as session:
+            result = session.execute(
+                sa.select(emits.c.event_id, emits.c.state, emits.c.attempts).order_by(
+                    emits.c.created_at
+                )
+            )
+            return [tuple(r) for r in result]
+
+
+def finding(app: App) -> dict[str, str]:
+    return seed.emits(app.world)[5][1]
+
+
+def dead_broker() -> Celery:
+    """A Celery app whose Redis broker is down: nothing listens on its port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = Celery("dead", broker=f"redis://127.0.0.1:{port}/0", set_as_current=False)
+    app.conf.update(broker_connection_retry_on_startup=False, broker_connection_timeout=1)
+    return app
+
+
+@pytest.fixture
+def app(db_engine: sa.Engine, celery_app: Celery, outbox: OutboxSender) -> App:
+    pytest.importorskip("redis")
+    models.Base.metadata.create_all(db_engine)
+    factory = sessionmaker(db_engine)
+    events = EmailEvents(
+        REGISTRY,
+        celery=celery_app,
+        session_factory=factory,
+        sender=outbox,
+        context={"site_url": hooks.site_url},
+        set_default=False,
+    )
+    events.create_tables(db_engine)
+    with factory() as session:
+        world = seed.seed(session)
+        session.commit()
+    return App(events, factory, world, outbox)
+
+
+def test_nothing_is_queued_before_commit_and_the_emit_runs_after_it(
+    app: App, celery_app: Celery, published: list[dict[str, Any]]
+) -> None:
+    with Runs() as runs, worker(celery_app):
+        with app.factory() as session:
+            receipt = app.events.emit("model_finding_created", session=session, **finding(app))
+            session.flush()
+            assert published == []
+            session.commit()
+        assert [p["headers"]["id"] for p in published] == [receipt.event_id]
+        (result,) = runs.wait(receipt)
+    assert [o.recipient for o in result.with_status(Status.SENT)] == ["owen@acme.test"]
+    assert app.rows() == [(receipt.event_id, "published", 0)]
+
+
+def test_a_rollback_drops_the_emit(app: App, published: list[dict[str, Any]]) -> None:
+    with app.factory() as session:
+        app.events.emit("model_finding_created", session=session, **finding(app))
+        session.rollback()
+    assert published == []
+    assert app.rows() == []
+
+
+def test_a_session_closed_without_commit_drops_the_emit(
+    app: App, published: list[dict[str, Any]]
+) -> None:
+    session = app.factory()
+    app.events.emit("model_finding_created", session=session, **finding(app))
+    session.close()
+    assert published == []
+    assert app.rows() == []
+
+
+def test_a_rolled_back_savepoint_drops_only_its_own_emits(
+    app: App, published: list[dict[str, Any]]
+) -> None:
+    with app.factory() as session:
+        kept = app.events.emit("model_finding_created", session=session, **finding(app))
+        savepoint = session.begin_nested()
+        app.events.emit("model_finding_created", session=session, **finding(app))
+        savepoint.rollback()
+        with session.begin_nested():  # released: its emit belongs to the outer transaction
+            also = app.events.emit("model_finding_created", session=session, **finding(app))
+        assert published == []  # releasing a savepoint is not a commit
+        session.commit()
+    assert sorted(p["headers"]["id"] for p in published) == sorted([kept.event_id, also.event_id])
+    assert {row[1] for row in app.rows()} == {"published"}
+
+
+def test_a_broker_outage_at_commit_loses_nothing_and_the_relay_delivers_once(
+    app: App, celery_app: Celery, published: list[dict[str, Any]]
+) -> None:
+    down = app.make(dead_broker())
+    with app.factory() as session:
+        receipts = [
+            down.emit("model_finding_created", session=session, **finding(app)) for _ in range(3)
+        ]
+        session.commit()  # must not raise: the data is committed, the emits wait
+    rows = app.rows()
+    assert [r[1] for r in rows] == ["pending"] * 3
+    assert rows[0][2] == 1  # the first publish failed; the others were not tried
+    with app.factory() as session:
+        (error,) = session.execute(
+            sa.select(emits.c.last_error).where(emits.c.event_id == receipts[0].event_id)
+        ).scalars()
+    assert "OperationalError" in error
+
+    with Runs() as runs, worker(celery_app):
+        result = app.events.relay(grace=timedelta(minutes=10))
+        assert (result.published, result.failed) == (3, 0)
+        results = runs.wait(*receipts)
+    assert [len(r.with_status(Status.SENT)) for r in results] == [1, 1, 1]
+    assert app.events.relay(grace=timedelta(0)).published == 0
+    assert {r[1] for r in app.rows()} == {"published"}
+    assert len(app.outbox) == 3
+
+
+def test_the_relay_waits_a_grace_period_for_the_committing_process(app: App) -> None:
+    with app.factory() as session:
+        session.execute(
+            sa.insert(emits).values(
+                event_id="ev-young",
+                event_key="model_finding_created",
+                task_name="x",
+                cuids=finding(app),
+                state="pending",
+                attempts=0,
+            )
+        )
+        session.commit()
+    assert app.events.relay().published == 0
+    assert app.events.relay(grace=timedelta(0)).published == 1
+
+
+def test_concurrent_relays_publish_each_emit_once(
+    app: App, published: list[dict[str, Any]]
+) -> None:
+    other = app.make(memory_app())
+    with app.factory() as session:
+        session.execute(
+            sa.insert(emits),
+            [
+                {
+                    "event_id": f"ev-{i:03d}",
+                    "event_key": "model_finding_created",
+                    "task_name": "x",
+                    "cuids": finding(app),
+                    "state": "pending",
+                    "attempts": 0,
+                }
+                for i in range(120)
+            ],
+        )
+        session.commit()
+    results: list[int] = []
+
+    def run(events: EmailEvents) -> None:
+        while (done := events.relay(limit=7, grace=timedelta(0)).published) > 0:
+            results.append(done)
+
+    threads = [threading.Thread(target=run, args=(e,)) for e in (app.events, other, app.events)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    ids = [p["headers"]["id"] for p in published]
+    assert len(ids) == 120
+    assert len(set(ids)) == 120
+    assert sum(results) == 120
+
+
+def test_session_must_be_a_sqlalchemy_session(app: App) -> None:
+    with pytest.raises(EmitArgumentError, match="session= must be a SQLAlchemy Session"):
+        app.events.emit("model_finding_created", session="db", **finding(app))
