@@ -6,7 +6,9 @@ import logging
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,14 +16,21 @@ from .errors import EmailEventsError, RegistryError
 from .outcomes import RunResult, Status
 from .registry import Registry, load_registry
 
+if TYPE_CHECKING:
+    from .engine import EmailEvents
+
 __all__ = ["main"]
 
 
-def _registry(path: str) -> Registry:
-    # Like `celery -A` and `flask`, the current directory is importable, so the registry's
-    # `module:attr` references find the application's models.
+def _importable_cwd() -> None:
+    # Like `celery -A` and `flask`, the current directory is importable, so `module:attr`
+    # references find the application's code.
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
+
+
+def _registry(path: str) -> Registry:
+    _importable_cwd()
     try:
         return load_registry(path)
     except RegistryError as exc:
@@ -185,3 +194,148 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bo
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# --- commands that need the application's EmailEvents ---------------------------------------
+
+APP_VARIABLE = "EMAILEVENTS_APP"
+
+app_option = click.option(
+    "--app",
+    "-A",
+    "app_ref",
+    envvar=APP_VARIABLE,
+    required=True,
+    metavar="MODULE[:ATTR]",
+    help=f"The application's EmailEvents instance, like `myapp.emails:events` (or set "
+    f"{APP_VARIABLE}).",
+)
+
+
+def _load_app(ref: str) -> EmailEvents:
+    """The EmailEvents instance at ``module:attr``, or the one instance in ``module``."""
+    from .engine import EmailEvents  # noqa: PLC0415
+    from .introspect import import_ref  # noqa: PLC0415
+
+    _importable_cwd()
+    try:
+        found = import_ref(ref if ":" in ref else f"{ref}:__dict__")
+    except LookupError as exc:
+        raise click.UsageError(f"--app / {APP_VARIABLE}: {exc}") from exc
+    if ":" not in ref:
+        instances = [v for v in found.values() if isinstance(v, EmailEvents)]
+        if len(instances) != 1:
+            raise click.UsageError(
+                f"--app / {APP_VARIABLE}: module '{ref}' holds {len(instances)} EmailEvents "
+                "instances; name one as module:attribute"
+            )
+        found = instances[0]
+    if not isinstance(found, EmailEvents):
+        raise click.UsageError(
+            f"--app / {APP_VARIABLE}: '{ref}' is a {type(found).__name__}, not an EmailEvents"
+        )
+    return found
+
+
+@main.command()
+@click.argument("event_id")
+@app_option
+def explain(event_id: str, app_ref: str) -> None:
+    """Every recipient's outcome for one emit, and why."""
+    from . import store  # noqa: PLC0415
+
+    events = _load_app(app_ref)
+    with events.session_factory() as session:
+        explanation = store.explain(session, event_id)
+    if explanation.emit is None and not explanation.deliveries:
+        raise click.ClickException(
+            f"nothing is recorded for event id {event_id}: it was never emitted through "
+            "this database, or the worker has not run it yet"
+        )
+    if explanation.emit is not None:
+        emit = explanation.emit
+        state = emit.state
+        if state == "pending":
+            state += f" (not published yet; {emit.attempts} failed publish(es)"
+            state += f", last: {emit.last_error})" if emit.last_error else ")"
+        emitted = f"{emit.created_at:%Y-%m-%d %H:%M:%S}"
+        click.echo(f"event {emit.event_key}, id {event_id}: emitted {emitted}; {state}")
+    if not explanation.deliveries:
+        click.echo("no outcome recorded yet: the worker has not run this emit")
+        return
+    key = explanation.deliveries[0].event_key
+    if explanation.emit is None:
+        click.echo(f"event {key}, id {event_id}")
+    rows = [
+        (
+            d.recipient or "(the whole emit)",
+            d.status,
+            d.reason,
+            d.message_id or d.detail or "",
+            f"{d.updated_at:%Y-%m-%d %H:%M:%S}",
+        )
+        for d in explanation.deliveries
+    ]
+    click.echo(_table(("Recipient", "Status", "Reason", "Message ID / why", "At"), rows))
+
+
+@main.command()
+@app_option
+@click.option(
+    "--since",
+    default="24h",
+    show_default=True,
+    help="The time window: a number and a unit, like 30m, 24h or 7d.",
+)
+@click.option("--event", "event_key", default=None, help="Only this event.")
+def stats(app_ref: str, since: str, event_key: str | None) -> None:
+    """Outcomes per event and reason over a time window."""
+    from . import store  # noqa: PLC0415
+
+    window = _duration(since)
+    events = _load_app(app_ref)
+    with events.session_factory() as session:
+        counts = store.stats(session, since=datetime.now(UTC) - window, event_key=event_key)
+    if not counts:
+        click.echo(f"no outcomes recorded in the last {since}")
+        return
+    rows = [(c.event_key, c.status, c.reason, str(c.count)) for c in counts]
+    click.echo(_table(("Event", "Status", "Reason", "Count"), rows))
+
+
+@main.command("relay")
+@app_option
+@click.option("--once", is_flag=True, help="One pass, then exit (for cron).")
+@click.option("--interval", default=5.0, show_default=True, help="Seconds between passes.")
+@click.option(
+    "--grace",
+    default=30.0,
+    show_default=True,
+    help="Seconds a pending emit is left to the process that committed it.",
+)
+@click.option("--limit", default=500, show_default=True, help="Emits published per pass.")
+def relay_command(app_ref: str, once: bool, interval: float, grace: float, limit: int) -> None:
+    """Publish emits left behind by a broker outage or a crashed process."""
+    events = _load_app(app_ref)
+    _logging(verbose=False)
+    while True:
+        result = events.relay(limit=limit, grace=timedelta(seconds=grace))
+        if result.published or result.failed or once:
+            click.echo(f"published {result.published}, failed {result.failed}")
+        if once:
+            if result.failed:
+                raise SystemExit(1)
+            return
+        if result.published < limit:
+            time.sleep(interval)
+
+
+def _duration(text: str) -> timedelta:
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    number, unit = text[:-1], text[-1:]
+    try:
+        return timedelta(**{units[unit]: float(number)})
+    except (KeyError, ValueError):
+        raise click.BadParameter(
+            f"{text!r} is not a duration like 30m, 24h or 7d", param_hint="--since"
+        ) from None

@@ -7,6 +7,7 @@ them for tests and the demo.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -217,3 +218,50 @@ def existing(session: Session, event_id: str) -> dict[str, tuple[str, str]]:
         )
     )
     return {row.recipient: (row.status, row.reason) for row in result}
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What the database knows of one emit: its pending-emit row, and every outcome."""
+
+    emit: Any
+    deliveries: list[Any]
+
+
+def explain(session: Session, event_id: str) -> Explanation:
+    """The emit row (when it was made with ``session=``) and the delivery rows of ``event_id``."""
+    emit = session.execute(sa.select(emits).where(emits.c.event_id == event_id)).first()
+    rows = session.execute(
+        sa.select(deliveries)
+        .where(deliveries.c.event_id == event_id)
+        .order_by(deliveries.c.recipient)
+    ).all()
+    return Explanation(emit, list(rows))
+
+
+@dataclass(frozen=True)
+class Count:
+    """How many outcomes of one kind an event had."""
+
+    event_key: str
+    status: str
+    reason: str
+    count: int
+
+
+def stats(session: Session, *, since: datetime, event_key: str | None = None) -> list[Count]:
+    """Outcomes per event, status and reason, recorded since ``since``."""
+    query = (
+        sa.select(
+            deliveries.c.event_key,
+            deliveries.c.status,
+            deliveries.c.reason,
+            sa.func.count().label("n"),
+        )
+        .where(deliveries.c.updated_at >= since)
+        .group_by(deliveries.c.event_key, deliveries.c.status, deliveries.c.reason)
+        .order_by(deliveries.c.event_key, sa.func.count().desc())
+    )
+    if event_key is not None:
+        query = query.where(deliveries.c.event_key == event_key)
+    return [Count(r.event_key, r.status, r.reason, r.n) for r in session.execute(query)]

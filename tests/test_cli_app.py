@@ -1,0 +1,187 @@
+"""The commands that need the application: explain, stats and relay, found with --app."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from emailevents.cli import main
+from emailevents.demo import seed
+from emailevents.store import emits
+
+APP = """\
+import sqlalchemy as sa
+from sqlalchemy.orm import sessionmaker
+
+from emailevents import EmailEvents, OutboxSender
+from emailevents.demo import hooks, models
+from emailevents.demo.run import REGISTRY
+from emailevents.testing import memory_app
+
+engine = sa.create_engine("sqlite:///{db}")
+models.Base.metadata.create_all(engine)
+outbox = OutboxSender()
+events = EmailEvents(REGISTRY, celery=memory_app(), session_factory=sessionmaker(engine),
+                     sender=outbox, context={{"site_url": hooks.site_url}}, set_default=False)
+events.create_tables(engine)
+"""
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    name = f"cliapp_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(APP.format(db=tmp_path / "app.sqlite3"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = __import__(name)
+    module.ref = f"{name}:events"
+    yield module
+    module.engine.dispose()
+    sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def world(app: Any) -> seed.DemoWorld:
+    with app.events.session_factory() as session:
+        world = seed.seed(session)
+        session.commit()
+    return world
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(main, list(args))
+
+
+def test_explain_prints_every_recipients_outcome(app: Any, world: seed.DemoWorld) -> None:
+    key, cuids = seed.emits(world)[6]  # the comment: three recipients
+    app.events.run(key, "ev-comment", **cuids)
+    result = invoke("explain", "ev-comment", "--app", app.ref)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "event model_comment_added, id ev-comment"
+    assert [line.split()[:3] for line in lines[3:]] == [
+        ["owen@acme.test", "sent", "sent"],
+        ["priya@acme.test", "sent", "sent"],
+        ["sam@acme.test", "sent", "sent"],
+    ]
+
+
+def test_explain_says_why_an_emit_was_skipped(
+    app: Any, world: seed.DemoWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, cuids = seed.emits(world)[11]  # the missing finding
+    app.events.run(key, "ev-missing", **cuids)
+    monkeypatch.setenv("EMAILEVENTS_APP", app.ref)
+    result = invoke("explain", "ev-missing")
+    assert result.exit_code == 0, result.output
+    assert "(the whole emit)  skipped  entity_missing  finding: no Finding with cuid=" in (
+        result.output
+    )
+
+
+def test_explain_of_a_pending_emit_says_it_was_not_published(
+    app: Any, world: seed.DemoWorld
+) -> None:
+    with app.events.session_factory() as session:
+        session.execute(
+            sa.text(
+                "INSERT INTO emailevents_emits (event_id, event_key, task_name, cuids, state, "
+                "attempts, last_error, created_at) VALUES ('ev-p', 'model_finding_created', 't', "
+                "'{}', 'pending', 2, 'OperationalError: connection refused', '2026-11-27 10:00:00')"
+            )
+        )
+        session.commit()
+    result = invoke("explain", "ev-p", "--app", app.ref)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        (
+            "event model_finding_created, id ev-p: emitted 2026-11-27 10:00:00; pending (not "
+            "published yet; 2 failed publish(es), last: OperationalError: connection refused)"
+        ),
+        "no outcome recorded yet: the worker has not run this emit",
+    ]
+
+
+def test_explain_of_an_unknown_id_fails_clearly(app: Any) -> None:
+    result = invoke("explain", "nope", "--app", app.ref)
+    assert result.exit_code == 1
+    assert "nothing is recorded for event id nope" in result.output
+
+
+def test_stats_counts_outcomes_per_event_and_reason(app: Any, world: seed.DemoWorld) -> None:
+    for number, (key, cuids) in enumerate(seed.emits(world)):
+        app.events.run(key, f"ev-{number}", **cuids)
+    result = invoke("stats", "--app", app.ref, "--since", "1h")
+    assert result.exit_code == 0, result.output
+    rows = {
+        tuple(line.split()[:3]): int(line.split()[3]) for line in result.output.splitlines()[2:]
+    }
+    assert rows[("broadcast_notification", "sent", "sent")] == 31
+    assert rows[("model_finding_created", "sent", "sent")] == 1
+    assert rows[("model_finding_created", "skipped", "entity_missing")] == 1
+    assert rows[("inventory_model_monitoring_breach", "sent", "sent")] == 2
+    only = invoke("stats", "--app", app.ref, "--event", "model_finding_created")
+    assert len(only.output.splitlines()) == 2 + 2
+
+
+def test_stats_rejects_a_malformed_window(app: Any) -> None:
+    result = invoke("stats", "--app", app.ref, "--since", "yesterday")
+    assert result.exit_code == 2
+    assert "'yesterday' is not a duration like 30m, 24h or 7d" in result.output
+
+
+def test_relay_once_publishes_what_is_pending(
+    app: Any, world: seed.DemoWorld, published: list[dict[str, Any]]
+) -> None:
+    key, cuids = seed.emits(world)[5]
+    with app.events.session_factory() as session:
+        app.events.emit(key, session=session, **cuids)
+        session.commit()  # published at once: nothing is left for the relay
+        session.execute(
+            emits.insert().values(
+                event_id="ev-left",
+                event_key=key,
+                task_name="t",
+                cuids=cuids,
+                state="pending",
+                attempts=1,
+                last_error="OperationalError",
+            )
+        )
+        session.commit()
+    published.clear()
+    result = invoke("relay", "--app", app.ref, "--once", "--grace", "0")
+    assert result.exit_code == 0, result.output
+    assert result.output == "published 1, failed 0\n"
+    assert [p["headers"]["id"] for p in published] == ["ev-left"]
+    again = invoke("relay", "--app", app.ref, "--once", "--grace", "0")
+    assert again.output == "published 0, failed 0\n"
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("nosuchmodule_xyz:events", "cannot import module 'nosuchmodule_xyz'"),
+        ("emailevents.demo.hooks", "holds 0 EmailEvents instances"),
+        ("emailevents.demo.hooks:site_url", "is a function, not an EmailEvents"),
+    ],
+)
+def test_a_wrong_app_is_a_usage_error_naming_the_setting(ref: str, message: str) -> None:
+    result = invoke("explain", "x", "--app", ref)
+    assert result.exit_code == 2
+    assert "--app / EMAILEVENTS_APP" in result.output
+    assert message in result.output
+
+
+def test_the_app_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EMAILEVENTS_APP", raising=False)
+    result = invoke("stats")
+    assert result.exit_code == 2
+    assert "Missing option '--app'" in result.output
