@@ -27,6 +27,7 @@ from .senders.base import Sender
 __all__ = ["EmailEvents", "Receipt", "emit"]
 
 MAX_CUID_LENGTH = 255
+RELAY_TASK = "emailevents.relay"
 
 _default: EmailEvents | None = None
 
@@ -114,6 +115,7 @@ class EmailEvents:
         self.tasks: dict[str, Task] = {
             key: self._register(event) for key, event in self.events.items()
         }
+        self.relay_task = self._register_relay()
         if set_default:
             global _default  # noqa: PLW0603 - the module-level emit() needs one instance
             _default = self
@@ -183,14 +185,32 @@ class EmailEvents:
         """Switch an email toggle on or off for an org in the engine's own settings table."""
         store.set_toggle(session, org_key, toggle_key, enabled)
 
-    def _register(self, event: Event) -> Task:
-        if event.task_name in self.celery.tasks:
+    def _check_free(self, task_name: str, what: str) -> None:
+        if task_name in self.celery.tasks:
             # Celery would keep the first callable and only warn: calls would reach the other one.
             raise ConfigurationError(
-                f"event '{event.key}': the Celery app already has a task named "
-                f"'{event.task_name}'; give the event another `task:` name, or this "
-                "EmailEvents its own Celery app"
+                f"{what}: the Celery app already has a task named '{task_name}'; give the "
+                "event another `task:` name, or this EmailEvents its own Celery app"
             )
+
+    def _register_relay(self) -> Task:
+        """``emailevents.relay``: one relay pass, for applications that run Celery beat."""
+        self._check_free(RELAY_TASK, "the relay task")
+        engine = self
+
+        def relay_pending() -> int:
+            return engine.relay().published
+
+        return self.celery.task(
+            relay_pending,
+            name=RELAY_TASK,
+            shared=False,
+            lazy=False,
+            ignore_result=True,
+        )
+
+    def _register(self, event: Event) -> Task:
+        self._check_free(event.task_name, f"event '{event.key}'")
         engine = self
 
         def run(task: Task, *args: str, **kwargs: str) -> RunResult:

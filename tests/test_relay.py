@@ -220,3 +220,26 @@ def test_concurrent_relays_publish_each_emit_once(
 def test_session_must_be_a_sqlalchemy_session(app: App) -> None:
     with pytest.raises(EmitArgumentError, match="session= must be a SQLAlchemy Session"):
         app.events.emit("model_finding_created", session="db", **finding(app))
+
+
+def test_the_relay_task_runs_a_pass_on_a_worker_for_celery_beat(
+    app: App, celery_app: Celery, published: list[dict[str, Any]]
+) -> None:
+    with app.factory() as session:
+        session.execute(
+            sa.insert(emits).values(
+                event_id="ev-beat",
+                event_key="model_finding_created",
+                task_name="x",
+                cuids=finding(app),
+                state="pending",
+                attempts=1,
+            )
+        )
+        session.commit()
+    assert app.events.relay_task.name == "emailevents.relay"
+    with Runs() as runs, worker(celery_app):
+        app.events.relay_task.delay()
+        (result,) = runs.wait("ev-beat")
+    assert [o.recipient for o in result.with_status(Status.SENT)] == ["owen@acme.test"]
+    assert app.rows() == [("ev-beat", "published", 1)]
