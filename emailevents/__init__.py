@@ -19,7 +19,7 @@ from .errors import (
 )
 from .outcomes import Outcome, Reason, RunResult, Status
 from .registry import Registry, load_registry
-from .senders import DirectoryOutbox, OutboxSender, Sender
+from .senders import DirectoryOutbox, OutboxSender, PostmarkSender, Sender
 from .store import metadata
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "ExpressionError",
     "OutboxSender",
     "Outcome",
+    "PostmarkSender",
     "Problem",
     "Reason",
     "Receipt",

@@ -77,8 +77,10 @@ ERROR_CODES: Mapping[int, tuple[SendStatus, str]] = {
     # "Account is pending" / "Account may not send".
     412: (C, "the Postmark account is pending approval"),
     413: (C, "the Postmark account may not send"),
+    # "Rate Limit Exceeded", with HTTP 429: back off and try again later.
+    429: (T, "rate limit exceeded"),
     # "Template not found": "The 'TemplateId' associated with this request is not valid or was
-    # not found." (`emailevents lint` checks every template before anything is sent.)
+    # not found." The registry names a template this server does not have, or it is inactive.
     1101: (P, "the template does not exist or is inactive"),
     # "No template data received" / "A required template field is missing" (the TemplateModel).
     1109: (P, "the template data is missing"),
@@ -95,6 +97,7 @@ _INACTIVE = 406
 # Postmark accepts a message some of whose recipients are inactive with ErrorCode 0 and the
 # Message "Message OK, but will not deliver to these inactive addresses: <a list>."
 _INACTIVE_ADDRESSES = re.compile(r"inactive addresses: (?P<addresses>.+?)\.?\s*$", re.IGNORECASE)
+_CODE_PREFIX = re.compile(r"^\[-?\d+\] ")
 # A token is sent as an HTTP header: visible ASCII only. Postmark's tokens are UUIDs.
 _TOKEN = re.compile(r"[\x21-\x7e]+")
 
@@ -109,8 +112,9 @@ def outcome_of_error_code(code: int | None, http_status: int | None = None) -> S
     """What a Postmark ErrorCode, with the HTTP status it came with, means for a message.
 
     An HTTP 429 or 5xx is transient whatever the body says: Postmark did not process the request.
-    Otherwise a code in :data:`ERROR_CODES` decides; an unknown code is transient on a 429 or 5xx,
-    a configuration problem on a 401 (the token) or a 404 (the API URL), and permanent otherwise.
+    Otherwise a code in :data:`ERROR_CODES` decides. A code not in it (or none) is a configuration
+    problem with HTTP 401 (the token), 404 or 405 (the URL is not Postmark's API), and permanent
+    with any other status.
     """
     if http_status is not None and (http_status == _RATE_LIMITED or http_status >= _SERVER_ERROR):
         return SendStatus.TRANSIENT
@@ -250,12 +254,13 @@ class PostmarkSender(Sender):
 
 
 def _token(given: str | None) -> str:
-    source = "server_token" if given is not None else TOKEN_VARIABLE
-    token = (given if given is not None else os.environ.get(TOKEN_VARIABLE, "")).strip()
+    token, source = (given or "").strip(), "server_token"
+    if not token:  # not given, or empty: the environment's
+        token, source = os.environ.get(TOKEN_VARIABLE, "").strip(), TOKEN_VARIABLE
     if not token:
         raise ConfigurationError(
             "PostmarkSender needs a Postmark server token: pass server_token=... or set the "
-            f"{TOKEN_VARIABLE} environment variable (given: {source}, empty)"
+            f"{TOKEN_VARIABLE} environment variable"
         )
     if not _TOKEN.fullmatch(token):
         # Never echo it: requests would, in the InvalidHeader error it raises for this.
@@ -334,7 +339,8 @@ def _failure(exc: Exception) -> SendResult:  # noqa: PLR0911 - one answer per ki
         # An error answer with Postmark's {"ErrorCode", "Message"}; the status is on its cause.
         status = _status(exc.__cause__)
         code = exc.error_code if isinstance(exc.error_code, int) else None
-        text = str(exc.args[0]) if exc.args else ""
+        # postmarker's message is "[ErrorCode] Message"; the code has a field of its own.
+        text = _CODE_PREFIX.sub("", str(exc.args[0]) if exc.args else "", count=1)
         return SendResult(
             outcome_of_error_code(code, status), error_code=code, detail=f"HTTP {status}: {text}"
         )
