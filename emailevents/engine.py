@@ -19,7 +19,7 @@ from . import pipeline, store
 from . import relay as relaying
 from .errors import ConfigurationError, EmitArgumentError, EmitValueError, UnknownEventError
 from .introspect import Callee
-from .outcomes import RunResult
+from .outcomes import Reason, RunResult
 from .registry import Event, Registry, load_registry
 from .relay import RelayResult
 from .senders.base import Sender
@@ -78,6 +78,9 @@ class EmailEvents:
         retry_backoff: the first retry's delay in seconds; it doubles each time, with full jitter.
         retry_backoff_max: the longest delay between two tries. Keep it below the Redis
             broker's ``visibility_timeout`` (see docs/operations.md).
+        claim_timeout: seconds after which a recipient claimed by a run that recorded no
+            answer is taken to be interrupted (the worker died) and settled by another run.
+            Keep it above the sender's timeout times the batches of your largest fan-out.
         set_default: make this the instance the module-level :func:`emit` uses.
 
     Raises:
@@ -95,6 +98,7 @@ class EmailEvents:
         max_retries: int = 5,
         retry_backoff: float = 2.0,
         retry_backoff_max: float = 600.0,
+        claim_timeout: float = 600.0,
         set_default: bool = True,
     ) -> None:
         self.registry = registry if isinstance(registry, Registry) else load_registry(registry)
@@ -111,6 +115,7 @@ class EmailEvents:
             sender=sender,
             context={key: _bind_context(event, context) for key, event in self.events.items()},
             toggles=self.registry.toggles,
+            claim_timeout=claim_timeout,
         )
         self.tasks: dict[str, Task] = {
             key: self._register(event) for key, event in self.events.items()
@@ -225,8 +230,12 @@ class EmailEvents:
             )
             if result.needs_retry:
                 # Celery's own retry: the same task id (the event id) comes back later, and only
-                # the recipients recorded as `retry` are claimed and sent again.
-                raise task.retry(countdown=engine.retry_delay(tries))
+                # the recipients recorded as `retry` are claimed and sent again. Recipients
+                # another run holds are looked at again once that claim would be stale.
+                delay = engine.retry_delay(tries)
+                if any(o.reason is Reason.IN_PROGRESS for o in result.outcomes):
+                    delay = max(delay, engine.runtime.claim_timeout)
+                raise task.retry(countdown=delay)
             return result
 
         run.__name__ = event.task_name.rpartition(".")[2]

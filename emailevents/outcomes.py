@@ -31,6 +31,8 @@ class Reason(StrEnum):
     INVALID_PAYLOAD = "invalid_payload"
     APPLICATION_ERROR = "application_error"
     ALREADY_RECORDED = "already_recorded"
+    IN_PROGRESS = "in_progress"
+    INTERRUPTED = "interrupted"
     REJECTED = "rejected"
     TRANSIENT_ERROR = "transient_error"
     CONFIGURATION_ERROR = "configuration_error"

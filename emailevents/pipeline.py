@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,6 +41,8 @@ class Runtime:
     context: Mapping[str, Mapping[str, Any]]
     """Per event key: its context values, callables already bound to their parameter names."""
     toggles: Callable[[Session, Any, str], bool] | None = None
+    claim_timeout: float = 600.0
+    """Seconds after which a claim whose run recorded nothing is taken to be interrupted."""
 
 
 class _Stop(Exception):  # noqa: N818 - control flow, never escapes this module
@@ -249,23 +252,22 @@ def deliver(  # noqa: PLR0917 - the run's state, passed along explicitly
     *,
     final_attempt: bool = True,
 ) -> list[Outcome]:
-    """Claim each recipient (committed before sending), send to those claimed, record results."""
+    """Claim each recipient (committed before sending), send to those claimed, record results.
+
+    A recipient another run of the same emit holds is left to it, unless that claim went
+    stale (its run died between claiming and recording): then the sender is asked whether the
+    provider has the message, and it is recorded as sent, sent now, or recorded as unknown.
+    """
     token = uuid.uuid4().hex
     mine = store.claim(session, event_id, event.key, [r.key for r in recipients], token)
     outcomes: list[Outcome] = []
     if len(mine) < len(recipients):
-        earlier = store.existing(session, event_id)
-        for r in recipients:
-            if r.key not in mine:
-                status, reason = earlier.get(r.key, ("claimed", "claimed"))
-                outcomes.append(
-                    Outcome(
-                        Status.SKIPPED,
-                        Reason.ALREADY_RECORDED,
-                        r.key,
-                        detail=f"already {status} ({reason}); not sent again",
-                    )
-                )
+        others = [r for r in recipients if r.key not in mine]
+        held, interrupted = _held_elsewhere(rt, session, event_id, others, final_attempt)
+        outcomes += held
+        recovered, taken = _recover(rt, session, event_id, interrupted, token)
+        outcomes += recovered
+        mine |= taken
     to_send = [r for r in recipients if r.key in mine]
     messages = [
         Message(
@@ -291,6 +293,82 @@ def deliver(  # noqa: PLR0917 - the run's state, passed along explicitly
         _record(session, event_id, to_send, [unknown] * len(to_send), final_attempt=True)
         raise
     return outcomes + _record(session, event_id, to_send, results, final_attempt=final_attempt)
+
+
+def _held_elsewhere(
+    rt: Runtime,
+    session: Session,
+    event_id: str,
+    recipients: list[_Recipient],
+    final_attempt: bool,
+) -> tuple[list[Outcome], list[_Recipient]]:
+    """Outcomes for recipients logged already, and those whose claim went stale."""
+    stale_before = datetime.now(UTC) - timedelta(seconds=rt.claim_timeout)
+    logged = store.existing(session, event_id, stale_before=stale_before)
+    outcomes: list[Outcome] = []
+    interrupted: list[_Recipient] = []
+    for r in recipients:
+        row = logged.get(r.key)
+        if row is None or row.stale:
+            interrupted.append(r)
+        elif row.status == store.CLAIMED:
+            # Another run of this emit (a redelivered message) is sending it right now: come
+            # back once its claim would be stale, and see what it recorded.
+            status = Status.SKIPPED if final_attempt else Status.RETRY
+            outcomes.append(
+                Outcome(
+                    status, Reason.IN_PROGRESS, r.key, detail="another run of this emit holds it"
+                )
+            )
+        else:
+            outcomes.append(
+                Outcome(
+                    Status.SKIPPED,
+                    Reason.ALREADY_RECORDED,
+                    r.key,
+                    detail=f"already {row.status} ({row.reason}); not sent again",
+                )
+            )
+    return outcomes, interrupted
+
+
+def _recover(
+    rt: Runtime, session: Session, event_id: str, interrupted: list[_Recipient], token: str
+) -> tuple[list[Outcome], set[str]]:
+    """Settle stale claims: sent at the provider, taken over to send now, or unknown."""
+    if not interrupted:
+        return [], set()
+    found = rt.sender.find_sent(event_id, [r.key for r in interrupted])
+    if found is None:
+        unknown = [
+            Outcome(
+                Status.UNKNOWN,
+                Reason.INTERRUPTED,
+                r.key,
+                detail="a run claimed it and stopped before recording the provider's answer; "
+                "the sender cannot tell whether it was sent",
+            )
+            for r in interrupted
+        ]
+        store.record(session, event_id, unknown)
+        session.commit()
+        return unknown, set()
+    sent = [
+        Outcome(
+            Status.SENT,
+            Reason.SENT,
+            r.key,
+            message_id=found[r.key],
+            detail="found at the provider after its run was interrupted",
+        )
+        for r in interrupted
+        if r.key in found
+    ]
+    store.record(session, event_id, sent)
+    session.commit()
+    stale_before = datetime.now(UTC) - timedelta(seconds=rt.claim_timeout)
+    rest = [r.key for r in interrupted if r.key not in found]
+    return sent, store.take_over(session, event_id, rest, token, stale_before=stale_before)
 
 
 _RESULT_OUTCOME = {

@@ -210,14 +210,61 @@ def record(session: Session, event_id: str, outcomes: Sequence[Outcome]) -> None
     )
 
 
-def existing(session: Session, event_id: str) -> dict[str, tuple[str, str]]:
-    """Recipient -> (status, reason) of every row already logged for ``event_id``."""
-    result = session.execute(
-        sa.select(deliveries.c.recipient, deliveries.c.status, deliveries.c.reason).where(
-            deliveries.c.event_id == event_id
-        )
+@dataclass(frozen=True)
+class Logged:
+    """A delivery row as a later run of the same emit finds it."""
+
+    status: str
+    reason: str
+    stale: bool
+    """Claimed longer ago than the claim timeout: its run stopped before recording an answer."""
+
+
+def existing(session: Session, event_id: str, *, stale_before: datetime) -> dict[str, Logged]:
+    """Recipient -> what is logged for ``event_id`` already."""
+    stale = sa.case(
+        (sa.and_(deliveries.c.status == CLAIMED, deliveries.c.updated_at < stale_before), True),
+        else_=False,
     )
-    return {row.recipient: (row.status, row.reason) for row in result}
+    result = session.execute(
+        sa.select(
+            deliveries.c.recipient, deliveries.c.status, deliveries.c.reason, stale.label("stale")
+        ).where(deliveries.c.event_id == event_id)
+    )
+    return {row.recipient: Logged(row.status, row.reason, bool(row.stale)) for row in result}
+
+
+def take_over(
+    session: Session,
+    event_id: str,
+    recipients: Sequence[str],
+    token: str,
+    *,
+    stale_before: datetime,
+) -> set[str]:
+    """Claim recipients whose claim went stale, and commit; returns those this run now holds."""
+    if not recipients:
+        return set()
+    session.execute(
+        sa.update(deliveries)
+        .where(
+            deliveries.c.event_id == event_id,
+            deliveries.c.recipient.in_(recipients),
+            deliveries.c.status == CLAIMED,
+            deliveries.c.updated_at < stale_before,
+        )
+        .values(claim=token, updated_at=_now())
+    )
+    session.commit()
+    return set(
+        session.execute(
+            sa.select(deliveries.c.recipient).where(
+                deliveries.c.event_id == event_id,
+                deliveries.c.claim == token,
+                deliveries.c.recipient.in_(recipients),
+            )
+        ).scalars()
+    )
 
 
 @dataclass(frozen=True)

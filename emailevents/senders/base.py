@@ -85,6 +85,19 @@ class Sender(abc.ABC):
             results.extend(answered)
         return results
 
+    def find_sent(
+        self,
+        event_id: str,  # noqa: ARG002
+        recipients: Sequence[str],  # noqa: ARG002
+    ) -> dict[str, str] | None:
+        """Which of ``recipients`` the provider already accepted a message for, for ``event_id``.
+
+        Used after a run was interrupted between claiming recipients and recording what the
+        provider answered. Answers recipient (lower-case address) -> MessageID, or ``None`` when
+        this sender cannot tell; it never raises.
+        """
+        return None
+
     @abc.abstractmethod
     def send_batch(self, messages: Sequence[Message]) -> list[SendResult]:
         """Send at most ``max_batch`` messages; answer one :class:`SendResult` per message.

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,17 @@ class OutboxSender(Sender):
         with self._lock:
             self._sent.extend(accepted)
         return [SendResult(SendStatus.SENT, message_id=a.message_id) for a in accepted]
+
+    def find_sent(self, event_id: str, recipients: Sequence[str]) -> dict[str, str] | None:
+        wanted = {r.lower() for r in recipients}
+        found: dict[str, str] = {}
+        for sent in self.messages:
+            if sent.message.event_id != event_id:
+                continue
+            for _, address in getaddresses([sent.message.to]):
+                if address.lower() in wanted:
+                    found[address.lower()] = sent.message_id
+        return found
 
     @property
     def messages(self) -> list[SentMessage]:

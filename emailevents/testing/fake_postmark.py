@@ -1434,6 +1434,11 @@ class FakePostmark:
             value = _param(query, name)
             if value:
                 chosen = [m for m in chosen if keep(m, value)]
+        # Postmark: "metadata_": "Filter by metadata key/value, e.g. metadata_color=blue".
+        for name, value in query.items():
+            if name.lower().startswith("metadata_") and value:
+                key = name[len("metadata_") :]
+                chosen = [m for m in chosen if m.metadata.get(key) == value]
         page = chosen[offset : offset + count]
         return _json(200, {"TotalCount": len(chosen), "Messages": [m.summary() for m in page]})
 

@@ -1,0 +1,185 @@
+"""A run that died between claiming recipients and recording the answer is settled, not repeated.
+
+The delivery log on real databases, PostmarkSender over HTTP to the local server.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
+
+from emailevents import DirectoryOutbox, EmailEvents, Reason, Sender, Status, metadata
+from emailevents.demo import hooks, models, seed
+from emailevents.demo.run import REGISTRY
+from emailevents.senders import Message, PostmarkSender
+from emailevents.store import deliveries
+from emailevents.testing import Runs, memory_app, worker
+from emailevents.testing.fake_postmark import FakePostmark
+
+
+@dataclass
+class App:
+    factory: sessionmaker[Session]
+    world: seed.DemoWorld
+
+    def events(self, sender: Sender, celery: Celery | None = None) -> EmailEvents:
+        return EmailEvents(
+            REGISTRY,
+            celery=celery or memory_app(),
+            session_factory=self.factory,
+            sender=sender,
+            context={"site_url": hooks.site_url},
+            claim_timeout=1.0,
+            max_retries=5,
+            retry_backoff=0.05,
+            set_default=False,
+        )
+
+    def claim(self, event_id: str, recipient: str, *, age: float) -> None:
+        """Leave a claimed row as a run that died ``age`` seconds ago would have."""
+        at = datetime.now(UTC) - timedelta(seconds=age)
+        with self.factory() as session:
+            session.execute(
+                sa.insert(deliveries).values(
+                    event_id=event_id,
+                    event_key="model_finding_created",
+                    recipient=recipient,
+                    status="claimed",
+                    reason="claimed",
+                    detail="",
+                    claim="dead-run",
+                    created_at=at,
+                    updated_at=at,
+                )
+            )
+            session.commit()
+
+    def log(self, event_id: str) -> list[tuple[str, str, str, str | None]]:
+        with self.factory() as session:
+            rows = session.execute(
+                sa.select(
+                    deliveries.c.recipient,
+                    deliveries.c.status,
+                    deliveries.c.reason,
+                    deliveries.c.message_id,
+                ).where(deliveries.c.event_id == event_id)
+            )
+            return [tuple(r) for r in rows]
+
+
+@pytest.fixture
+def app(db_engine: sa.Engine) -> App:
+    models.Base.metadata.create_all(db_engine)
+    factory = sessionmaker(db_engine)
+    metadata.create_all(db_engine)
+    with factory() as session:
+        world = seed.seed(session)
+        session.commit()
+    return App(factory, world)
+
+
+def finding(app: App) -> dict[str, str]:
+    return seed.emits(app.world)[5][1]
+
+
+def sender(server: FakePostmark) -> PostmarkSender:
+    return PostmarkSender("test-token", api_url=server.url, timeout=5)
+
+
+def test_a_message_the_provider_has_is_recorded_sent_and_not_sent_again(
+    app: App, fake_postmark: FakePostmark
+) -> None:
+    events = app.events(sender(fake_postmark))
+    app.claim("ev-1", "owen@acme.test", age=30)
+    # The dead run's request had reached Postmark before the worker died.
+    (accepted,) = sender(fake_postmark).send(
+        [
+            Message(
+                event_key="model_finding_created",
+                event_id="ev-1",
+                to="owen@acme.test",
+                from_="a@acme.test",
+                template="model-finding-created",
+                template_model={"subject": "x"},
+                metadata={"event_id": "ev-1"},
+            )
+        ]
+    )
+    result = events.run("model_finding_created", "ev-1", **finding(app))
+    (outcome,) = result.outcomes
+    assert (outcome.status, outcome.message_id) == (Status.SENT, accepted.message_id)
+    assert outcome.detail == "found at the provider after its run was interrupted"
+    assert len(fake_postmark.messages) == 1
+    assert app.log("ev-1") == [("owen@acme.test", "sent", "sent", accepted.message_id)]
+
+
+def test_a_message_the_provider_lacks_is_sent_once_by_the_next_run(
+    app: App, fake_postmark: FakePostmark
+) -> None:
+    events = app.events(sender(fake_postmark))
+    app.claim("ev-2", "owen@acme.test", age=30)  # died before its request left
+    result = events.run("model_finding_created", "ev-2", **finding(app))
+    assert [o.status for o in result.outcomes] == [Status.SENT]
+    assert [m.to for m in fake_postmark.messages] == ["owen@acme.test"]
+    again = events.run("model_finding_created", "ev-2", **finding(app))
+    assert [o.reason for o in again.outcomes] == [Reason.ALREADY_RECORDED]
+    assert len(fake_postmark.messages) == 1
+
+
+def test_when_the_sender_cannot_tell_the_outcome_is_recorded_unknown(
+    app: App, tmp_path: Path
+) -> None:
+    outbox = DirectoryOutbox(tmp_path / "out")
+    events = app.events(outbox)
+    app.claim("ev-3", "owen@acme.test", age=30)
+    result = events.run("model_finding_created", "ev-3", **finding(app))
+    (outcome,) = result.outcomes
+    assert (outcome.status, outcome.reason) == (Status.UNKNOWN, Reason.INTERRUPTED)
+    assert app.log("ev-3") == [("owen@acme.test", "unknown", "interrupted", None)]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_claim_held_by_a_live_run_is_left_to_it_and_looked_at_again_later(
+    app: App, fake_postmark: FakePostmark
+) -> None:
+    celery = memory_app()
+    events = app.events(sender(fake_postmark), celery)
+    app.claim("ev-4", "owen@acme.test", age=0)  # a run that is sending right now...
+    with Runs() as runs, worker(celery):
+        task = celery.tasks["tasks.notifications.email.on_model_finding_created"]
+        task.apply_async(kwargs=finding(app), task_id="ev-4")
+        # ...and dies: its claim goes stale after claim_timeout, the retry settles it.
+        (result,) = runs.wait("ev-4", timeout=30)
+    assert [o.status for o in result.outcomes] == [Status.SENT]
+    assert [m.to for m in fake_postmark.messages] == ["owen@acme.test"]
+    assert events.runtime.claim_timeout == 1.0
+
+
+def test_two_runs_of_one_emit_at_the_same_moment_send_each_message_once(
+    app: App, fake_postmark: FakePostmark
+) -> None:
+    events = app.events(sender(fake_postmark))
+    key, cuids = seed.emits(app.world)[10]  # the broadcast: 31 recipients
+    barrier = threading.Barrier(4)
+    results = []
+
+    def run() -> None:
+        barrier.wait()
+        results.append(events.run(key, "ev-5", **cuids))
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    sent = [m.to for m in fake_postmark.messages]
+    assert len(sent) == 31
+    assert len(set(sent)) == 31
+    assert sum(len(r.with_status(Status.SENT)) for r in results) == 31
