@@ -11,13 +11,18 @@ class EmailEventsError(Exception):
 
 @dataclass(frozen=True)
 class Problem:
-    """One problem found in a registry, with where it is."""
+    """One problem found in a registry, with where it is.
+
+    ``code`` is the problem's stable lint code (``EE001`` when no more specific one applies);
+    ``docs/lint.md`` lists every code. It is not part of the printed message.
+    """
 
     message: str
     file: str = "<registry>"
     line: int = 0
     column: int = 0
     hint: str = ""
+    code: str = "EE001"
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file

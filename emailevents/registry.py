@@ -162,9 +162,15 @@ class Expression:
     exact: bool = True
 
     def problem(
-        self, message: str, path: Path | None = None, *, hint: str = "", offset: int | None = None
+        self,
+        message: str,
+        path: Path | None = None,
+        *,
+        code: str,
+        hint: str = "",
+        offset: int | None = None,
     ) -> Problem:
-        """A Problem at ``offset`` in the source (by default, where ``path`` starts)."""
+        """A Problem with lint ``code`` at ``offset`` in the source (by default, at ``path``)."""
         if offset is None:
             offset = path.offset if path else 0
         column = self.where.column + (offset if self.exact and self.where.line else 0)
@@ -174,6 +180,7 @@ class Expression:
             self.where.line,
             column,
             hint,
+            code,
         )
 
 
@@ -241,7 +248,7 @@ class Registry:
                 message = (
                     f"'{path.root}' is neither an entity of event '{event.key}' nor a context value"
                 )
-                problems.append(expression.problem(message, path, hint=hint))
+                problems.append(expression.problem(message, path, hint=hint, code="EE024"))
                 continue
             value = context[path.root]
             if callable(value) and (event.key, path.root) not in checked:
@@ -249,7 +256,9 @@ class Registry:
                 try:
                     Callee.bind(value, {*event.entity_names, "session"}, f"context '{path.root}'")
                 except TypeError as exc:
-                    problems.append(expression.problem(f"{exc} (in event '{event.key}')", path))
+                    problems.append(
+                        expression.problem(f"{exc} (in event '{event.key}')", path, code="EE014")
+                    )
         if problems:
             raise RegistryError(problems)
 
@@ -296,14 +305,21 @@ class _Compiler:
         # Fields of a section that were in error (and left out, to check the rest).
         self.invalid: dict[Key, frozenset[str]] = {}
 
-    def problem(self, path: Key, message: str, *, hint: str = "", at_key: bool = False) -> None:
-        self.doc.problems.append(self.doc.problem(path, message, hint=hint, at_key=at_key))
+    def problem(
+        self, path: Key, message: str, *, code: str, hint: str = "", at_key: bool = False
+    ) -> None:
+        """Report ``message`` at ``path``; ``code`` is its stable lint code (docs/lint.md)."""
+        self.doc.problems.append(
+            self.doc.problem(path, message, hint=hint, at_key=at_key, code=code)
+        )
 
     def compile(self) -> Registry | None:
         data = self.doc.data
         if not isinstance(data, dict):
             self.problem(
-                (), "the registry must be a mapping with version, defaults, entities, events"
+                (),
+                "the registry must be a mapping with version, defaults, entities, events",
+                code="EE007",
             )
             return None
         for key in data:
@@ -311,7 +327,9 @@ class _Compiler:
                 self._unknown_field((key,), key, _TOP_LEVEL)
         for key in _TOP_LEVEL:
             if key not in data:
-                self.problem((), f"missing required section '{key}'", hint=_FIELD_HINTS[key])
+                self.problem(
+                    (), f"missing required section '{key}'", hint=_FIELD_HINTS[key], code="EE006"
+                )
         version = data.get("version")
         if (
             "version" in data
@@ -322,6 +340,7 @@ class _Compiler:
                 ("version",),
                 f"unsupported version {version!r}",
                 hint=f"this emailevents reads version {SUPPORTED_VERSIONS[-1]}",
+                code="EE008",
             )
         defaults, toggles = self._defaults(data)
         types = self._entity_types(data.get("entities"))
@@ -365,7 +384,9 @@ class _Compiler:
         """
         if value is None and path in self.doc.values:
             if not self.doc.is_broken(path):
-                self.problem(path, f"{_dotted(path)}: is empty", hint=expected, at_key=True)
+                self.problem(
+                    path, f"{_dotted(path)}: is empty", hint=expected, at_key=True, code="EE007"
+                )
             return None
         try:
             return model.model_validate(value)
@@ -399,6 +420,7 @@ class _Compiler:
                 f"{_dotted(parent)}: missing required field '{name}'",
                 hint=hints.get(name, ""),
                 at_key=True,
+                code="EE006",
             )
             return
         where = (*path, *_located(value, loc))
@@ -412,6 +434,7 @@ class _Compiler:
                 where,
                 f"{_dotted(where)}: must be a mapping of fields, not {_kind(value)}",
                 hint=expected,
+                code="EE007",
             )
         else:
             message = str(error["msg"]).removeprefix("Value error, ")
@@ -419,14 +442,16 @@ class _Compiler:
             if kind != "value_error":  # our own validators' messages say what to write
                 message = f"{message} (got {_kind(error.get('input'))})"
                 hint = _FIELD_HINTS.get(str(where[-1]), "") if len(where) > len(path) else ""
-            self.problem(where, f"{_dotted(where)}: {message}", hint=hint)
+            self.problem(where, f"{_dotted(where)}: {message}", hint=hint, code="EE007")
 
     def _unknown_field(self, path: Key, name: str, allowed: Iterable[str]) -> None:
         allowed = list(allowed)
         close = difflib.get_close_matches(name, allowed, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
         parent = _dotted(path[:-1]) or "registry"
-        self.problem(path, f"{parent}: unknown field '{name}'", hint=hint, at_key=True)
+        self.problem(
+            path, f"{parent}: unknown field '{name}'", hint=hint, at_key=True, code="EE005"
+        )
 
     # -- defaults --
 
@@ -449,7 +474,7 @@ class _Compiler:
         try:
             parse_address(value)
         except ValueError as exc:  # AddressError, and whatever the address parsers let through
-            self.problem(path, f"defaults.from: {exc}", hint=_FIELD_HINTS["from"])
+            self.problem(path, f"defaults.from: {exc}", hint=_FIELD_HINTS["from"], code="EE009")
 
     def _toggles(self, ref: str, path: Key) -> Callable[..., bool] | None:
         func = self._callable(ref, path)
@@ -466,6 +491,7 @@ class _Compiler:
                 path,
                 f"defaults.toggles: '{ref}' cannot be called as (session, org, toggle_key)",
                 hint=f"its signature is {signature}",
+                code="EE014",
             )
             return None
         return func
@@ -482,6 +508,7 @@ class _Compiler:
                     ("entities",),
                     "entities: must map entity type names to mapped classes",
                     hint=_FIELD_HINTS["entities"],
+                    code="EE007",
                 )
             return None
         return {name: self._entity_type(name, value) for name, value in raw.items()}
@@ -490,7 +517,9 @@ class _Compiler:
         path: Key = ("entities", name)
         broken = False
         if not _IDENTIFIER.match(name):
-            self.problem(path, f"entities: '{name}' is not a valid type name", at_key=True)
+            self.problem(
+                path, f"entities: '{name}' is not a valid type name", at_key=True, code="EE010"
+            )
             broken = True
         spec = self._validate(
             EntitySpec,
@@ -509,6 +538,7 @@ class _Compiler:
             self.problem(
                 model_path,
                 f"{_dotted(model_path)}: '{spec.model}' is not a SQLAlchemy mapped class",
+                code="EE013",
             )
             return None
         try:
@@ -518,6 +548,7 @@ class _Compiler:
                 model_path,
                 f"{_dotted(model_path)}: SQLAlchemy cannot configure '{spec.model}'"
                 f": {str(exc).splitlines()[0]}",
+                code="EE015",
             )
             return None
         if spec.key not in columns and "key" not in self.invalid.get(path, ()):
@@ -530,6 +561,7 @@ class _Compiler:
                 if close
                 else "set `key:` to the column that holds its CUID",
                 at_key=not written,
+                code="EE016",
             )
             return None
         return None if broken else EntityType(name, model, spec.key)
@@ -545,6 +577,7 @@ class _Compiler:
                     ("events",),
                     "events: must map event keys to their definitions",
                     hint="like `finding_created: {toggle: ..., template: ..., ...}`",
+                    code="EE007",
                 )
             return None
         specs: dict[str, EventSpec] = {}
@@ -552,7 +585,10 @@ class _Compiler:
             path: Key = ("events", key)
             if not _IDENTIFIER.match(key):
                 self.problem(
-                    path, f"events: '{key}' is not an event key like 'finding_created'", at_key=True
+                    path,
+                    f"events: '{key}' is not an event key like 'finding_created'",
+                    at_key=True,
+                    code="EE010",
                 )
             spec = self._validate(EventSpec, value, path, placeholders=_EVENT_PLACEHOLDERS)
             if spec is not None:
@@ -581,12 +617,14 @@ class _Compiler:
                 f"events.{key}: says nobody to send to",
                 hint="give `to:` (expressions) or `recipients:` (a callable)",
                 at_key=True,
+                code="EE034",
             )
         elif spec.to is not None and spec.recipients is not None:
             self.problem(
                 (*path, "recipients"),
                 f"events.{key}: give either `to:` or `recipients:`, not both",
                 at_key=True,
+                code="EE035",
             )
         # With the entities in error, what the callables may take is not known.
         available = None if "entities" in invalid else {*names, "session"}
@@ -643,7 +681,10 @@ class _Compiler:
                     else "is not a valid name"
                 )
                 self.problem(
-                    where, f"events.{key}.entities: entity name '{name}' {reason}", at_key=True
+                    where,
+                    f"events.{key}.entities: entity name '{name}' {reason}",
+                    at_key=True,
+                    code="EE010",
                 )
                 continue
             names.add(name)
@@ -657,6 +698,7 @@ class _Compiler:
                     where,
                     f"events.{key}.entities.{name}: unknown entity type '{type_name}'",
                     hint=hint,
+                    code="EE011",
                 )
                 continue
             entities.append((name, entity_type))
@@ -672,6 +714,7 @@ class _Compiler:
                 (*path, "toggle"),
                 f"events.{key}.toggle: '{spec.toggle}' is not a toggle key",
                 hint=_FIELD_HINTS["toggle"],
+                code="EE030",
             )
         elif org not in names:
             self.problem(
@@ -679,6 +722,7 @@ class _Compiler:
                 f"events.{key}: toggle '{spec.toggle}' needs the "
                 f"organization, but the event has no entity named '{org}'",
                 hint=f"add `{org}: <OrganizationType>` or use `toggle: always`",
+                code="EE031",
             )
 
     def _event_expressions(
@@ -702,12 +746,14 @@ class _Compiler:
                     f"events.{key}.data: '{name}' is not a template variable name",
                     hint="letters, digits and '_', starting with a letter",
                     at_key=True,
+                    code="EE010",
                 )
             elif name == "subject" and spec.subject is not None:
                 self.problem(
                     where,
                     f"events.{key}.data: 'subject' is already the event's subject",
                     at_key=True,
+                    code="EE043",
                 )
             data.append(self._expression(f"data.{name}", source, where))
         return (
@@ -729,6 +775,7 @@ class _Compiler:
                     self.doc.filename,
                     where.line,
                     column + exc.offset if exact else column,
+                    code="EE020",
                 )
             )
             return None
@@ -762,7 +809,9 @@ class _Compiler:
             # Point at the attribute at fault: '{' root '.' attr '.' attr ...
             before = [ref.root, *ref.attrs[: exc.index]]
             offset = ref.offset + 1 + sum(len(name) + 1 for name in before)
-            self.doc.problems.append(expression.problem(f"{{{ref}}}: {exc}", ref, offset=offset))
+            self.doc.problems.append(
+                expression.problem(f"{{{ref}}}: {exc}", ref, offset=offset, code="EE021")
+            )
             return None
         if info.kind not in ("object", "collection") or info.target is None:
             return info
@@ -779,6 +828,7 @@ class _Compiler:
                     f"{{{ref}}} is {what}, and {noun} has no `email` attribute to send to",
                     ref,
                     hint="name the address, like {" + str(ref) + ".email}",
+                    code="EE023",
                 )
             )
             return None
@@ -790,6 +840,7 @@ class _Compiler:
                 hint=f"name one of its columns, like {{{ref}.{column}}}"
                 if info.kind == "object" and column
                 else "use a `build:` callable to turn it into values",
+                code="EE022",
             )
         )
         return None
@@ -802,6 +853,7 @@ class _Compiler:
             self.problem(
                 (*path, "payload"),
                 f"events.{key}.payload: '{spec.payload}' is not a pydantic model class",
+                code="EE013",
             )
             return None
         return cls
@@ -823,6 +875,7 @@ class _Compiler:
                         "value would be dropped from the TemplateModel",
                         hint=f"add `{name}` to {payload.__name__}, or allow extra fields",
                         at_key=True,
+                        code="EE040",
                     )
         if spec.build is None:  # what build: returns is known only when it runs
             for name, info in fields.items():
@@ -832,6 +885,7 @@ class _Compiler:
                         f"events.{key}.payload: {payload.__name__} requires '{info.alias or name}'"
                         ", which the event's subject and data do not provide",
                         hint=f"add `{info.alias or name}:` under data",
+                        code="EE041",
                     )
 
     def _check_task_names(self, specs: Mapping[str, EventSpec]) -> None:
@@ -845,6 +899,7 @@ class _Compiler:
                     path,
                     f"events.{key}.task: '{spec.task}' is not a valid task name",
                     hint="dotted names, like 'tasks.email.on_finding_created'",
+                    code="EE036",
                 )
                 continue
             if spec.task is None and not _IDENTIFIER.match(key):
@@ -856,6 +911,7 @@ class _Compiler:
                     f"events.{key}: task '{name}' is already the task of event '{seen[name]}'",
                     hint="each event needs a task name of its own",
                     at_key=spec.task is None,
+                    code="EE037",
                 )
             seen.setdefault(name, key)
 
@@ -865,13 +921,13 @@ class _Compiler:
         try:
             return import_ref(ref)
         except LookupError as exc:
-            self.problem(path, f"{_dotted(path)}: {exc}")
+            self.problem(path, f"{_dotted(path)}: {exc}", code="EE012")
             return None
 
     def _callable(self, ref: str, path: Key) -> Callable[..., Any] | None:
         obj = self._import(ref, path)
         if obj is not None and not callable(obj):
-            self.problem(path, f"{_dotted(path)}: '{ref}' is not callable")
+            self.problem(path, f"{_dotted(path)}: '{ref}' is not callable", code="EE013")
             return None
         return obj  # type: ignore[no-any-return]
 
@@ -884,7 +940,7 @@ class _Compiler:
         try:
             return Callee.bind(func, available, f"'{ref}'")
         except TypeError as exc:
-            self.problem(path, f"{_dotted(path)}: {exc}")
+            self.problem(path, f"{_dotted(path)}: {exc}", code="EE014")
             return None
 
 

@@ -58,10 +58,20 @@ class Document:
         """Whether the value at ``path``, or one it is part of, could not be built."""
         return any(tuple(path[:i]) in self.broken for i in range(len(path) + 1))
 
-    def problem(self, path: Key, message: str, *, hint: str = "", at_key: bool = False) -> Problem:
+    def problem(
+        self,
+        path: Key,
+        message: str,
+        *,
+        hint: str = "",
+        at_key: bool = False,
+        code: str = "EE001",
+    ) -> Problem:
         """A Problem placed at ``path`` (its key with ``at_key``), or its closest known parent."""
         where = self.locate(path, at_key=at_key)
-        return Problem(message, file=self.filename, line=where.line, column=where.column, hint=hint)
+        return Problem(
+            message, file=self.filename, line=where.line, column=where.column, hint=hint, code=code
+        )
 
     def locate(self, path: Key, *, at_key: bool = False) -> Location:
         path = tuple(path)
@@ -89,6 +99,7 @@ def load_document(text: str, filename: str) -> Document:
                 filename,
                 line,
                 column,
+                code="EE002",
             )
         )
         return doc
@@ -98,15 +109,17 @@ def load_document(text: str, filename: str) -> Document:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         message = " ".join(str(part) for part in (exc.context, exc.problem) if part)
-        doc.problems.append(Problem(f"invalid YAML: {message}", filename, line, column))
+        doc.problems.append(
+            Problem(f"invalid YAML: {message}", filename, line, column, code="EE002")
+        )
         return doc
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
-        doc.problems.append(Problem(f"invalid YAML: {exc}", filename))
+        doc.problems.append(Problem(f"invalid YAML: {exc}", filename, code="EE002"))
         return doc
     finally:
         loader.dispose()
     if node is None:
-        doc.problems.append(Problem("the registry is empty", filename, 1, 1))
+        doc.problems.append(Problem("the registry is empty", filename, 1, 1, code="EE006"))
         return doc
     for anchor, mark in loader.anchor_marks:
         doc.problems.append(
@@ -116,13 +129,14 @@ def load_document(text: str, filename: str) -> Document:
                 mark.line + 1,
                 mark.column + 1,
                 hint="write each value out in full where it is used",
+                code="EE004",
             )
         )
     builder = _Builder(doc, text)
     try:
         doc.data = builder.build(node, ())
     except RecursionError:
-        doc.problems.append(Problem("invalid YAML: nested too deeply", filename))
+        doc.problems.append(Problem("invalid YAML: nested too deeply", filename, code="EE002"))
     return doc
 
 
@@ -205,6 +219,7 @@ class _Builder:
                     where.line,
                     where.column,
                     hint="write the value out in full",
+                    code="EE004",
                 )
             )
             # The anchored value, so that one alias is one problem; None inside its own anchor.
@@ -222,6 +237,7 @@ class _Builder:
                     where.line,
                     where.column,
                     hint="write a plain mapping or list",
+                    code="EE004",
                 )
             )
         if isinstance(node, yaml.MappingNode):
@@ -239,9 +255,11 @@ class _Builder:
         try:
             return self.constructor.construct_object(node, deep=True)
         except yaml.MarkedYAMLError as exc:
-            self.doc.problems.append(self.doc.problem(path, f"invalid value: {exc.problem}"))
+            self.doc.problems.append(
+                self.doc.problem(path, f"invalid value: {exc.problem}", code="EE002")
+            )
         except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
-            self.doc.problems.append(self.doc.problem(path, f"invalid value: {exc}"))
+            self.doc.problems.append(self.doc.problem(path, f"invalid value: {exc}", code="EE002"))
         self.doc.broken.add(path)
         return None
 
@@ -269,6 +287,7 @@ class _Builder:
                         self.doc.filename,
                         key_where.line,
                         key_where.column,
+                        code="EE004",
                     )
                 )
                 continue
@@ -281,6 +300,7 @@ class _Builder:
                         key_where.line,
                         key_where.column,
                         hint="YAML would silently keep only the last one",
+                        code="EE003",
                     )
                 )
                 continue

@@ -50,6 +50,7 @@ from ..errors import EmailEventsError
 from .mustache import Template, suggested_model
 
 __all__ = [
+    "DEFAULT_STREAMS",
     "DEMO_TEMPLATES",
     "FakePostmark",
     "Faults",
@@ -136,6 +137,22 @@ _MESSAGE_PAGE = re.compile(
 )
 _MESSAGE_DETAILS = re.compile(r"/messages/outbound/([^/]+)/details")
 _TEMPLATE_PATH = re.compile(r"/templates/([^/]+)")
+_STREAM_PATH = re.compile(r"/message-streams/([^/]+)")
+
+#: Every Postmark server starts with these three streams ("outbound" is the default one).
+DEFAULT_STREAMS: Mapping[str, str] = {
+    "outbound": "Transactional",
+    "broadcast": "Broadcasts",
+    "inbound": "Inbound",
+}
+_STREAM_TYPES = frozenset({"Transactional", "Broadcasts", "Inbound"})
+_STREAM_NAMES = {
+    "outbound": "Default Transactional Stream",
+    "broadcast": "Default Broadcast Stream",
+    "inbound": "Default Inbound Stream",
+}
+# Assumed: Postmark's documentation names the endpoint, not its error for an unknown stream.
+_STREAM_NOT_FOUND = (1226, "The message stream for the provided 'ID' was not found.")
 
 
 class TemplateLoadError(EmailEventsError, ValueError):
@@ -838,6 +855,9 @@ class FakePostmark:
             or a list of mappings; each has Postmark's ``Name``, ``Alias``, ``Subject``,
             ``HtmlBody``, ``TextBody`` and optionally ``TemplateId`` (assigned when absent).
         max_messages: how many received messages are kept (the oldest go first).
+        message_streams: the server's message streams, ID -> ``MessageStreamType``
+            (``Transactional``, ``Broadcasts`` or ``Inbound``), as ``GET /message-streams``
+            lists them; by default Postmark's three: ``outbound``, ``broadcast``, ``inbound``.
 
     Raises:
         TemplateLoadError: a template is malformed, its content does not parse, or an id or
@@ -852,8 +872,12 @@ class FakePostmark:
         tokens: Iterable[str] = ("test-token",),
         templates: str | os.PathLike[str] | Sequence[Mapping[str, Any]] | None = None,
         max_messages: int = 10_000,
+        message_streams: Mapping[str, str] | None = None,
     ) -> None:
         self.host = host
+        self.message_streams = dict(DEFAULT_STREAMS if message_streams is None else message_streams)
+        if not set(self.message_streams.values()) <= _STREAM_TYPES:
+            raise ValueError(f"message stream types are {', '.join(sorted(_STREAM_TYPES))}")
         self.port = port
         self._tokens = tuple(tokens)
         if not self._tokens or not all(isinstance(t, str) and t for t in self._tokens):
@@ -1215,6 +1239,7 @@ class FakePostmark:
             "/templates": (self._templates_collection, {"GET", "POST"}),
             "/templates/validate": (self._post_validate, {"POST"}),
             "/messages/outbound": (self._get_outbound, {"GET"}),
+            "/message-streams": (self._get_streams, {"GET"}),
         }
         if route in fixed:
             return fixed[route]
@@ -1222,6 +1247,8 @@ class FakePostmark:
             return self._template_item, {"GET", "PUT", "DELETE"}
         if _MESSAGE_DETAILS.fullmatch(route):
             return self._get_details, {"GET"}
+        if _STREAM_PATH.fullmatch(route):
+            return self._get_stream, {"GET"}
         return None, set()
 
     # -- sending --
@@ -1450,6 +1477,44 @@ class FakePostmark:
         except KeyError:
             raise _ApiError(701, "This message was not found.") from None
         return _json(200, received.details())
+
+    # -- message streams API --
+
+    def _stream(self, stream_id: str) -> dict[str, Any]:
+        """An item of ``GET /message-streams``, in Postmark's shape."""
+        return {
+            "ID": stream_id,
+            "ServerID": _SERVER_ID,
+            "Name": _STREAM_NAMES.get(stream_id, stream_id),
+            "Description": None,
+            "MessageStreamType": self.message_streams[stream_id],
+            "CreatedAt": "2024-01-01T00:00:00-05:00",
+            "UpdatedAt": None,
+            "ArchivedAt": None,
+            "ExpectedPurgeDate": None,
+            "SubscriptionManagementConfiguration": {"UnsubscribeHandlingType": "None"},
+        }
+
+    def _get_streams(self, _m: str, _r: str, query: dict[str, str], _d: Any) -> _Response:
+        kind = (_param(query, "MessageStreamType") or "All").lower()
+        if kind not in {"all", *(t.lower() for t in _STREAM_TYPES)}:
+            raise _ApiError(
+                403, "MessageStreamType must be All, Inbound, Transactional or Broadcasts."
+            )
+        streams = [
+            self._stream(stream_id)
+            for stream_id, stream_type in self.message_streams.items()
+            if kind in {"all", stream_type.lower()}
+        ]
+        return _json(200, {"MessageStreams": streams, "TotalCount": len(streams)})
+
+    def _get_stream(self, _m: str, route: str, _q: dict[str, str], _d: Any) -> _Response:
+        match = _STREAM_PATH.fullmatch(route)
+        assert match is not None  # noqa: S101 - routed here by this pattern
+        stream_id = match.group(1)
+        if stream_id not in self.message_streams:
+            raise _ApiError(*_STREAM_NOT_FOUND)
+        return _json(200, self._stream(stream_id))
 
     # -- pages --
 

@@ -1,0 +1,537 @@
+"""`emailevents lint`: each kind of mistake gives its documented code, and nothing else.
+
+The corpus in ``tests/lint_corpus/cases`` holds one broken registry per finding code (and, for
+the checks against Postmark, the templates the local Postmark-compatible server holds); each
+case's directory name starts with the code it must produce. Postmark cases run over HTTP against
+:class:`~emailevents.testing.fake_postmark.FakePostmark`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from emailevents.cli import main
+from emailevents.lint import CODES, Finding, PostmarkTemplates, Severity, lint, lint_report
+from emailevents.senders import PostmarkSender
+from emailevents.testing.fake_postmark import DEMO_TEMPLATES, FakePostmark
+from tests.test_docs import parse_blocks
+
+ROOT = Path(__file__).parent.parent
+CORPUS = Path(__file__).parent / "lint_corpus" / "cases"
+CASES = sorted(p for p in CORPUS.iterdir() if p.is_dir())
+EVENTS_YAML = ROOT / "events.yaml"
+LINT_DOC = ROOT / "docs" / "lint.md"
+TOKEN = "lint-test-token"
+_LOCAL_URL = re.compile(r"http://127\.0\.0\.1:\d+/")
+
+
+@dataclasses.dataclass
+class Case:
+    """One corpus case, ready to lint: its directory and how to call lint for it."""
+
+    path: Path
+    options: dict[str, Any]
+
+    @property
+    def code(self) -> str:
+        return self.path.name[:5]
+
+    @property
+    def templates(self) -> list[dict[str, Any]] | None:
+        file = self.path / "templates.yaml"
+        return yaml.safe_load(file.read_text()) if file.exists() else None
+
+
+def load_case(path: Path) -> Case:
+    file = path / "case.yaml"
+    return Case(path, yaml.safe_load(file.read_text()) if file.exists() else {})
+
+
+def fake_postmark_for(case: Case) -> FakePostmark:
+    """A started local Postmark holding the case's templates."""
+    items = case.templates or []
+    server = FakePostmark(
+        tokens=[TOKEN],
+        templates=[{k: v for k, v in t.items() if k != "TemplateType"} for t in items],
+    ).start()
+    for stored, item in zip(server.templates, items, strict=True):
+        if item.get("TemplateType"):
+            # The local server holds Standard templates only; Postmark servers hold Layouts too.
+            server._templates[stored.template_id] = dataclasses.replace(
+                stored, template_type=item["TemplateType"]
+            )
+    if case.options.get("streams_endpoint") is False:
+        # A Postmark-compatible server without the message streams API (lint asks it first).
+        server.faults.fail_next(1, status=404, error_code=404, message="No such endpoint")
+    return server
+
+
+def run_case(case: Case, monkeypatch: pytest.MonkeyPatch) -> list[Finding]:
+    """Lint the case as `emailevents lint events.yaml` would in its directory."""
+    monkeypatch.chdir(case.path)
+    kwargs: dict[str, Any] = {}
+    if "context" in case.options:
+        kwargs["context_names"] = case.options["context"]
+    if "toggle_keys" in case.options:
+        kwargs["toggle_keys"] = case.options["toggle_keys"]
+    if case.templates is None:
+        return lint("events.yaml", **kwargs)
+    server = fake_postmark_for(case)
+    try:
+        return lint("events.yaml", sender=PostmarkSender(TOKEN, api_url=server.url), **kwargs)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _forget_the_broken_mapper() -> Iterator[None]:
+    yield
+    module = sys.modules.pop("tests.lint_corpus.broken_mapper", None)
+    if module is not None:
+        module.BrokenBase.registry.dispose()
+
+
+# --- the corpus -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.name)
+def test_each_broken_registry_gives_its_code_and_nothing_else(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = load_case(path)
+    findings = run_case(case, monkeypatch)
+    assert findings, f"{path.name} found nothing"
+    assert {f.code for f in findings} == {case.code}, "\n".join(map(str, findings))
+    assert all(f.severity is CODES[case.code][0] for f in findings)
+    assert all(f.file == "events.yaml" for f in findings)
+
+
+def test_every_code_has_a_case_in_the_corpus() -> None:
+    assert sorted({p.name[:5] for p in CASES}) == sorted(CODES)
+
+
+def test_every_code_the_loader_gives_is_a_documented_code() -> None:
+    sources = [ROOT / "emailevents" / name for name in ("registry.py", "yamlnodes.py")]
+    used = {code for s in sources for code in re.findall(r'code="(EE\d{3})"', s.read_text())}
+    assert used
+    assert used <= set(CODES)
+
+
+def test_the_clean_registry_gives_no_findings_offline_and_at_postmark() -> None:
+    assert lint(EVENTS_YAML, context_names={"site_url"}) == []
+    with FakePostmark(tokens=[TOKEN], templates=DEMO_TEMPLATES) as server:
+        sender = PostmarkSender(TOKEN, api_url=server.url)
+        report = lint_report(EVENTS_YAML, context_names={"site_url"}, sender=sender)
+    assert report.findings == ()
+    assert report.templates_checked == 11
+    assert report.shared_toggles == {
+        "workflow_transitions": (
+            "workflow_transition_user_action",
+            "workflow_transition_status_set",
+        )
+    }
+
+
+def test_without_the_application_a_context_value_is_info_once_per_name() -> None:
+    findings = lint(EVENTS_YAML)
+    assert [(f.code, f.severity) for f in findings] == [("EE026", Severity.INFO)]
+    assert "'site_url'" in findings[0].message
+    assert "used by 11 events" in findings[0].message
+
+
+def test_a_context_callable_is_checked_against_its_events_entities() -> None:
+    def site_url(project: object) -> str:
+        return ""
+
+    findings = lint(EVENTS_YAML, context_names={"site_url": site_url})
+    assert {f.code for f in findings} == {"EE014"}
+    assert "takes 'project'" in findings[0].message
+
+
+def test_every_finding_of_a_registry_with_many_mistakes_is_reported(tmp_path: Path) -> None:
+    text = (CORPUS / "EE021-path-not-found" / "events.yaml").read_text()
+    text = text.replace("version: 1", "version: 2").replace("subject:", "subjet:")
+    (tmp_path / "events.yaml").write_text(text)
+    assert [f.code for f in lint(tmp_path / "events.yaml")] == ["EE008", "EE005", "EE021"]
+
+
+# --- what lint adds to the loader -----------------------------------------------------------
+
+
+def registry_with(tmp_path: Path, case: str, old: str, new: str) -> Path:
+    text = (CORPUS / case / "events.yaml").read_text()
+    assert old in text
+    path = tmp_path / "events.yaml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def test_a_nullable_path_is_fine_when_the_recipient_is_reached_through_it(tmp_path: Path) -> None:
+    # With the owner null the event has nobody to send to: a recorded skip, not a blank.
+    path = registry_with(tmp_path, "EE025-nullable", '"{user.email}"', '"{finding.owner.email}"')
+    assert lint(path) == []
+
+
+def test_a_nullable_column_is_reported_where_it_is_written(tmp_path: Path) -> None:
+    path = registry_with(tmp_path, "EE025-nullable", "{finding.owner.full_name}", "{user.nickname}")
+    (finding,) = lint(path)
+    assert finding.code == "EE025"
+    assert "User.nickname is null (a nullable column)" in finding.message
+    line = path.read_text().splitlines()[finding.line - 1]
+    assert line[finding.column - 1 :].startswith("{user.nickname}")
+
+
+def test_a_warning_on_purpose_is_silenced_by_a_comment_on_its_line(tmp_path: Path) -> None:
+    first, second = (
+        (CORPUS / "EE038-shared-template" / "events.yaml").read_text().split("  finding_reopened:")
+    )
+    second = second.replace(
+        "template: finding-created", "template: finding-created  # emailevents: ignore[EE038]"
+    )
+    (tmp_path / "events.yaml").write_text(f"{first}  finding_reopened:{second}")
+    assert lint(tmp_path / "events.yaml") == []
+
+
+def test_an_error_cannot_be_silenced(tmp_path: Path) -> None:
+    path = registry_with(
+        tmp_path,
+        "EE021-path-not-found",
+        '"{finding.titel}"',
+        '"{finding.titel}"  # emailevents: ignore[EE021]',
+    )
+    assert [f.code for f in lint(path)] == ["EE021"]
+
+
+def test_an_unreadable_registry_is_a_finding(tmp_path: Path) -> None:
+    (finding,) = lint(tmp_path / "missing.yaml")
+    assert finding.code == "EE001"
+    assert "cannot read the registry" in finding.message
+
+
+# --- against Postmark: requests and settings ------------------------------------------------
+
+
+def generated_registry(count: int) -> tuple[str, list[dict[str, Any]]]:
+    """A registry of ``count`` events, each with a template of its own, and those templates."""
+    head = (CORPUS / "EE025-nullable" / "events.yaml").read_text().split("events:\n")[0]
+    events, templates = [], []
+    for i in range(count):
+        events.append(
+            f"  event_{i}:\n"
+            f"    toggle: event_{i}\n"
+            f"    template: {'template-' + str(i) if i % 2 else 1_000 + i}\n"
+            "    entities: {user: User, org: Organization, finding: Finding}\n"
+            f'    subject: "Event {i} in {{org.name}}"\n'
+            '    to: "{user.email}"\n'
+            "    data:\n"
+            '      title: "{finding.title}"\n'
+            '      actor_name: "{user.full_name}"\n'
+        )
+        templates.append(
+            {
+                "TemplateId": 1_000 + i,
+                "Name": f"Template {i}",
+                "Alias": f"template-{i}",
+                "Subject": "{{subject}}",
+                "TextBody": "{{actor_name}}: {{title}}",
+            }
+        )
+    return head + "events:\n" + "".join(events), templates
+
+
+def test_a_hundred_events_lint_in_few_requests(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text, templates = generated_registry(100)
+    (tmp_path / "events.yaml").write_text(text)
+    with FakePostmark(tokens=[TOKEN], templates=templates) as server:
+        started = time.perf_counter()
+        report = lint_report(
+            tmp_path / "events.yaml", sender=PostmarkSender(TOKEN, api_url=server.url)
+        )
+        seconds = time.perf_counter() - started
+        requests = server.requests
+    with capsys.disabled():  # shown in every run's output, not asserted: machines differ
+        print(  # noqa: T201
+            f"\n100 events linted against the local Postmark: {len(requests)} requests "
+            f"in {seconds:.2f}s"
+        )
+    assert report.findings == ()
+    assert report.templates_checked == 100
+    kinds = [
+        (
+            method,
+            re.sub(r"/templates/[\w-]+$", "/templates/{ref}", path) if method == "GET" else path,
+        )
+        for method, path in requests
+    ]
+    assert kinds.count(("GET", "/templates")) == 1  # one page: a server holds at most 100
+    assert kinds.count(("GET", "/templates/{ref}")) == 100
+    assert kinds.count(("POST", "/templates/validate")) == 100
+    assert kinds.count(("GET", "/message-streams")) == 1
+    assert len(requests) <= 2 + 2 * 100
+
+
+def test_templates_are_listed_page_by_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("emailevents.lint._PAGE", 5)
+    with FakePostmark(tokens=[TOKEN], templates=DEMO_TEMPLATES) as server:
+        listed = PostmarkTemplates(PostmarkSender(TOKEN, api_url=server.url)).templates()
+        requests = server.requests
+    assert sorted(t["Alias"] for t in listed) == sorted(t.alias for t in server.templates)
+    assert requests == [("GET", "/templates")] * 3  # 5 + 5 + 1
+
+
+def test_a_template_referenced_by_several_events_is_fetched_once(tmp_path: Path) -> None:
+    case = load_case(CORPUS / "EE038-shared-template")
+    (tmp_path / "events.yaml").write_text((case.path / "events.yaml").read_text())
+    with FakePostmark(
+        tokens=[TOKEN], templates=load_case(CORPUS / "EE053-variable-not-provided").templates
+    ) as server:
+        findings = lint(tmp_path / "events.yaml", sender=PostmarkSender(TOKEN, api_url=server.url))
+        requests = server.requests
+    assert [f.code for f in findings] == ["EE053", "EE038", "EE053"]
+    assert requests.count(("POST", "/templates/validate")) == 1
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(main, list(args), env=env)
+
+
+def test_a_rejected_token_exits_2_naming_the_setting_not_the_token() -> None:
+    with FakePostmark(tokens=["the-right-token"], templates=DEMO_TEMPLATES) as server:
+        result = invoke(
+            "lint", str(EVENTS_YAML), "--token", "wrong-token-123", "--api-url", server.url
+        )
+    assert result.exit_code == 2, result.output
+    assert "rejected the server token" in result.output
+    assert "POSTMARK_SERVER_TOKEN" in result.output
+    assert "wrong-token-123" not in result.output
+
+
+def test_an_unreachable_postmark_exits_2_naming_the_url_setting() -> None:
+    server = FakePostmark(tokens=[TOKEN]).start()
+    url = server.url
+    server.stop()  # nothing listens there any more
+    result = invoke(
+        "lint", str(EVENTS_YAML), env={"POSTMARK_SERVER_TOKEN": TOKEN, "POSTMARK_API_URL": url}
+    )
+    assert result.exit_code == 2, result.output
+    assert f"cannot reach Postmark at {url}" in result.output
+    assert "POSTMARK_API_URL" in result.output
+    assert TOKEN not in result.output
+
+
+def test_a_postmark_outage_exits_2() -> None:
+    with FakePostmark(tokens=[TOKEN], templates=DEMO_TEMPLATES) as server:
+        server.faults.fail_next(1, status=503)
+        result = invoke("lint", str(EVENTS_YAML), "--token", TOKEN, "--api-url", server.url)
+    assert result.exit_code == 2, result.output
+    assert "HTTP 503, ErrorCode 100" in result.output
+
+
+def test_a_url_that_is_not_postmarks_api_exits_2() -> None:
+    result = invoke("lint", str(EVENTS_YAML), "--token", TOKEN, "--api-url", "not a url")
+    assert result.exit_code == 2
+    assert "api_url must be Postmark's API URL" in result.output
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def test_lint_prints_one_finding_per_line_and_exits_1_on_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(CORPUS / "EE021-path-not-found")
+    result = invoke("lint")
+    assert result.exit_code == 1
+    first = result.output.splitlines()[0]
+    assert re.fullmatch(r"events\.yaml:\d+:\d+: EE021 .+ \(did you mean 'title'\?\)", first)
+
+
+def test_lint_exits_0_below_fail_on_and_1_at_it() -> None:
+    assert invoke("lint", str(EVENTS_YAML), "--offline").exit_code == 0  # one info
+    assert invoke("lint", str(EVENTS_YAML), "--offline", "--fail-on", "warning").exit_code == 0
+    assert invoke("lint", str(EVENTS_YAML), "--offline", "--fail-on", "info").exit_code == 1
+
+
+def test_lint_json_has_every_finding_with_its_severity(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(CORPUS / "EE025-nullable")
+    result = CliRunner().invoke(main, ["lint", "--format", "json"])
+    assert result.exit_code == 0  # a warning, below the default --fail-on error
+    document = json.loads(result.stdout)
+    assert document["counts"] == {"error": 0, "warning": 1, "info": 0}
+    (finding,) = document["findings"]
+    assert (finding["code"], finding["severity"], finding["file"]) == (
+        "EE025",
+        "warning",
+        "events.yaml",
+    )
+    assert document["postmark"] is None
+
+
+def test_lint_usage_problems_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert invoke("lint").exit_code == 2  # no events.yaml here
+    assert invoke("lint", "--fail-on", "sometimes").exit_code == 2
+    assert invoke("lint", "--app", "no_such_module:events").exit_code == 2
+
+
+APP = """\
+import sqlalchemy as sa
+from sqlalchemy.orm import sessionmaker
+
+from emailevents import EmailEvents, PostmarkSender
+from emailevents.demo import hooks, models
+from emailevents.demo.run import REGISTRY
+from emailevents.testing import memory_app
+
+engine = sa.create_engine("sqlite:///{db}")
+models.Base.metadata.create_all(engine)
+events = EmailEvents(REGISTRY, celery=memory_app(), session_factory=sessionmaker(engine),
+                     sender=PostmarkSender("{token}", api_url="{url}"),
+                     context={{"site_url": hooks.site_url}}, set_default=False)
+events.create_tables(engine)
+"""
+
+
+@pytest.fixture
+def postmark() -> Iterator[FakePostmark]:
+    with FakePostmark(tokens=[TOKEN], templates=DEMO_TEMPLATES) as server:
+        yield server
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postmark: FakePostmark) -> Iterator[Any]:
+    """The demo application as a module, sending with PostmarkSender to the local Postmark."""
+    name = f"lintapp_{uuid.uuid4().hex[:8]}"
+    source = APP.format(db=tmp_path / "app.sqlite3", token=TOKEN, url=postmark.url)
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("POSTMARK_SERVER_TOKEN", raising=False)
+    module = __import__(name)
+    module.ref = f"{name}:events"
+    yield module
+    module.engine.dispose()
+    sys.modules.pop(name, None)
+
+
+def test_with_the_app_the_clean_registry_passes_at_its_postmark(
+    app: Any, postmark: FakePostmark
+) -> None:
+    result = invoke("lint", "--app", app.ref)
+    assert result.exit_code == 0, result.output
+    assert "no findings in" in result.output
+    assert f"templates checked at Postmark ({postmark.url}): 11" in result.output
+    assert TOKEN not in result.output
+
+
+def test_with_the_app_org_settings_no_event_uses_are_reported(app: Any) -> None:
+    with app.events.session_factory() as session:
+        app.events.set_toggle(session, "c-org-1", "findings_digest", enabled=False)
+        app.events.set_toggle(session, "c-org-1", "artifact_create", enabled=False)
+        app.events.set_toggle(session, "c-org-2", "artifact_create", enabled=False)
+        app.events.set_toggle(session, "c-org-1", "workflow_transitions", enabled=False)
+        session.commit()
+    result = invoke("lint", "--app", app.ref, "--offline")
+    assert result.exit_code == 0, result.output  # warnings
+    found = {line.split(": ")[1].split()[0]: line for line in result.output.splitlines()
+             if ": EE0" in line}  # fmt: skip
+    assert sorted(found) == ["EE032", "EE033"]
+    assert "EE032 events.model_finding_created.toggle: no org has a setting for " in found["EE032"]
+    assert "2 orgs switched off 'artifact_create'" in found["EE032"]
+    assert found["EE033"].endswith(
+        "EE033 1 org switched off toggle 'findings_digest', which no event uses: they would get "
+        "those emails again under another key (move the settings to the event's toggle key, or "
+        "delete them)"
+    )
+
+
+def test_with_the_app_a_registry_that_does_not_load_is_still_linted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = CORPUS / "EE021-path-not-found" / "events.yaml"
+    name = f"brokenapp_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(
+        "from emailevents import EmailEvents, OutboxSender\n"
+        "from emailevents.testing import memory_app\n"
+        f"events = EmailEvents({str(broken)!r}, celery=memory_app(), session_factory=None,\n"
+        "                     sender=OutboxSender(), set_default=False)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = invoke("lint", str(broken), "--app", name)
+    assert result.exit_code == 1
+    assert ": EE021 " in result.output
+    assert "the application's registry does not load" in result.output
+
+
+def test_the_message_streams_api_of_the_local_server_has_postmarks_shape(
+    postmark: FakePostmark,
+) -> None:
+    client = PostmarkSender(TOKEN, api_url=postmark.url).client
+    listed = client.call("GET", "message-streams", MessageStreamType="Transactional")
+    assert listed["TotalCount"] == 1
+    (stream,) = listed["MessageStreams"]
+    assert (stream["ID"], stream["MessageStreamType"], stream["ArchivedAt"]) == (
+        "outbound",
+        "Transactional",
+        None,
+    )
+    assert client.call("GET", "message-streams/broadcast")["MessageStreamType"] == "Broadcasts"
+
+
+# --- docs/lint.md -------------------------------------------------------------------------------
+
+
+def doc_sections() -> dict[str, str]:
+    text = LINT_DOC.read_text()
+    parts = re.split(r"^### (EE\d{3})\b.*$", text, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_the_docs_explain_every_code_with_its_severity() -> None:
+    headings = re.findall(r"^### (EE\d{3}) (.+)$", LINT_DOC.read_text(), flags=re.MULTILINE)
+    assert headings == [(code, title) for code, (_, title) in CODES.items()]
+    sections = doc_sections()
+    for code, body in sections.items():
+        severity = CODES[code][0].value
+        assert f"*{severity}*" in body.split("\n\n")[1], f"{code}: say it is *{severity}*"
+        assert "**Fix:**" in body, f"{code}: say how to fix it"
+
+
+@pytest.mark.parametrize("code", sorted(CODES))
+def test_each_docs_example_is_what_lint_prints_for_its_corpus_case(
+    code: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (path,) = [p for p in CASES if p.name.startswith(code)]
+    case = load_case(path)
+    blocks = parse_blocks(doc_sections()[code])
+    outputs = [b for b in blocks if b.lang == "text"]
+    assert outputs, f"{code}: docs/lint.md shows no output"
+    printed = "\n".join(
+        _LOCAL_URL.sub("http://127.0.0.1:9025/", str(f)) for f in run_case(case, monkeypatch)
+    )
+    assert outputs[0].source.strip() == printed
+    # The YAML shown is the case's own: its registry, or the templates Postmark holds.
+    written = "".join(
+        file.read_bytes().decode("utf-8", "replace")
+        for file in (path / "events.yaml", path / "templates.yaml")
+        if file.exists()
+    ).splitlines()
+    for block in blocks:
+        if block.lang == "yaml":
+            for line in block.source.splitlines():
+                assert line in written, f"{code}: {line!r} is not a line of {path.name}"
