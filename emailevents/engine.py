@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import difflib
+import logging
 import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from celery import Celery, Task
+from celery.exceptions import Reject
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from . import pipeline, store
 from . import relay as relaying
 from .errors import ConfigurationError, EmitArgumentError, EmitValueError, UnknownEventError
 from .introspect import Callee
-from .outcomes import Reason, RunResult
+from .outcomes import Reason, RunResult, Status
 from .registry import Event, Registry, load_registry
 from .relay import RelayResult
 from .senders.base import Sender
@@ -28,6 +31,13 @@ __all__ = ["EmailEvents", "Receipt", "emit"]
 
 MAX_CUID_LENGTH = 255
 RELAY_TASK = "emailevents.relay"
+WAITS_PAST_MAX_RETRIES = 3
+"""Tries a task may take past ``max_retries`` only to wait for claims other runs hold."""
+CLAIM_MARGIN = 1.0
+"""Seconds added to ``claim_timeout`` before a wait ends, so that the claim is stale by then."""
+
+logger = logging.getLogger("emailevents")
+_STALE_WAITS = frozenset({Reason.IN_PROGRESS, Reason.NO_ANSWER})
 
 _default: EmailEvents | None = None
 
@@ -62,6 +72,10 @@ class EventTask(Task):  # type: ignore[misc]  # celery ships no type hints
             args = ()
         return super().apply_async(args, kwargs, **options)
 
+    def publish_checked(self, cuids: Mapping[str, str], **options: Any) -> Any:
+        """Publish CUIDs that :func:`bind_cuids` has checked already, without checking again."""
+        return super().apply_async((), dict(cuids), **options)
+
 
 class EmailEvents:
     """The email events of one application.
@@ -81,6 +95,11 @@ class EmailEvents:
         claim_timeout: seconds after which a recipient claimed by a run that recorded no
             answer is taken to be interrupted (the worker died) and settled by another run.
             Keep it above the sender's timeout times the batches of your largest fan-out.
+        redeliver_after: seconds after which the relay publishes again an emit whose task left
+            no settled outcome: made with ``session=`` and never run (its message was lost in
+            the broker), or retrying and not heard of since (its retry was lost). Keep it
+            above the broker's redelivery time (Redis: ``visibility_timeout``) and the longest
+            retry delay; an early re-publish only costs a run that sends nothing.
         set_default: make this the instance the module-level :func:`emit` uses.
 
     Raises:
@@ -99,6 +118,7 @@ class EmailEvents:
         retry_backoff: float = 2.0,
         retry_backoff_max: float = 600.0,
         claim_timeout: float = 600.0,
+        redeliver_after: float = 3600.0,
         set_default: bool = True,
     ) -> None:
         self.registry = registry if isinstance(registry, Registry) else load_registry(registry)
@@ -110,6 +130,7 @@ class EmailEvents:
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
         self.retry_backoff_max = retry_backoff_max
+        self.redeliver_after = redeliver_after
         self.runtime = pipeline.Runtime(
             session_factory=session_factory,
             sender=sender,
@@ -152,9 +173,17 @@ class EmailEvents:
                     f"event '{event_key}': session= must be a SQLAlchemy Session, got "
                     f"{type(session).__name__}"
                 )
-            relaying.defer(session, self.tasks[event_key], event_key, event_id, bound)
+            relaying.defer(
+                session,
+                self.tasks[event_key],
+                event_key,
+                event_id,
+                bound,
+                timedelta(seconds=self.redeliver_after),
+            )
         else:
-            self.tasks[event_key].apply_async(kwargs=bound, task_id=event_id)
+            # Checked just above: emit() is on the web request's path, so not twice.
+            self.tasks[event_key].publish_checked(bound, task_id=event_id)
         return Receipt(event_key, event_id, event.task_name)
 
     def relay(self, *, limit: int = 500, grace: timedelta = timedelta(seconds=30)) -> RelayResult:
@@ -221,21 +250,37 @@ class EmailEvents:
         def run(task: Task, *args: str, **kwargs: str) -> RunResult:
             cuids = bind_cuids(event, args, kwargs)
             tries = task.request.retries or 0
-            result = pipeline.run(
-                engine.runtime,
-                event,
-                task.request.id,
-                cuids,
-                final_attempt=tries >= engine.max_retries,
-            )
+            try:
+                result = pipeline.run(
+                    engine.runtime,
+                    event,
+                    task.request.id,
+                    cuids,
+                    final_attempt=tries >= engine.max_retries,
+                    # Waiting for another run's claim is not a try of ours: it may go on past
+                    # max_retries, a few times, so that a claim left by a run that died on
+                    # the last try is still settled.
+                    can_wait=tries < engine.max_retries + WAITS_PAST_MAX_RETRIES,
+                )
+            except (OperationalError, InterfaceError) as exc:
+                # The database went away mid-run. Whatever this run claimed is settled by the
+                # next try, once the claim is stale, like the claims of a run that died.
+                if tries >= engine.max_retries:
+                    raise
+                engine._retry(task, event, cuids, engine.retry_delay(tries), exc=exc)
             if result.needs_retry:
                 # Celery's own retry: the same task id (the event id) comes back later, and only
                 # the recipients recorded as `retry` are claimed and sent again. Recipients
-                # another run holds are looked at again once that claim would be stale.
+                # another run holds, or whose request got no answer, are looked at again once
+                # that claim is stale.
                 delay = engine.retry_delay(tries)
-                if any(o.reason is Reason.IN_PROGRESS for o in result.outcomes):
-                    delay = max(delay, engine.runtime.claim_timeout)
-                raise task.retry(countdown=delay)
+                if any(
+                    o.status is Status.RETRY and o.reason in _STALE_WAITS for o in result.outcomes
+                ):
+                    delay = max(delay, engine.runtime.claim_timeout + CLAIM_MARGIN)
+                engine._retry(
+                    task, event, cuids, delay, max_retries=max(engine.max_retries, tries + 1)
+                )
             return result
 
         run.__name__ = event.task_name.rpartition(".")[2]
@@ -255,6 +300,57 @@ class EmailEvents:
             ignore_result=True,
             max_retries=self.max_retries,
         )
+
+    def _retry(
+        self,
+        task: Task,
+        event: Event,
+        cuids: Mapping[str, str],
+        delay: float,
+        *,
+        max_retries: int | None = None,
+        exc: BaseException | None = None,
+    ) -> NoReturn:
+        """Retry ``task`` in ``delay`` seconds, with the relay as a safety net.
+
+        The emit's row in ``emailevents_emits`` (written now for an emit made without
+        ``session=``) tells the relay to publish it again should the retry never come back
+        (a broker that loses the message). And Celery drops the message
+        (``Reject(requeue=False)``) when it cannot publish the retry: the recipients waiting
+        for it would wait for ever. The emit goes back to pending instead, for the relay to
+        publish once the broker takes messages again; should the database be down too, the
+        message is requeued rather than dropped.
+        """
+        event_id = task.request.id
+        try:
+            relaying.keep(self, event, event_id, cuids)
+        except Exception:
+            logger.warning(
+                "event=%s event_id=%s could not note its retry for the relay",
+                event.key,
+                event_id,
+                exc_info=True,
+            )
+        try:
+            raise task.retry(countdown=delay, max_retries=max_retries, exc=exc)
+        except Reject as rejected:
+            if rejected.requeue:
+                raise
+            try:
+                relaying.park(self, event, event_id, cuids, error=rejected.reason)
+            except Exception as parked:
+                logger.exception(
+                    "event=%s event_id=%s could not keep its retry", event.key, event_id
+                )
+                raise Reject(rejected.reason, requeue=True) from parked
+            logger.warning(
+                "event=%s event_id=%s could not publish its retry (%s); kept for the relay",
+                event.key,
+                event_id,
+                rejected.reason,
+                extra={"event_key": event.key, "event_id": event_id},
+            )
+            raise
 
     def retry_delay(self, tries: int) -> float:
         """Seconds before try ``tries + 1``: exponential backoff with full jitter."""

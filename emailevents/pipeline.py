@@ -63,11 +63,16 @@ def run(
     cuids: Mapping[str, str],
     *,
     final_attempt: bool = True,
+    can_wait: bool = False,
 ) -> RunResult:
     """Run one emit of ``event`` and return every outcome; each is also logged and recorded.
 
     A transient send failure is recorded as :attr:`Status.RETRY` (to be claimed again by the
-    task's next try) unless this is the ``final_attempt``, when it is recorded as failed.
+    task's next try) unless this is the ``final_attempt``, when it is recorded as failed. A
+    request left without an answer is held, to be settled through the sender's message search
+    by a later try, unless this is the ``final_attempt`` or the sender cannot search: then it is
+    recorded unknown. A recipient that another run holds is left to it; when the run ``can_wait``
+    (the task will come back), the outcome is :attr:`Status.RETRY` so that it does.
     """
     with rt.session_factory() as session:
         try:
@@ -80,6 +85,10 @@ def run(
             outcomes = [stop.outcome]
             record_skips(session, event, event_id, outcomes)
             return finish(event, event_id, outcomes)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError):
+            # The database went away: not the application's fault, and nothing is claimed yet.
+            # The task tries again later (see EmailEvents); there is nothing to record here.
+            raise
         except Exception as exc:
             # A bug or outage in application code (a context or recipients callable): record
             # why, then let Celery see the error and its traceback.
@@ -97,7 +106,14 @@ def run(
             raise
         record_skips(session, event, event_id, rejected)
         sent = deliver(
-            rt, session, event, event_id, recipients, template_model, final_attempt=final_attempt
+            rt,
+            session,
+            event,
+            event_id,
+            recipients,
+            template_model,
+            final_attempt=final_attempt,
+            can_wait=can_wait,
         )
         return finish(event, event_id, [*rejected, *sent])
 
@@ -251,21 +267,25 @@ def deliver(  # noqa: PLR0917 - the run's state, passed along explicitly
     template_model: Mapping[str, Any],
     *,
     final_attempt: bool = True,
+    can_wait: bool = False,
 ) -> list[Outcome]:
     """Claim each recipient (committed before sending), send to those claimed, record results.
 
     A recipient another run of the same emit holds is left to it, unless that claim went
-    stale (its run died between claiming and recording): then the sender is asked whether the
-    provider has the message, and it is recorded as sent, sent now, or recorded as unknown.
+    stale (its run died between claiming and recording, or its request got no answer): then
+    the sender is asked whether the provider has the message, and it is recorded as sent, sent
+    now, or recorded as unknown.
     """
     token = uuid.uuid4().hex
     mine = store.claim(session, event_id, event.key, [r.key for r in recipients], token)
     outcomes: list[Outcome] = []
     if len(mine) < len(recipients):
         others = [r for r in recipients if r.key not in mine]
-        held, interrupted = _held_elsewhere(rt, session, event_id, others, final_attempt)
+        held, interrupted, unanswered = _held_elsewhere(rt, session, event_id, others, can_wait)
         outcomes += held
-        recovered, taken = _recover(rt, session, event_id, interrupted, token)
+        recovered, taken = _recover(
+            rt, session, event_id, interrupted, unanswered, token, final_attempt=final_attempt
+        )
         outcomes += recovered
         mine |= taken
     to_send = [r for r in recipients if r.key in mine]
@@ -290,9 +310,9 @@ def deliver(  # noqa: PLR0917 - the run's state, passed along explicitly
     except Exception as exc:
         # We cannot know what left the process: record "unknown", never resend blindly.
         unknown = SendResult(SendStatus.UNKNOWN, detail=f"{type(exc).__name__}: {exc}")
-        _record(session, event_id, to_send, [unknown] * len(to_send), final_attempt=True)
+        _record(rt, session, event_id, to_send, [unknown] * len(to_send), token, final=True)
         raise
-    return outcomes + _record(session, event_id, to_send, results, final_attempt=final_attempt)
+    return outcomes + _record(rt, session, event_id, to_send, results, token, final=final_attempt)
 
 
 def _held_elsewhere(
@@ -300,26 +320,32 @@ def _held_elsewhere(
     session: Session,
     event_id: str,
     recipients: list[_Recipient],
-    final_attempt: bool,
-) -> tuple[list[Outcome], list[_Recipient]]:
-    """Outcomes for recipients logged already, and those whose claim went stale."""
+    can_wait: bool,
+) -> tuple[list[Outcome], list[_Recipient], set[str]]:
+    """Outcomes for recipients logged already; those whose claim went stale; which of those
+    are stale because their request got no answer (not because their run died)."""
     stale_before = datetime.now(UTC) - timedelta(seconds=rt.claim_timeout)
     logged = store.existing(session, event_id, stale_before=stale_before)
     outcomes: list[Outcome] = []
     interrupted: list[_Recipient] = []
+    unanswered: set[str] = set()
     for r in recipients:
         row = logged.get(r.key)
         if row is None or row.stale:
             interrupted.append(r)
+            if row is not None and row.reason == Reason.NO_ANSWER.value:
+                unanswered.add(r.key)
         elif row.status == store.CLAIMED:
-            # Another run of this emit (a redelivered message) is sending it right now: come
-            # back once its claim would be stale, and see what it recorded.
-            status = Status.SKIPPED if final_attempt else Status.RETRY
-            outcomes.append(
-                Outcome(
-                    status, Reason.IN_PROGRESS, r.key, detail="another run of this emit holds it"
-                )
+            # Another run of this emit is sending it right now (a redelivered message), or its
+            # request got no answer and the provider's search is asked once the claim is stale:
+            # come back then, and see what was recorded.
+            detail = (
+                "its last request got no answer; the provider is asked once the claim is stale"
+                if row.reason == Reason.NO_ANSWER.value
+                else "another run of this emit holds it"
             )
+            status = Status.RETRY if can_wait else Status.SKIPPED
+            outcomes.append(Outcome(status, Reason.IN_PROGRESS, r.key, detail=detail))
         else:
             outcomes.append(
                 Outcome(
@@ -329,24 +355,48 @@ def _held_elsewhere(
                     detail=f"already {row.status} ({row.reason}); not sent again",
                 )
             )
-    return outcomes, interrupted
+    return outcomes, interrupted, unanswered
 
 
-def _recover(
-    rt: Runtime, session: Session, event_id: str, interrupted: list[_Recipient], token: str
+def _recover(  # noqa: PLR0917 - the run's state, passed along explicitly
+    rt: Runtime,
+    session: Session,
+    event_id: str,
+    interrupted: list[_Recipient],
+    unanswered: set[str],
+    token: str,
+    *,
+    final_attempt: bool,
 ) -> tuple[list[Outcome], set[str]]:
     """Settle stale claims: sent at the provider, taken over to send now, or unknown."""
     if not interrupted:
         return [], set()
     found = rt.sender.find_sent(event_id, [r.key for r in interrupted])
+    if found is None and rt.sender.searchable and not final_attempt:
+        # The provider's search did not answer this time: the claims stay stale, and the next
+        # try asks again. Resending without an answer could send twice.
+        return [
+            Outcome(
+                Status.RETRY,
+                Reason.INTERRUPTED,
+                r.key,
+                detail="its claim is stale and the provider's message search did not answer; "
+                "asked again on the next try",
+            )
+            for r in interrupted
+        ], set()
     if found is None:
         unknown = [
             Outcome(
                 Status.UNKNOWN,
-                Reason.INTERRUPTED,
+                Reason.NO_ANSWER if r.key in unanswered else Reason.INTERRUPTED,
                 r.key,
-                detail="a run claimed it and stopped before recording the provider's answer; "
-                "the sender cannot tell whether it was sent",
+                detail=(
+                    "its request got no answer"
+                    if r.key in unanswered
+                    else "a run claimed it and stopped before recording the provider's answer"
+                )
+                + "; the sender cannot tell whether it was sent",
             )
             for r in interrupted
         ]
@@ -359,7 +409,8 @@ def _recover(
             Reason.SENT,
             r.key,
             message_id=found[r.key],
-            detail="found at the provider after its run was interrupted",
+            detail="found at the provider after "
+            + ("its request got no answer" if r.key in unanswered else "its run was interrupted"),
         )
         for r in interrupted
         if r.key in found
@@ -380,26 +431,50 @@ _RESULT_OUTCOME = {
 }
 
 
-def _record(
+def _record(  # noqa: PLR0917 - the run's state, passed along explicitly
+    rt: Runtime,
     session: Session,
     event_id: str,
     recipients: list[_Recipient],
     results: list[SendResult],
+    token: str,
     *,
-    final_attempt: bool,
+    final: bool,
 ) -> list[Outcome]:
-    outcomes = []
+    """Record what the sender answered for the recipients this run claimed (``token``).
+
+    Before the final try, a transient failure becomes ``retry`` (claimed again by the next
+    try), and a request without an answer keeps its claim, to be settled through the sender's
+    message search once the claim is stale; that is, after ``claim_timeout``, which gives the
+    provider's search time to see the message if it was accepted.
+    """
+    outcomes: list[Outcome] = []
+    recorded: list[Outcome] = []
+    held: list[Outcome] = []
     for recipient, result in zip(recipients, results, strict=True):
         status, reason = _RESULT_OUTCOME[result.status]
-        if result.status is SendStatus.TRANSIENT and not final_attempt:
-            status = Status.RETRY
         detail = (
             result.detail
             if result.error_code is None
             else f"ErrorCode {result.error_code}: {result.detail}"
         )
-        outcomes.append(Outcome(status, reason, recipient.key, detail, result.message_id))
-    store.record(session, event_id, outcomes)
+        if result.status is SendStatus.TRANSIENT and not final:
+            status = Status.RETRY
+        if result.status is SendStatus.UNKNOWN and rt.sender.searchable and not final:
+            outcome = Outcome(
+                Status.RETRY,
+                Reason.NO_ANSWER,
+                recipient.key,
+                f"{detail}; the provider's message search is asked once the claim is stale, "
+                "before it is sent again",
+            )
+            held.append(outcome)
+        else:
+            outcome = Outcome(status, reason, recipient.key, detail, result.message_id)
+            recorded.append(outcome)
+        outcomes.append(outcome)
+    store.record(session, event_id, recorded, token=token)
+    store.hold(session, event_id, held, token=token)
     session.commit()
     return outcomes
 

@@ -24,14 +24,16 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
+from . import store
 from .store import PENDING, PUBLISHED, emits
 
 if TYPE_CHECKING:
     from celery import Task
 
     from .engine import EmailEvents
+    from .registry import Event
 
-__all__ = ["RelayResult", "defer", "relay"]
+__all__ = ["RelayResult", "defer", "keep", "park", "relay"]
 
 logger = logging.getLogger("emailevents")
 
@@ -55,13 +57,21 @@ class RelayResult:
 
     published: int
     failed: int
+    redelivered: int = 0
+    """Of ``published``: emits published again because their task left no settled outcome."""
 
 
-def defer(
-    session: Session, task: Task, event_key: str, event_id: str, cuids: Mapping[str, str]
+def defer(  # noqa: PLR0917 - the emit, as the engine hands it over
+    session: Session,
+    task: Task,
+    event_key: str,
+    event_id: str,
+    cuids: Mapping[str, str],
+    redeliver_after: timedelta,
 ) -> None:
     """Write the emit in ``session``'s transaction; publish it once that transaction commits."""
     _listen()
+    now = _now()
     session.execute(
         sa.insert(emits).values(
             event_id=event_id,
@@ -71,7 +81,9 @@ def defer(
             state=PENDING,
             attempts=0,
             last_error="",
-            created_at=_now(),
+            created_at=now,
+            # Published right after the commit; looked at again by the relay after this.
+            check_after=now + redeliver_after,
         )
     )
     engine = session.connection().engine
@@ -141,22 +153,121 @@ def _publish_committed(pending: Sequence[_Pending]) -> None:
         _mark(conn, published, failed)
 
 
-def _mark(conn: sa.Connection, published: Sequence[str], failed: Mapping[str, str]) -> None:
+def _mark(
+    conn: sa.Connection,
+    published: Sequence[str],
+    failed: Mapping[str, str],
+    *,
+    check_after: datetime | None = None,
+) -> None:
     now = _now()
     if published:
-        conn.execute(
-            sa.update(emits)
-            .where(emits.c.event_id.in_(published))
-            .values(state=PUBLISHED, published_at=now, lease=None, lease_until=None)
-        )
+        values: dict[str, Any] = {
+            "state": PUBLISHED,
+            "published_at": now,
+            "lease": None,
+            "lease_until": None,
+        }
+        if check_after is not None:
+            values["check_after"] = check_after
+        conn.execute(sa.update(emits).where(emits.c.event_id.in_(published)).values(**values))
     for event_id, error in failed.items():
+        # Pending again (a re-publish of a published emit that failed too): the next pass
+        # publishes it.
         conn.execute(
             sa.update(emits)
             .where(emits.c.event_id == event_id)
             .values(
-                attempts=emits.c.attempts + 1, last_error=error[:2000], lease=None, lease_until=None
+                state=PENDING,
+                attempts=emits.c.attempts + 1,
+                last_error=error[:2000],
+                lease=None,
+                lease_until=None,
             )
         )
+
+
+def keep(events: EmailEvents, event: Event, event_id: str, cuids: Mapping[str, str]) -> None:
+    """Note that ``event_id``'s task is retrying: the relay looks at it again after
+    ``redeliver_after`` from now, and publishes it again should no outcome be settled by then
+    (the retry's message was lost in the broker). Writes the row of an emit made without
+    ``session=``."""
+    now = _now()
+    check_after = now + timedelta(seconds=events.redeliver_after)
+    with events.session_factory() as session:
+        updated = session.execute(
+            sa.update(emits).where(emits.c.event_id == event_id).values(check_after=check_after)
+        )
+        if getattr(updated, "rowcount", 0) == 0:
+            try:
+                session.execute(
+                    sa.insert(emits).values(
+                        event_id=event_id,
+                        event_key=event.key,
+                        task_name=event.task_name,
+                        cuids=dict(cuids),
+                        state=PUBLISHED,
+                        attempts=0,
+                        last_error="",
+                        created_at=now,
+                        published_at=now,
+                        check_after=check_after,
+                    )
+                )
+            except sa.exc.IntegrityError:
+                session.rollback()  # another run of the same emit wrote it first
+                return
+        session.commit()
+
+
+def park(
+    events: EmailEvents,
+    event: Event,
+    event_id: str,
+    cuids: Mapping[str, str],
+    *,
+    error: object,
+) -> None:
+    """Keep an emit whose task could not be published again (its retry), for the relay.
+
+    The emit's row in ``emailevents_emits`` goes back to pending (or is written, for an emit
+    made without ``session=``), with the error, so the next relay pass publishes it. The task
+    then runs with the same event id: what was sent stays sent, and the rest is claimed again.
+    """
+    now = _now()
+    last_error = f"retry not published: {type(error).__name__}: {error}"[:2000]
+    with events.session_factory() as session:
+        updated = session.execute(
+            sa.update(emits)
+            .where(emits.c.event_id == event_id)
+            .values(
+                state=PENDING,
+                attempts=emits.c.attempts + 1,
+                last_error=last_error,
+                lease=None,
+                lease_until=None,
+                published_at=None,
+            )
+        )
+        if getattr(updated, "rowcount", 0) == 0:
+            try:
+                session.execute(
+                    sa.insert(emits).values(
+                        event_id=event_id,
+                        event_key=event.key,
+                        task_name=event.task_name,
+                        cuids=dict(cuids),
+                        state=PENDING,
+                        attempts=1,
+                        last_error=last_error,
+                        created_at=now,
+                    )
+                )
+            except sa.exc.IntegrityError:
+                # Another run of the same emit (a redelivered copy) kept it first.
+                session.rollback()
+                return
+        session.commit()
 
 
 def relay(
@@ -210,7 +321,8 @@ def relay(
                 published.append(row.event_id)
             except Exception as exc:  # noqa: BLE001 - recorded on the row; the next pass retries
                 failed[row.event_id] = f"{type(exc).__name__}: {exc}"
-        _mark(session.connection(), published, failed)
+        check_after = _now() + timedelta(seconds=events.redeliver_after)
+        _mark(session.connection(), published, failed, check_after=check_after)
         session.commit()
     if rows:
         logger.info(
@@ -219,7 +331,82 @@ def relay(
             len(failed),
             extra={"published": len(published), "failed": len(failed)},
         )
-    return RelayResult(len(published), len(failed))
+    again, again_failed = _redeliver(events, limit=limit)
+    return RelayResult(len(published) + again, len(failed) + again_failed, again)
+
+
+def _redeliver(events: EmailEvents, *, limit: int) -> tuple[int, int]:
+    """Publish again the published emits past their ``check_after`` whose task left no settled
+    outcome: a message the broker lost (kombu's Redis transport loses one fetched by a worker
+    killed before it noted the message as unacknowledged) or a retry that never came back.
+
+    A run of an emit that is only slow, not lost, does no harm: the delivery log's claims let
+    one run send each message, and the others find it recorded.
+    """
+    token = uuid.uuid4().hex
+    now = _now()
+    check_after = now + timedelta(seconds=events.redeliver_after)
+    with events.session_factory() as session:
+        due = (
+            sa.select(emits.c.event_id)
+            .where(emits.c.state == PUBLISHED, emits.c.check_after < now)
+            .order_by(emits.c.check_after)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        # Taken by this pass: the next check is pushed back at once, so concurrent relays
+        # never both publish one emit.
+        session.execute(
+            sa.update(emits)
+            .where(
+                emits.c.event_id.in_(due),
+                emits.c.state == PUBLISHED,
+                emits.c.check_after < now,
+            )
+            .values(check_after=check_after, lease=token)
+        )
+        session.commit()
+        rows = session.execute(
+            sa.select(emits.c.event_id, emits.c.event_key, emits.c.cuids).where(
+                emits.c.lease == token, emits.c.state == PUBLISHED
+            )
+        ).all()
+        if not rows:
+            return 0, 0
+        open_ = store.unsettled(session, [r.event_id for r in rows])
+        settled = [r.event_id for r in rows if r.event_id not in open_]
+        if settled:
+            session.execute(
+                sa.update(emits)
+                .where(emits.c.event_id.in_(settled))
+                .values(check_after=None, lease=None)
+            )
+        published: list[str] = []
+        failed: dict[str, str] = {}
+        for row in rows:
+            if row.event_id not in open_:
+                continue
+            task = events.tasks.get(row.event_key)
+            if task is None:
+                failed[row.event_id] = f"no event '{row.event_key}' in the registry any more"
+                continue
+            try:
+                task.apply_async(
+                    kwargs=dict(row.cuids), task_id=row.event_id, retry_policy=PUBLISH_RETRY_POLICY
+                )
+                published.append(row.event_id)
+            except Exception as exc:  # noqa: BLE001 - pending again; the next pass retries
+                failed[row.event_id] = f"{type(exc).__name__}: {exc}"
+        _mark(session.connection(), published, failed)
+        session.commit()
+    if published or failed:
+        logger.warning(
+            "relay published again %d emit(s) whose task left no settled outcome, %d failed",
+            len(published),
+            len(failed),
+            extra={"event_ids": published, "failed": len(failed)},
+        )
+    return len(published), len(failed)
 
 
 def _now() -> datetime:

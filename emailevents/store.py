@@ -74,21 +74,33 @@ emits = sa.Table(
     sa.Column("lease", sa.String(64)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=_now),
     sa.Column("published_at", sa.DateTime(timezone=True)),
+    sa.Column("check_after", sa.DateTime(timezone=True)),
     sa.Index("ix_emailevents_emits_state_created", "state", "created_at"),
+    sa.Index("ix_emailevents_emits_state_check", "state", "check_after"),
 )
 """Emits made with ``session=``: written in the application's transaction, published after it
-commits, and by the relay when that publish did not happen (broker down, process gone)."""
+commits, and by the relay when that publish did not happen (broker down, process gone).
+
+``check_after`` is when the relay looks whether a published emit's task left a settled outcome;
+if not (its message was lost in the broker), the relay publishes it again. A task that retries
+pushes it back, and writes the row for an emit made without ``session=``."""
 
 PENDING = "pending"
 PUBLISHED = "published"
 
 
+# Statements every task run executes are built once: building one, and its cache key, costs
+# about as much as running it against a local database.
+_TOGGLE = sa.select(org_settings.c.enabled).where(
+    org_settings.c.org_key == sa.bindparam("b_org_key"),
+    org_settings.c.toggle_key == sa.bindparam("b_toggle_key"),
+)
+
+
 def toggle_enabled(session: Session, org_key: str, toggle_key: str) -> bool:
     """An org's setting for ``toggle_key``; enabled unless a row switches it off."""
     enabled = session.execute(
-        sa.select(org_settings.c.enabled).where(
-            org_settings.c.org_key == org_key, org_settings.c.toggle_key == toggle_key
-        )
+        _TOGGLE, {"b_org_key": org_key, "b_toggle_key": toggle_key}
     ).scalar_one_or_none()
     return enabled is not False
 
@@ -132,6 +144,21 @@ def insert_ignoring_duplicates(session: Session, rows: Sequence[dict[str, Any]])
                 continue
 
 
+def _insert_claims(session: Session, rows: Sequence[dict[str, Any]]) -> set[str] | None:
+    """Insert claim rows, skipping those that exist; the recipients inserted, where the database
+    can say (``INSERT ... ON CONFLICT DO NOTHING RETURNING``), else None."""
+    dialect = session.get_bind().dialect
+    if not rows or dialect.name not in {"postgresql", "sqlite"}:
+        insert_ignoring_duplicates(session, rows)
+        return None
+    if not dialect.insert_executemany_returning:  # SQLite before 3.35
+        insert_ignoring_duplicates(session, rows)
+        return None
+    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    statement = insert(deliveries).on_conflict_do_nothing().returning(deliveries.c.recipient)
+    return set(session.execute(statement, list(rows)).scalars())
+
+
 def claim(
     session: Session, event_id: str, event_key: str, recipients: Iterable[str], token: str
 ) -> set[str]:
@@ -158,7 +185,12 @@ def claim(
         }
         for r in recipients
     ]
-    insert_ignoring_duplicates(session, rows)
+    inserted = _insert_claims(session, rows)
+    if inserted is not None and inserted >= set(recipients):
+        # Every recipient was new to the log (an emit's first try): this run holds them all, and
+        # there is no `retry` row to claim again nor anything to read back.
+        session.commit()
+        return inserted
     session.execute(
         sa.update(deliveries)
         .where(
@@ -166,7 +198,7 @@ def claim(
             deliveries.c.recipient.in_(recipients),
             deliveries.c.status == RETRY,
         )
-        .values(status=CLAIMED, claim=token, updated_at=now)
+        .values(status=CLAIMED, reason=CLAIMED, claim=token, updated_at=now)
     )
     session.commit()
     mine = session.execute(
@@ -177,25 +209,38 @@ def claim(
     return set(mine)
 
 
-def record(session: Session, event_id: str, outcomes: Sequence[Outcome]) -> None:
-    """Write the outcomes of claimed recipients in one batched statement (not committed)."""
+def unsettled(session: Session, event_ids: Sequence[str]) -> set[str]:
+    """Those of ``event_ids`` whose task left no outcome yet, or left one still in progress
+    (a recipient claimed, or waiting for a retry)."""
+    if not event_ids:
+        return set()
+    in_progress = sa.func.sum(
+        sa.case((deliveries.c.status.in_([CLAIMED, RETRY]), 1), else_=0)
+    ).label("in_progress")
+    rows = session.execute(
+        sa.select(deliveries.c.event_id, in_progress)
+        .where(deliveries.c.event_id.in_(event_ids))
+        .group_by(deliveries.c.event_id)
+    )
+    settled = {r.event_id for r in rows if not r.in_progress}
+    return set(event_ids) - settled
+
+
+def record(
+    session: Session, event_id: str, outcomes: Sequence[Outcome], *, token: str | None = None
+) -> None:
+    """Write the outcomes of claimed recipients in one batched statement (not committed).
+
+    Only rows still claimed are written, and with ``token`` only those this run's claim holds:
+    a run that lost its claim to another (it was slow, and taken for dead) cannot overwrite
+    what that other run recorded.
+    """
     if not outcomes:
         return
     now = _now()
+    claim = {} if token is None else {"b_token": token}
     session.execute(
-        sa.update(deliveries)
-        .where(
-            deliveries.c.event_id == sa.bindparam("b_event_id"),
-            deliveries.c.recipient == sa.bindparam("b_recipient"),
-        )
-        .values(
-            status=sa.bindparam("b_status"),
-            reason=sa.bindparam("b_reason"),
-            detail=sa.bindparam("b_detail"),
-            message_id=sa.bindparam("b_message_id"),
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False),
+        _RECORD if token is None else _RECORD_CLAIMED,
         [
             {
                 "b_event_id": event_id,
@@ -204,7 +249,61 @@ def record(session: Session, event_id: str, outcomes: Sequence[Outcome]) -> None
                 "b_reason": o.reason.value,
                 "b_detail": o.detail[:4000],
                 "b_message_id": o.message_id,
+                "b_updated_at": now,
+                **claim,
             }
+            for o in outcomes
+        ],
+    )
+
+
+def _record_statement(*, by_token: bool) -> sa.Update:
+    conditions = [
+        deliveries.c.event_id == sa.bindparam("b_event_id"),
+        deliveries.c.recipient == sa.bindparam("b_recipient"),
+        deliveries.c.status == CLAIMED,
+    ]
+    if by_token:
+        conditions.append(deliveries.c.claim == sa.bindparam("b_token"))
+    return (
+        sa.update(deliveries)
+        .where(*conditions)
+        .values(
+            status=sa.bindparam("b_status"),
+            reason=sa.bindparam("b_reason"),
+            detail=sa.bindparam("b_detail"),
+            message_id=sa.bindparam("b_message_id"),
+            updated_at=sa.bindparam("b_updated_at"),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+_RECORD = _record_statement(by_token=False)
+_RECORD_CLAIMED = _record_statement(by_token=True)
+
+
+def hold(session: Session, event_id: str, outcomes: Sequence[Outcome], *, token: str) -> None:
+    """Keep this run's claims on recipients whose request got no answer (not committed).
+
+    The rows stay claimed, with reason ``no_answer`` and the time of the failure, so that a
+    later try takes them for stale after the claim timeout and asks the provider's message
+    search before sending again.
+    """
+    if not outcomes:
+        return
+    session.execute(
+        sa.update(deliveries)
+        .where(
+            deliveries.c.event_id == event_id,
+            deliveries.c.recipient == sa.bindparam("b_recipient"),
+            deliveries.c.status == CLAIMED,
+            deliveries.c.claim == token,
+        )
+        .values(reason=sa.bindparam("b_reason"), detail=sa.bindparam("b_detail"), updated_at=_now())
+        .execution_options(synchronize_session=False),
+        [
+            {"b_recipient": o.recipient, "b_reason": o.reason.value, "b_detail": o.detail[:4000]}
             for o in outcomes
         ],
     )
@@ -253,7 +352,7 @@ def take_over(
             deliveries.c.status == CLAIMED,
             deliveries.c.updated_at < stale_before,
         )
-        .values(claim=token, updated_at=_now())
+        .values(claim=token, reason=CLAIMED, updated_at=_now())
     )
     session.commit()
     return set(

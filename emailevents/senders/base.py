@@ -70,6 +70,9 @@ class Sender(abc.ABC):
     """Sends messages; subclasses implement :meth:`send_batch`."""
 
     max_batch: ClassVar[int] = 500
+    searchable: ClassVar[bool] = False
+    """Whether :meth:`find_sent` can answer. From a searchable sender, ``None`` means "not this
+    time" (the search failed), and the engine asks again later instead of giving up."""
 
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
         """Send in chunks of at most ``max_batch``; one result per message, in order."""

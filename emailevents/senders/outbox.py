@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import getaddresses
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .base import Message, Sender, SendResult, SendStatus
 
@@ -51,6 +51,8 @@ class SentMessage:
 
 class OutboxSender(Sender):
     """Keeps every message in memory; thread-safe. The ``outbox`` pytest fixture gives one."""
+
+    searchable: ClassVar[bool] = True  # find_sent looks through what it keeps
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

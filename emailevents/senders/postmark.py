@@ -184,6 +184,7 @@ class PostmarkSender(Sender):
     """
 
     max_batch: ClassVar[int] = 500
+    searchable: ClassVar[bool] = True  # Postmark's outbound message search, by Metadata
 
     def __init__(
         self, server_token: str | None = None, *, api_url: str | None = None, timeout: float = 30.0

@@ -1,0 +1,1265 @@
+"""Delivery guarantees under real faults: no email lost, none sent twice, none for rolled-back data.
+
+Real components only: PostgreSQL (a fresh schema per test), a ``redis-server`` each test starts on
+a free port of its own (so stopping it cannot disturb anything else), Celery workers in processes
+of their own running the application in ``tests/faultapp``, and the local Postmark-compatible
+server in this process, reached by the workers over HTTP. Faults are real too: SIGKILL, a stopped
+Redis, failures injected at the HTTP server. Messages are counted where they arrive, at the
+server, per (event id from Metadata, recipient).
+
+Each test prints one line of figures and asserts exact counts. They skip with a reason when
+PostgreSQL, Redis or its Python client are missing, and fail instead under
+``EMAILEVENTS_REQUIRE_SERVICES=1`` (CI).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from email.utils import getaddresses
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from emailevents import EmailEvents, store
+from emailevents.store import deliveries, emits
+from emailevents.testing.fake_postmark import FakePostmark
+from tests.conftest import POSTGRES_URL, _postgres_engine, unavailable
+from tests.faultapp import CONFIG_VARIABLE, TEMPLATE, Config, build, write_registry
+from tests.faultapp.models import Base, Org, Person, Team
+
+pytestmark = pytest.mark.services
+
+REPO = Path(__file__).resolve().parent.parent
+PEOPLE = 200
+TEAMS = 20
+TEAM_SIZE = 3
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# -- services ----------------------------------------------------------------------------------
+
+
+class RedisServer:
+    """A ``redis-server`` of the test's own, on a free port; stop() and start() it at will."""
+
+    def __init__(self, directory: Path, *, appendonly: bool = False) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            unavailable("Redis", "no redis-server binary on PATH (apt-get install redis-server)")
+        try:
+            import redis  # noqa: PLC0415
+        except ImportError:
+            unavailable("Redis", "the redis client is not installed (pip install -e '.[dev]')")
+        self.binary = str(binary)
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.appendonly = appendonly
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--dir",
+            str(self.directory),
+        ]
+        # Durable when a test stops it with messages inside, as a production broker must be.
+        args += (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.appendonly
+            else [
+                "--appendonly",
+                "no",
+            ]
+        )
+        with (self.directory / "redis.log").open("ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(Exception):
+                if self.client.ping():
+                    return
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                tail = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+                unavailable("Redis", f"redis-server did not start on port {self.port}: {tail}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+        self.process = None
+
+    def acl(self, rule: str) -> None:
+        """Change what the default user (every client here) may do, as ``ACL SETUSER`` does."""
+        self.client.execute_command("ACL", "SETUSER", "default", rule)  # type: ignore[no-untyped-call]
+
+    def pending(self, queue: str) -> tuple[int, int]:
+        """Messages waiting in ``queue``, and messages delivered but not acknowledged."""
+        return int(self.client.llen(queue)), int(self.client.hlen("unacked"))
+
+
+@pytest.fixture
+def redis_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own; durable (AOF) when parametrized with True."""
+    server = RedisServer(tmp_path / "redis", appendonly=getattr(request, "param", False))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A fresh PostgreSQL schema (PostgreSQL only: SQLite has no SKIP LOCKED, no concurrency)."""
+    schema = f"f_{uuid.uuid4().hex[:12]}"
+    _postgres_engine(schema).dispose()
+    try:
+        yield schema
+    finally:
+        admin = sa.create_engine(POSTGRES_URL)
+        with admin.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name LIKE 'emailevents-faultapp%' "
+                    "AND pid <> pg_backend_pid()"
+                )
+            )
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One API request the Postmark server received, and what it did with it."""
+
+    method: str
+    path: str
+    messages: list[tuple[str, str]]  # (event id, recipient) of each message sent
+    status: int
+    fault: str | None  # "500", "429", "timeout-accepted", "timeout-dropped", or None
+    answer: Any  # the JSON answer (what the client saw, unless the fault was a timeout)
+
+
+class RecordingPostmark(FakePostmark):
+    """The local Postmark server, noting each API request, its messages and its fate.
+
+    Observation only, at the HTTP server: faults are still injected by the server's own
+    ``faults``. It lets a test tell a request Postmark answered from one a fault ate.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.exchanges: list[Exchange] = []
+
+    def _respond(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        headers: Any,
+        body: bytes,
+    ) -> Any:
+        response = super()._respond(method, path, query, headers, body)
+        if path.startswith(("/email", "/messages")):
+            self.exchanges.append(self._exchange(method, path, body, response))
+        return response
+
+    @staticmethod
+    def _exchange(method: str, path: str, body: bytes, response: Any) -> Exchange:
+        messages: list[tuple[str, str]] = []
+        if method == "POST" and body:
+            data = json.loads(body)
+            for message in data.get("Messages", [data]) if isinstance(data, dict) else []:
+                event_id = (message.get("Metadata") or {}).get("event_id", "")
+                for _, address in getaddresses([str(message.get("To", ""))]):
+                    messages.append((event_id, address.lower()))
+        if response.drop:
+            fault = "timeout-dropped"
+        elif response.delay:
+            fault = "timeout-accepted"
+        elif response.status in {429, 500}:
+            fault = str(response.status)
+        else:
+            fault = None
+        answer = json.loads(response.body) if response.body else None
+        return Exchange(method, path, messages, response.status, fault, answer)
+
+    def faults_seen(self) -> Counter[str]:
+        return Counter(e.fault for e in self.exchanges if e.fault is not None)
+
+
+@pytest.fixture
+def fake() -> Iterator[RecordingPostmark]:
+    with RecordingPostmark(templates=[TEMPLATE]) as server:
+        yield server
+
+
+# -- workers -----------------------------------------------------------------------------------
+
+
+class Worker:
+    """``celery -A tests.faultapp worker`` in a process group of its own, killable with SIGKILL."""
+
+    def __init__(
+        self,
+        config: Config,
+        logs: Path,
+        *,
+        name: str = "w1",
+        pool: str = "prefork",
+        concurrency: int = 4,
+    ) -> None:
+        self.config = config
+        self.logs = logs
+        self.name = name
+        self.pool = pool
+        self.concurrency = concurrency
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def log(self) -> Path:
+        return self.logs / f"worker-{self.name}.log"
+
+    def start(self) -> None:
+        self.starts += 1
+        env = {**os.environ, CONFIG_VARIABLE: self.config.to_env(), "PYTHONUNBUFFERED": "1"}
+        with self.log.open("ab") as log:
+            log.write(f"--- start {self.starts} ---\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "tests.faultapp",
+                    "worker",
+                    "-P",
+                    self.pool,
+                    "-c",
+                    str(self.concurrency),
+                    "-n",
+                    f"{self.name}@%h",
+                    "--without-heartbeat",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-l",
+                    "warning",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: main process and pool children
+            )
+
+    def children(self) -> list[int]:
+        if self.process is None:
+            return []
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        with contextlib.suppress(OSError):
+            return [int(p) for p in path.read_text().split()]
+        return []
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker: main process and pool children, nothing cleans up."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+        self.process = None
+
+    def kill_child(self) -> bool:
+        """SIGKILL one pool process mid-task; the main process stays and replaces it."""
+        children = self.children()
+        if not children:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(children[0], signal.SIGKILL)
+        return True
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+        self.process = None
+
+    def tail(self, lines: int = 40) -> str:
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+# -- the application in the test process ---------------------------------------------------------
+
+
+@dataclass
+class World:
+    org: str
+    people: list[tuple[str, str]]  # (cuid, email)
+    teams: list[tuple[str, list[str]]]  # (cuid, member emails)
+
+
+@dataclass
+class Emitted:
+    event_id: str
+    event_key: str
+    recipients: frozenset[str]
+
+
+@dataclass
+class Harness:
+    config: Config
+    celery: Any
+    events: EmailEvents
+    engine: sa.Engine
+    factory: sessionmaker[Session]
+    world: World
+    keys: list[str]
+    fake: RecordingPostmark
+    redis: RedisServer
+    tmp: Path
+    workers: list[Worker] = field(default_factory=list)
+    relays: list[subprocess.Popen[str]] = field(default_factory=list)
+    emitted: list[Emitted] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    # what to emit
+
+    def emit_args(self, i: int) -> tuple[str, dict[str, str], frozenset[str]]:
+        key = self.keys[i % len(self.keys)]
+        if "_team_" in key:
+            team_cuid, members = self.world.teams[(i // len(self.keys)) % len(self.world.teams)]
+            return key, {"org": self.world.org, "team": team_cuid}, frozenset(members)
+        cuid, email = self.world.people[i % len(self.world.people)]
+        return key, {"org": self.world.org, "person": cuid}, frozenset([email])
+
+    def emit(self, i: int, *, session: Session | None = None) -> Emitted:
+        key, cuids, recipients = self.emit_args(i)
+        receipt = self.events.emit(key, session=session, **cuids)
+        emitted = Emitted(receipt.event_id, key, recipients)
+        self.emitted.append(emitted)
+        return emitted
+
+    # workers
+
+    def worker(self, name: str = "w1", **options: Any) -> Worker:
+        worker = Worker(self.config, self.tmp, name=name, **options)
+        self.workers.append(worker)
+        worker.start()
+        return worker
+
+    def relay_loop(self) -> subprocess.Popen[str]:
+        """``emailevents relay --app tests.faultapp:events`` running, as operations run it."""
+        relay = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from emailevents.cli import main; main()",
+                "relay",
+                "--app",
+                "tests.faultapp:events",
+                "--interval",
+                "1",
+                "--grace",
+                "5",
+            ],
+            cwd=REPO,
+            env={**os.environ, CONFIG_VARIABLE: self.config.to_env(), "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.relays.append(relay)
+        return relay
+
+    def stop_relays(self) -> list[str]:
+        """Stop the relay loops; return what they printed."""
+        printed: list[str] = []
+        for relay in self.relays:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(relay.pid, signal.SIGTERM)
+            output, _ = relay.communicate(timeout=15)
+            printed += output.splitlines()
+        self.relays.clear()
+        return printed
+
+    def tails(self) -> str:
+        return "\n".join(f"== {w.name} ==\n{w.tail()}" for w in self.workers)
+
+    # what happened
+
+    def received(self) -> Counter[tuple[str, str]]:
+        """Messages the Postmark server accepted, per (event id, recipient)."""
+        return Counter(
+            (m.metadata.get("event_id", ""), address.lower())
+            for m in self.fake.messages
+            for address in m.recipients
+        )
+
+    def logged(self) -> dict[tuple[str, str], tuple[str, str]]:
+        with self.factory() as session:
+            rows = session.execute(
+                sa.select(
+                    deliveries.c.event_id,
+                    deliveries.c.recipient,
+                    deliveries.c.status,
+                    deliveries.c.reason,
+                )
+            )
+            return {(r.event_id, r.recipient): (r.status, r.reason) for r in rows}
+
+    def sent_at_least(self, share: float) -> Callable[[], bool]:
+        """A condition: this share of the expected recipients is logged sent."""
+        total = len(self.expected())
+        return lambda: self.sent_count() >= share * total
+
+    def sent_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).where(deliveries.c.status == "sent")
+                ).scalar_one()
+            )
+
+    def expected(self) -> set[tuple[str, str]]:
+        return {(e.event_id, r) for e in self.emitted for r in e.recipients}
+
+    def runs(self) -> list[dict[str, Any]]:
+        path = Path(self.config.runlog)
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    # waiting
+
+    def wait(
+        self, done: Callable[[], bool], what: str, *, timeout: float, progress: Callable[[], str]
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        last = 0.0
+        while not done():
+            now = time.monotonic()
+            if now > deadline:
+                pytest.fail(
+                    f"timed out after {timeout:.0f}s waiting for {what}: {progress()}\n"
+                    f"{self.tails()}"
+                )
+            if now - last > 5:
+                print(f"  [{self.elapsed():5.1f}s] waiting for {what}: {progress()}")  # noqa: T201
+                last = now
+            time.sleep(0.2)
+
+    def all_sent(self) -> bool:
+        logged = self.logged()
+        return all(logged.get(pair, ("",))[0] == "sent" for pair in self.expected())
+
+    def settle(self, done: Callable[[], bool] | None = None, *, timeout: float = 180) -> None:
+        """Wait until every recipient is sent (or ``done``), or nothing is left that could
+        change it; then until the broker holds nothing more, so late duplicates would show."""
+        finished = done or self.all_sent
+        self.wait(
+            lambda: finished() or (self.drained() and not self.relay_pending()),
+            "every recipient sent",
+            timeout=timeout,
+            progress=self.progress,
+        )
+        self.wait(self.drained, "the broker to drain", timeout=60, progress=self.progress)
+
+    def relay_pending(self) -> bool:
+        """A relay runs, and some emit still waits for it: unpublished, or published with no
+        settled outcome (the relay publishes it again at its ``check_after``)."""
+        if not self.relays:
+            return False
+        with self.factory() as session:
+            ids = list(session.execute(sa.select(emits.c.event_id)).scalars())
+            return bool(store.unsettled(session, ids))
+
+    def drained(self) -> bool:
+        """Nothing waits in the broker and nothing is held unacknowledged (ETA retries included),
+        twice in a row a second apart."""
+        for attempt in range(2):
+            if self.redis.pending(self.config.queue) != (0, 0):
+                return False
+            if attempt == 0:
+                time.sleep(1)
+        return True
+
+    def progress(self) -> str:
+        logged = Counter(status for status, _ in self.logged().values())
+        queued, unacked = self.redis.pending(self.config.queue)
+        return (
+            f"expected={len(self.expected())} log={dict(logged)} "
+            f"received={sum(self.received().values())} queued={queued} unacked={unacked}"
+        )
+
+    def diagnose(self) -> str:
+        """What the log, the server and the workers' runs say of every recipient not sent once."""
+        received = self.received()
+        wrong = sorted(pair for pair in self.expected() if received[pair] != 1)
+        if not wrong:
+            return ""
+        with self.factory() as session:
+            rows = {
+                (r.event_id, r.recipient): r
+                for r in session.execute(
+                    sa.select(deliveries).where(
+                        deliveries.c.event_id.in_({event_id for event_id, _ in wrong})
+                    )
+                )
+            }
+        lines = []
+        for pair in wrong[:10]:
+            row = rows.get(pair)
+            runs = [
+                f"{r['what']}@{r['t'] - self.runs()[0]['t']:.2f}s/try{r['retries']}/pid{r['pid']}"
+                for r in self.runs()
+                if r["task_id"] == pair[0]
+            ]
+            lines.append(
+                f"{pair}: received={received[pair]} "
+                f"log={(row.status, row.reason, row.detail, row.claim) if row else None} "
+                f"runs={runs}"
+            )
+        return "\n".join(lines)
+
+    def figures(self) -> dict[str, int]:
+        received = self.received()
+        expected = self.expected()
+        return {
+            "emits": len(self.emitted),
+            "recipients": len(expected),
+            "sent": sum(1 for pair in expected if received[pair] >= 1),
+            "duplicates": sum(n - 1 for n in received.values() if n > 1),
+            "lost": sum(1 for pair in expected if received[pair] == 0),
+            "unexpected": sum(1 for pair in received if pair not in expected),
+        }
+
+
+@pytest.fixture
+def harness(
+    tmp_path: Path, pg_schema: str, redis_server: RedisServer, fake: RecordingPostmark
+) -> Iterator[Harness]:
+    registry = tmp_path / "events.yaml"
+    keys = write_registry(registry)
+    config = Config(
+        broker=redis_server.url,
+        database=POSTGRES_URL,
+        schema=pg_schema,
+        registry=str(registry),
+        postmark=fake.url,
+        runlog=str(tmp_path / "runs.jsonl"),
+    )
+    celery, events, engine = build(config)
+    Base.metadata.create_all(engine)
+    events.create_tables(engine)
+    factory = sessionmaker(engine)
+    world = seed(factory)
+    harness = Harness(
+        config, celery, events, engine, factory, world, keys, fake, redis_server, tmp_path
+    )
+    try:
+        yield harness
+    finally:
+        harness.stop_relays()
+        for worker in harness.workers:
+            worker.stop()
+        engine.dispose()
+
+
+def seed(factory: sessionmaker[Session]) -> World:
+    with factory() as session:
+        org = Org(cuid="c-org-fault", name="Fault Org")
+        teams = [Team(cuid=f"c-team-{t:02d}", name=f"Team {t:02d}") for t in range(TEAMS)]
+        people = [
+            Person(
+                cuid=f"c-person-{p:03d}",
+                email=f"p{p:03d}@fault.test",
+                name=f"Person {p:03d}",
+                team=teams[p // TEAM_SIZE] if p < TEAMS * TEAM_SIZE else None,
+            )
+            for p in range(PEOPLE)
+        ]
+        session.add_all([org, *teams, *people])
+        session.commit()
+        return World(
+            org=org.cuid,
+            people=[(p.cuid, p.email) for p in people],
+            teams=[(t.cuid, [m.email for m in t.members]) for t in teams],
+        )
+
+
+def report(capsys: pytest.CaptureFixture[str], line: str, harness: Harness | None = None) -> None:
+    problems = harness.diagnose() if harness is not None else ""
+    with capsys.disabled():
+        print(f"\n{line}")  # noqa: T201 - the figures are the point of these tests
+        if problems:
+            print(problems)  # noqa: T201
+
+
+def reconfigure(harness: Harness, **changes: Any) -> None:
+    """Change the configuration the workers and relays started from now on get."""
+    harness.config = replace(harness.config, **changes)
+    # The one setting the emitting side uses: when the relay first looks at an emit.
+    harness.events.redeliver_after = harness.config.redeliver_after
+
+
+# -- 1. SIGKILL mid-run ----------------------------------------------------------------------------
+
+
+def test_workers_killed_mid_run_lose_nothing_and_send_nothing_twice(
+    harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reconfigure(harness, redeliver_after=30.0)
+    emits_total, per_commit, dropped = 1000, 50, 3
+    for start in range(0, emits_total, per_commit):
+        with harness.factory() as session:
+            for i in range(start, start + per_commit):
+                harness.emit(i, session=session)
+            session.commit()
+    # kombu's Redis transport loses a message that a worker fetched (BRPOP) and was killed
+    # before noting as unacknowledged; a few runs in ten lose one here. Lose three for sure,
+    # taken out of the queue: the relay, running as docs/operations.md asks, publishes again
+    # an emit whose task left no outcome after `redeliver_after`.
+    for _ in range(dropped):
+        assert harness.redis.client.rpop(harness.config.queue) is not None
+    worker = harness.worker("w1", pool="prefork", concurrency=4)
+    harness.relay_loop()
+    total = len(harness.expected())
+    kills: list[str] = []
+    # Alternate: one pool process (the main process requeues its message: reject_on_worker_lost),
+    # then the whole worker (its reserved messages come back after the visibility timeout).
+    plan = [(0.12, "child"), (0.3, "worker"), (0.5, "child"), (0.7, "worker")]
+    for share, kind in plan:
+        harness.wait(
+            harness.sent_at_least(share),
+            f"{share:.0%} sent before killing a {kind}",
+            timeout=120,
+            progress=harness.progress,
+        )
+        if kind == "child":
+            assert worker.kill_child(), harness.tails()
+        else:
+            worker.kill()
+            worker.start()
+        kills.append(kind)
+        print(f"  [{harness.elapsed():5.1f}s] SIGKILL {kind} at {harness.sent_count()} sent")  # noqa: T201
+    harness.settle()
+    relayed = sum(
+        int(line.split()[1].rstrip(","))
+        for line in harness.stop_relays()
+        if line.startswith("published ")
+    )
+
+    figures = harness.figures()
+    redelivered = sum(1 for r in harness.runs() if r["what"] == "start") - emits_total
+    report(
+        capsys,
+        f"fault 1: emits={figures['emits']} recipients={figures['recipients']} "
+        f"sent={figures['sent']} duplicates={figures['duplicates']} lost={figures['lost']} "
+        f"kills={len(kills)} ({', '.join(kills)}) lost_in_broker={dropped} "
+        f"republished_by_relay={relayed} extra_runs={redelivered} "
+        f"seconds={harness.elapsed():.1f}",
+        harness,
+    )
+    assert figures == {
+        "emits": emits_total,
+        "recipients": total,
+        "sent": total,
+        "duplicates": 0,
+        "lost": 0,
+        "unexpected": 0,
+    }
+    assert relayed >= dropped
+    logged = harness.logged()
+    assert {logged[pair] for pair in harness.expected()} == {("sent", "sent")}
+
+
+# -- 2. Redis stopped while the application commits ------------------------------------------------
+
+
+def relay_cli(harness: Harness) -> str:
+    """One pass of ``emailevents relay --app tests.faultapp:events``, as an operator runs it."""
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from emailevents.cli import main; main()",
+            "relay",
+            "--app",
+            "tests.faultapp:events",
+            "--once",
+            "--grace",
+            "0",
+        ],
+        cwd=REPO,
+        env={**os.environ, CONFIG_VARIABLE: harness.config.to_env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return completed.stdout.strip()
+
+
+def emit_states(harness: Harness) -> Counter[tuple[str, bool]]:
+    """(state, whether a publish ever failed) of every row of the pending-emits table."""
+    with harness.engine.connect() as conn:
+        rows = conn.execute(sa.select(emits.c.state, emits.c.attempts))
+        return Counter((r.state, r.attempts > 0) for r in rows)
+
+
+# This test stops Redis with messages inside: its Redis is durable (AOF), as a production broker
+# must be (docs/guarantees.md). A Redis that forgets its queue on restart loses messages that no
+# application can get back.
+@pytest.mark.parametrize("redis_server", [True], ids=["durable-redis"], indirect=True)
+def test_a_broker_outage_while_committing_loses_nothing_and_the_relay_delivers_once(
+    harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    total_emits, stop_at, start_at = 200, 50, 150
+    harness.worker("w1", pool="prefork", concurrency=2)
+    outage = 0.0
+    for i in range(total_emits):
+        if i == stop_at:
+            harness.redis.stop()
+            outage = time.monotonic()
+            print(f"  [{harness.elapsed():5.1f}s] Redis stopped after {i} commits")  # noqa: T201
+        if i == start_at:
+            harness.redis.start()
+            outage = time.monotonic() - outage
+            print(f"  [{harness.elapsed():5.1f}s] Redis started after {i} commits")  # noqa: T201
+        with harness.factory() as session:
+            # The application's own write and the emit, in one transaction.
+            person = session.scalars(
+                sa.select(Person).where(Person.cuid == harness.world.people[i % PEOPLE][0])
+            ).one()
+            person.name = f"Person {i % PEOPLE:03d} v{i}"
+            harness.emit(i, session=session)
+            session.commit()  # never raises: the emit waits in emailevents_emits
+        time.sleep(0.02)
+    before = emit_states(harness)
+    stranded = before[("pending", True)]
+    print(f"  [{harness.elapsed():5.1f}s] after the commits: {dict(before)}")  # noqa: T201
+    assert stranded == start_at - stop_at, "each commit during the outage left its emit pending"
+    passes: list[str] = []
+    deadline = time.monotonic() + 60
+    while emit_states(harness)[("pending", True)] or emit_states(harness)[("pending", False)]:
+        assert time.monotonic() < deadline, f"the relay left emits pending: {emit_states(harness)}"
+        passes.append(relay_cli(harness))
+    harness.settle()
+
+    after = emit_states(harness)
+    figures = harness.figures()
+    report(
+        capsys,
+        f"fault 2: emits={figures['emits']} committed_during_outage={stranded} "
+        f"relayed={after[('published', True)]} relay_passes={len(passes)} "
+        f"recipients={figures['recipients']} sent={figures['sent']} "
+        f"duplicates={figures['duplicates']} lost={figures['lost']} outage={outage:.1f}s "
+        f"seconds={harness.elapsed():.1f}",
+        harness,
+    )
+    assert figures["emits"] == total_emits
+    assert figures == {**figures, "sent": figures["recipients"], "duplicates": 0, "lost": 0}
+    assert figures["unexpected"] == 0
+    assert after == Counter(
+        {("published", False): total_emits - stranded, ("published", True): stranded}
+    )
+    assert after[("published", True)] == stranded
+    logged = harness.logged()
+    assert {logged[pair] for pair in harness.expected()} == {("sent", "sent")}
+
+
+# -- 3. Rolled-back transactions -----------------------------------------------------------------
+
+
+class Rollback(Exception):  # noqa: N818 - a test's way out of a transaction
+    pass
+
+
+SHAPES = ("rollback", "savepoint-rollback", "savepoint-released", "close", "exception")
+
+
+def emit_and_roll_back(harness: Harness, n: int, shape: str) -> str:
+    """One transaction that writes, emits, and does not commit what it emitted."""
+
+    def write_and_emit(session: Session) -> str:
+        session.add(Team(cuid=f"c-rolled-{n:04d}", name=f"Rolled back {n}"))
+        session.flush()
+        return harness.emit(n, session=session).event_id
+
+    with harness.factory() as session:
+        if shape == "rollback":
+            event_id = write_and_emit(session)
+            session.rollback()
+        elif shape == "savepoint-rollback":
+            # The outer transaction commits; the savepoint holding the emit does not.
+            savepoint = session.begin_nested()
+            event_id = write_and_emit(session)
+            savepoint.rollback()
+            session.commit()
+        elif shape == "savepoint-released":
+            # SQLAlchemy fires after_commit when a savepoint is released: not a commit.
+            with session.begin_nested():
+                event_id = write_and_emit(session)
+            session.rollback()
+        elif shape == "close":
+            event_id = write_and_emit(session)
+            session.close()  # no rollback event fires for this one
+        else:
+            event_id = ""
+            with contextlib.suppress(Rollback), session.begin():
+                event_id = write_and_emit(session)
+                raise Rollback
+    return event_id
+
+
+def test_emits_of_rolled_back_transactions_send_nothing(
+    harness: Harness, capsys: pytest.CaptureFixture[str], published: list[dict[str, Any]]
+) -> None:
+    harness.worker("w1", pool="prefork", concurrency=2)
+    transactions, control_every = 500, 25
+    shapes: Counter[str] = Counter()
+    rolled_back: list[str] = []
+    control: list[str] = []
+    for n in range(transactions):
+        shape = SHAPES[n % len(SHAPES)]
+        shapes[shape] += 1
+        rolled_back.append(emit_and_roll_back(harness, n, shape))
+        if n % control_every == 0:
+            # A committed emit now and then: the worker is live and would have sent the rest.
+            with harness.factory() as session:
+                control.append(harness.emit(n, session=session).event_id)
+                session.commit()
+    relayed = harness.events.relay(grace=timedelta(0))
+    control_recipients = {
+        (e.event_id, r) for e in harness.emitted if e.event_id in control for r in e.recipients
+    }
+
+    def controls_sent() -> bool:
+        logged = harness.logged()
+        return all(logged.get(pair, ("",))[0] == "sent" for pair in control_recipients)
+
+    harness.settle(controls_sent)
+
+    dropped = set(rolled_back)
+    received = harness.received()
+    messages = sum(n for (event_id, _), n in received.items() if event_id in dropped)
+    published_ids = {p["headers"]["id"] for p in published}
+    with harness.engine.connect() as conn:
+        rows = conn.execute(sa.select(emits.c.event_id)).scalars().all()
+        logged_ids = set(conn.execute(sa.select(deliveries.c.event_id)).scalars())
+        teams = conn.execute(
+            sa.select(sa.func.count()).where(Team.cuid.like("c-rolled-%"))
+        ).scalar_one()
+    kinds = ", ".join(f"{k}={v}" for k, v in shapes.items())
+    report(
+        capsys,
+        f"fault 3: transactions={transactions} rolled_back_emits={len(dropped)} ({kinds}) "
+        f"published={len(dropped & published_ids)} messages={messages} "
+        f"relayed={relayed.published} control_emits={len(control)} "
+        f"control_recipients={len(control_recipients)} "
+        f"control_sent={sum(received[p] for p in control_recipients)} "
+        f"seconds={harness.elapsed():.1f}",
+    )
+    assert len(dropped) == transactions
+    assert messages == 0
+    assert dropped.isdisjoint(published_ids)
+    assert dropped.isdisjoint(rows)
+    assert dropped.isdisjoint(logged_ids)
+    assert teams == 0  # the application's own writes rolled back with them
+    assert relayed.published == 0
+    assert set(rows) == set(control)
+    assert {p: received[p] for p in control_recipients} == dict.fromkeys(control_recipients, 1)
+    assert sum(received.values()) == len(control_recipients)
+
+
+# -- 4. Postmark failing 30% of calls ------------------------------------------------------------
+
+
+def test_postmark_failing_30_percent_of_calls_delivers_each_once_and_a_permanent_error_once(
+    harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reconfigure(harness, sender_timeout=1.0, claim_timeout=4.0, max_retries=12)
+    fake = harness.fake
+    # p000 is inactive at Postmark (ErrorCode 406): in two single sends and five team batches.
+    permanent = harness.world.people[0][1]
+    fake.faults.fail_recipients({permanent: 406})
+    fake.faults.fail_rate(0.3, seed=20240531, timeout=1.5)
+    harness.worker("w1", pool="threads", concurrency=8)
+    total_emits = 300
+    for i in range(total_emits):
+        harness.emit(i)
+    expected = harness.expected()
+    deliverable = {pair for pair in expected if pair[1] != permanent}
+    rejected = expected - deliverable
+
+    def settled() -> bool:
+        logged = harness.logged()
+        return all(logged.get(p, ("",))[0] == "sent" for p in deliverable) and all(
+            logged.get(p, ("",))[0] == "failed" for p in rejected
+        )
+
+    harness.settle(settled)
+    fake.faults.clear()
+
+    received = harness.received()
+    logged = harness.logged()
+    faults = fake.faults_seen()
+    retried_runs = sum(1 for r in harness.runs() if r["what"] == "start" and r["retries"] > 0)
+    # Each permanent error reached the engine once (a request Postmark answered, not a fault),
+    # and no request carried that recipient for that emit afterwards.
+    answered_last: list[bool] = []
+    for pair in rejected:
+        carrying = [e for e in fake.exchanges if pair in e.messages]
+        answered = [e for e in carrying if e.fault is None]
+        answered_last.append(len(answered) == 1 and carrying[-1] is answered[0])
+    with harness.engine.connect() as conn:
+        by_search = conn.execute(
+            sa.select(sa.func.count()).where(deliveries.c.detail.like("found at the provider%"))
+        ).scalar_one()
+    report(
+        capsys,
+        f"fault 4: emits={total_emits} recipients={len(expected)} "
+        f"deliverable={len(deliverable)} sent={sum(1 for p in deliverable if received[p] >= 1)} "
+        f"duplicates={sum(n - 1 for n in received.values() if n > 1)} "
+        f"lost={sum(1 for p in deliverable if received[p] == 0)} "
+        f"requests={len(fake.exchanges)} faults={sum(faults.values())} ({dict(faults)}) "
+        f"retried_runs={retried_runs} settled_by_search={by_search} "
+        f"permanent={len(rejected)} permanent_answered_once={sum(answered_last)} "
+        f"seconds={harness.elapsed():.1f}",
+    )
+    assert {p: received[p] for p in deliverable} == dict.fromkeys(deliverable, 1)
+    assert sum(received.values()) == len(deliverable)
+    assert {logged[p] for p in deliverable} == {("sent", "sent")}
+    assert len(rejected) == 7
+    assert {logged[p] for p in rejected} == {("failed", "rejected")}
+    assert all(answered_last), "a permanent error was sent again after Postmark answered it"
+    assert faults["timeout-dropped"] > 0
+    assert faults["timeout-accepted"] > 0
+    assert faults["500"] > 0
+    assert faults["429"] > 0
+
+
+# -- 5. One task message delivered twice, concurrently ---------------------------------------------
+
+
+def test_one_message_delivered_to_two_workers_at_once_sends_once(
+    harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    harness.worker("a", pool="prefork", concurrency=1)
+    harness.worker("b", pool="prefork", concurrency=1)
+    indexes = [0, 15, 1, 16, 2, 17, 3, 18, 4, 19, 5, 35]
+    for i in indexes:
+        key, cuids, recipients = harness.emit_args(i)
+        event_id = str(uuid.uuid4())
+        harness.emitted.append(Emitted(event_id, key, recipients))
+        # Postmark takes its time over the first copy's send: the second copy, on the other
+        # worker, runs while the first holds its claim.
+        harness.fake.faults.fail_next(1, timeout=1.0, accept=True)
+        task = harness.events.tasks[key]
+        for _ in range(2):
+            task.apply_async(kwargs=cuids, task_id=event_id)
+
+        def both_ran(event_id: str = event_id) -> bool:
+            ends = [
+                r
+                for r in harness.runs()
+                if r["task_id"] == event_id and r["retries"] == 0 and r["what"] != "start"
+            ]
+            return len(ends) == 2
+
+        harness.wait(both_ran, "both copies to run", timeout=30, progress=harness.progress)
+    harness.settle()
+
+    concurrent = 0
+    for emitted in harness.emitted:
+        runs = [r for r in harness.runs() if r["task_id"] == emitted.event_id and r["retries"] == 0]
+        starts = sorted((r for r in runs if r["what"] == "start"), key=lambda r: r["pid"])
+        ends = {r["pid"]: r["t"] for r in runs if r["what"] != "start"}
+        hosts = {r["host"] for r in starts}
+        spans = [(r["t"], ends[r["pid"]]) for r in starts]
+        if (
+            len(hosts) == 2
+            and len(spans) == 2
+            and max(s for s, _ in spans) < min(e for _, e in spans)
+        ):
+            concurrent += 1
+    figures = harness.figures()
+    report(
+        capsys,
+        f"fault 5: emits={figures['emits']} deliveries={2 * figures['emits']} "
+        f"concurrent_pairs={concurrent} recipients={figures['recipients']} sent={figures['sent']} "
+        f"duplicates={figures['duplicates']} lost={figures['lost']} "
+        f"seconds={harness.elapsed():.1f}",
+        harness,
+    )
+    assert concurrent == len(indexes)
+    assert figures == {
+        "emits": len(indexes),
+        "recipients": figures["recipients"],
+        "sent": figures["recipients"],
+        "duplicates": 0,
+        "lost": 0,
+        "unexpected": 0,
+    }
+    logged = harness.logged()
+    assert {logged[pair] for pair in harness.expected()} == {("sent", "sent")}
+
+
+# -- the known gaps, produced for real -------------------------------------------------------------
+
+
+def test_a_retry_the_broker_refuses_is_kept_and_relayed_not_dropped(
+    harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Celery drops a message whose retry it cannot publish (``Reject(requeue=False)``)."""
+    reconfigure(harness, sender_timeout=2.0, claim_timeout=4.0, max_retries=5)
+    harness.worker("w1", pool="threads", concurrency=6)
+    fake = harness.fake
+    # Six sends get no answer: Postmark took three of them, and never saw the other three.
+    fake.faults.fail_next(3, timeout=4.0, accept=True)
+    fake.faults.fail_next(3, timeout=4.0, accept=False)
+    for i in range(6):
+        harness.emit(i)
+    harness.wait(
+        lambda: sum(1 for e in fake.exchanges if e.method == "POST") >= 6,
+        "the six sends to reach Postmark",
+        timeout=30,
+        progress=harness.progress,
+    )
+    # Redis refuses the publishes (LPUSH: a permission error) while the acknowledgements still
+    # go through: the retries cannot be published, and Celery's Reject(requeue=False) removes
+    # the messages for good. (A broker that is down altogether refuses the acknowledgement too,
+    # and the message survives by accident.)
+    harness.redis.acl("-lpush")
+    try:
+        # The six messages leave the broker: their retries refused, they are rejected.
+        harness.wait(
+            lambda: harness.redis.pending(harness.config.queue) == (0, 0),
+            "the messages to be rejected",
+            timeout=30,
+            progress=harness.progress,
+        )
+    finally:
+        harness.redis.acl("+lpush")
+    kept = emit_states(harness)
+    output = relay_cli(harness)
+    harness.settle()
+
+    figures = harness.figures()
+    report(
+        capsys,
+        f"fault a: emits={figures['emits']} retries_refused={kept[('pending', True)]} "
+        f"relay='{output}' sent={figures['sent']} duplicates={figures['duplicates']} "
+        f"lost={figures['lost']} seconds={harness.elapsed():.1f}",
+        harness,
+    )
+    assert kept == Counter({("pending", True): 6})
+    assert output == "published 6, failed 0"
+    assert figures == {
+        "emits": 6,
+        "recipients": 6,
+        "sent": 6,
+        "duplicates": 0,
+        "lost": 0,
+        "unexpected": 0,
+    }
+    logged = harness.logged()
+    assert {logged[pair] for pair in harness.expected()} == {("sent", "sent")}
+
+
+def test_a_claim_left_by_a_run_killed_on_its_last_try_is_settled(
+    harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The requeued message runs at once, while the dead run's claim still looks live."""
+    reconfigure(harness, sender_timeout=5.0, claim_timeout=8.0, max_retries=0)
+    worker = harness.worker("w1", pool="prefork", concurrency=1)
+    fake = harness.fake
+    # The batch never reaches Postmark's processing: it is held, then dropped.
+    fake.faults.fail_next(1, timeout=12.0, accept=False)
+    harness.emit(15)  # a team event: three recipients, one batch
+    harness.wait(
+        lambda: any(e.method == "POST" for e in fake.exchanges),
+        "the batch to reach Postmark",
+        timeout=30,
+        progress=harness.progress,
+    )
+    assert worker.kill_child()
+    harness.settle(timeout=60)
+
+    runs = [r for r in harness.runs() if r["what"] == "start"]
+    figures = harness.figures()
+    report(
+        capsys,
+        f"fault b: emits={figures['emits']} recipients={figures['recipients']} "
+        f"max_retries=0 kills=1 sent={figures['sent']} duplicates={figures['duplicates']} "
+        f"lost={figures['lost']} runs={len(runs)} (tries {sorted(r['retries'] for r in runs)}) "
+        f"seconds={harness.elapsed():.1f}",
+        harness,
+    )
+    # The killed run, its message requeued at once (the claim still live, and no try left),
+    # and the wait past max_retries that settled the claim once it was stale.
+    assert sorted(r["retries"] for r in runs) == [0, 0, 1]
+    assert figures == {
+        "emits": 1,
+        "recipients": 3,
+        "sent": 3,
+        "duplicates": 0,
+        "lost": 0,
+        "unexpected": 0,
+    }
+    logged = harness.logged()
+    assert {logged[pair] for pair in harness.expected()} == {("sent", "sent")}
+
+
+def test_retries_outliving_the_visibility_timeout_run_twice_and_send_once(
+    harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Against the advice: Redis hands out ETA messages again before their countdown ends."""
+    reconfigure(
+        harness,
+        visibility_timeout=1.5,
+        retry_backoff=3.0,
+        retry_backoff_max=4.0,
+        claim_timeout=3.0,
+        sender_timeout=1.0,
+        max_retries=8,
+    )
+    harness.worker("w1", pool="threads", concurrency=8)
+    harness.fake.faults.fail_next(40, status=500)
+    for i in range(40):
+        harness.emit(i)
+    harness.settle(timeout=120)
+
+    starts = Counter((r["task_id"], r["retries"]) for r in harness.runs() if r["what"] == "start")
+    repeated = sum(n - 1 for n in starts.values() if n > 1)
+    figures = harness.figures()
+    report(
+        capsys,
+        f"fault c: emits={figures['emits']} recipients={figures['recipients']} "
+        f"runs={sum(starts.values())} early_redeliveries={repeated} sent={figures['sent']} "
+        f"duplicates={figures['duplicates']} lost={figures['lost']} "
+        f"seconds={harness.elapsed():.1f}",
+        harness,
+    )
+    assert repeated > 0, "Redis redelivered nothing early: the fault was not produced"
+    assert figures == {
+        "emits": 40,
+        "recipients": figures["recipients"],
+        "sent": figures["recipients"],
+        "duplicates": 0,
+        "lost": 0,
+        "unexpected": 0,
+    }
+    logged = harness.logged()
+    assert {logged[pair] for pair in harness.expected()} == {("sent", "sent")}
+
+
+def test_database_connections_cut_mid_run_lose_nothing_and_send_nothing_twice(
+    harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PostgreSQL ends the workers' connections (as a failover or a restart would) mid-run."""
+    reconfigure(harness, application_name="emailevents-faultapp-worker", claim_timeout=4.0)
+    harness.worker("w1", pool="threads", concurrency=6)
+    total_emits = 300
+    for i in range(total_emits):
+        harness.emit(i)
+    total = len(harness.expected())
+    cuts = 0
+    for share in (0.15, 0.35, 0.55, 0.75):
+        harness.wait(
+            harness.sent_at_least(share),
+            f"{share:.0%} sent before cutting connections",
+            timeout=120,
+            progress=harness.progress,
+        )
+        with harness.engine.connect() as conn:
+            cuts += len(
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = 'emailevents-faultapp-worker'"
+                    )
+                ).all()
+            )
+            conn.commit()
+    harness.settle()
+
+    failed_runs = sum(1 for r in harness.runs() if r["what"] == "end:RETRY")
+    figures = harness.figures()
+    report(
+        capsys,
+        f"fault d: emits={figures['emits']} recipients={figures['recipients']} "
+        f"connections_cut={cuts} retried_runs={failed_runs} sent={figures['sent']} "
+        f"duplicates={figures['duplicates']} lost={figures['lost']} "
+        f"seconds={harness.elapsed():.1f}",
+        harness,
+    )
+    assert cuts > 0
+    assert figures == {
+        "emits": total_emits,
+        "recipients": total,
+        "sent": total,
+        "duplicates": 0,
+        "lost": 0,
+        "unexpected": 0,
+    }
+    logged = harness.logged()
+    assert {logged[pair] for pair in harness.expected()} == {("sent", "sent")}
