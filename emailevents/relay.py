@@ -194,30 +194,22 @@ def keep(events: EmailEvents, event: Event, event_id: str, cuids: Mapping[str, s
     ``session=``."""
     now = _now()
     check_after = now + timedelta(seconds=events.redeliver_after)
-    with events.session_factory() as session:
-        updated = session.execute(
-            sa.update(emits).where(emits.c.event_id == event_id).values(check_after=check_after)
-        )
-        if getattr(updated, "rowcount", 0) == 0:
-            try:
-                session.execute(
-                    sa.insert(emits).values(
-                        event_id=event_id,
-                        event_key=event.key,
-                        task_name=event.task_name,
-                        cuids=dict(cuids),
-                        state=PUBLISHED,
-                        attempts=0,
-                        last_error="",
-                        created_at=now,
-                        published_at=now,
-                        check_after=check_after,
-                    )
-                )
-            except sa.exc.IntegrityError:
-                session.rollback()  # another run of the same emit wrote it first
-                return
-        session.commit()
+    _update_or_insert(
+        events,
+        event_id,
+        update={"check_after": check_after},
+        insert={
+            "event_key": event.key,
+            "task_name": event.task_name,
+            "cuids": dict(cuids),
+            "state": PUBLISHED,
+            "attempts": 0,
+            "last_error": "",
+            "created_at": now,
+            "published_at": now,
+            "check_after": check_after,
+        },
+    )
 
 
 def park(
@@ -234,37 +226,43 @@ def park(
     made without ``session=``), with the error, so the next relay pass publishes it. The task
     then runs with the same event id: what was sent stays sent, and the rest is claimed again.
     """
-    now = _now()
     last_error = f"retry not published: {type(error).__name__}: {error}"[:2000]
+    _update_or_insert(
+        events,
+        event_id,
+        update={
+            "state": PENDING,
+            "attempts": emits.c.attempts + 1,
+            "last_error": last_error,
+            "lease": None,
+            "lease_until": None,
+            "published_at": None,
+        },
+        insert={
+            "event_key": event.key,
+            "task_name": event.task_name,
+            "cuids": dict(cuids),
+            "state": PENDING,
+            "attempts": 1,
+            "last_error": last_error,
+            "created_at": _now(),
+        },
+    )
+
+
+def _update_or_insert(
+    events: EmailEvents, event_id: str, *, update: Mapping[str, Any], insert: Mapping[str, Any]
+) -> None:
+    """Update the emit's row, or write it when the emit was made without ``session=``."""
     with events.session_factory() as session:
         updated = session.execute(
-            sa.update(emits)
-            .where(emits.c.event_id == event_id)
-            .values(
-                state=PENDING,
-                attempts=emits.c.attempts + 1,
-                last_error=last_error,
-                lease=None,
-                lease_until=None,
-                published_at=None,
-            )
+            sa.update(emits).where(emits.c.event_id == event_id).values(**update)
         )
         if getattr(updated, "rowcount", 0) == 0:
             try:
-                session.execute(
-                    sa.insert(emits).values(
-                        event_id=event_id,
-                        event_key=event.key,
-                        task_name=event.task_name,
-                        cuids=dict(cuids),
-                        state=PENDING,
-                        attempts=1,
-                        last_error=last_error,
-                        created_at=now,
-                    )
-                )
+                session.execute(sa.insert(emits).values(event_id=event_id, **insert))
             except sa.exc.IntegrityError:
-                # Another run of the same emit (a redelivered copy) kept it first.
+                # Another run of the same emit (a redelivered copy) wrote it first.
                 session.rollback()
                 return
         session.commit()
