@@ -879,3 +879,87 @@ def test_the_fake_postmark_fixture_serves_the_demo_templates(fake_postmark: Fake
     [received] = fake_postmark.messages
     assert received.subject == "New finding in Acme: Drift"
     assert "Review the finding: https://app.acme.test/findings/f1" in (received.text_body or "")
+
+
+# -- latency -------------------------------------------------------------------------------------
+
+
+def _timed_send(server: FakePostmark, to: str = "ada@acme.test") -> float:
+    started = time.perf_counter()
+    answer = PostmarkClient(server_token=TOKEN, root_api_url=server.url).emails.send_with_template(
+        TemplateAlias="receipt", TemplateModel={"total": "1"}, From="shop@acme.test", To=to
+    )
+    assert answer["ErrorCode"] == 0
+    return time.perf_counter() - started
+
+
+def test_latency_holds_every_api_answer_until_set_back_to_zero() -> None:
+    with FakePostmark(templates=[RECEIPT], latency=0.3) as server:
+        assert server.latency == 0.3
+        assert _timed_send(server) >= 0.3
+        server.reset()  # forgets messages, keeps the latency: it is a setting, not a fault
+        assert server.latency == 0.3
+        server.set_latency(0)
+        assert _timed_send(server) < 0.3
+        server.set_latency(0.2)
+        assert _timed_send(server) >= 0.2
+        assert len(server.messages) == 2
+
+
+def test_latency_holds_concurrent_requests_together_not_one_after_another() -> None:
+    with FakePostmark(templates=[RECEIPT], latency=0.4) as server:
+        took: list[float] = []
+        threads = [
+            threading.Thread(target=lambda n=n: took.append(_timed_send(server, f"u{n}@acme.test")))
+            for n in range(8)
+        ]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        elapsed = time.perf_counter() - started
+        assert len(took) == 8
+        assert min(took) >= 0.4
+        assert elapsed < 8 * 0.4 / 2  # serialised, they would take 3.2 s
+        assert len(server.messages) == 8
+
+
+def test_latency_spares_pages_and_control_endpoints() -> None:
+    with FakePostmark(templates=[RECEIPT], latency=2.0) as server:
+        started = time.perf_counter()
+        assert requests.get(f"{server.url}__health", timeout=5).json() == {"status": "ok"}
+        assert requests.get(server.url, timeout=5).status_code == 200
+        assert time.perf_counter() - started < 2.0
+
+
+@pytest.mark.parametrize("bad", [-0.1, 121, float("nan"), True, "0.1"])
+def test_latency_out_of_range_is_refused(bad: Any) -> None:
+    with pytest.raises(ValueError, match="latency"):
+        FakePostmark(latency=bad)
+    server = FakePostmark()
+    with pytest.raises(ValueError, match="latency"):
+        server.set_latency(bad)
+    assert server.latency == 0.0
+
+
+def test_stopping_cuts_an_answer_held_by_latency_short() -> None:
+    server = FakePostmark(templates=[RECEIPT], latency=60).start()
+    failures: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            _timed_send(server)
+        except Exception as exc:  # noqa: BLE001 - the connection is closed under it
+            failures.append(exc)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    deadline = time.monotonic() + 5
+    while not server.messages and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.perf_counter()
+    server.stop()
+    sender.join(10)
+    assert not sender.is_alive()
+    assert time.perf_counter() - started < 10

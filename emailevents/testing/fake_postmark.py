@@ -785,6 +785,9 @@ class _Handler(BaseHTTPRequestHandler):
             # A bug here, not the client's: say so as Postmark's 500 would, and log the trace.
             logger.exception("fake Postmark failed on %s %s", self.command, path)
             response = _json(500, {"ErrorCode": 500, "Message": "Internal Server Error"})
+        latency = fake.latency
+        if latency and not fake._local_route(self.command, path):  # noqa: SLF001 - its own server
+            fake.faults._wait(latency)  # noqa: SLF001 - cut short when the server stops
         self._answer(response)
 
     def _read_body(self, path: str) -> bytes | None:
@@ -858,8 +861,11 @@ class FakePostmark:
         message_streams: the server's message streams, ID -> ``MessageStreamType``
             (``Transactional``, ``Broadcasts`` or ``Inbound``), as ``GET /message-streams``
             lists them; by default Postmark's three: ``outbound``, ``broadcast``, ``inbound``.
+        latency: seconds every API answer is held, as if Postmark were a network away (see
+            :meth:`set_latency`).
 
     Raises:
+        ValueError: a latency out of range.
         TemplateLoadError: a template is malformed, its content does not parse, or an id or
             alias is used twice.
     """
@@ -873,6 +879,7 @@ class FakePostmark:
         templates: str | os.PathLike[str] | Sequence[Mapping[str, Any]] | None = None,
         max_messages: int = 10_000,
         message_streams: Mapping[str, str] | None = None,
+        latency: float = 0.0,
     ) -> None:
         self.host = host
         self.message_streams = dict(DEFAULT_STREAMS if message_streams is None else message_streams)
@@ -892,6 +899,8 @@ class FakePostmark:
         self._server: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._serving = threading.Event()
+        self._latency = 0.0
+        self.set_latency(latency)
         self._initial: list[tuple[str, Mapping[str, Any]]] = []
         if templates is not None:
             if isinstance(templates, str | os.PathLike):
@@ -1015,6 +1024,33 @@ class FakePostmark:
                 if received.message_id == message_id:
                     return received
         raise KeyError(message_id)
+
+    @property
+    def latency(self) -> float:
+        """Seconds every API answer is held (0: none)."""
+        with self._lock:
+            return self._latency
+
+    def set_latency(self, seconds: float) -> None:
+        """Hold every API answer ``seconds`` (0 to stop), as a Postmark a network away would.
+
+        Each request waits in its own connection's thread, so concurrent requests wait together,
+        not one after another. The wait is cut short when the server stops. Pages and the
+        ``/__`` control endpoints are not held; :meth:`reset` keeps the latency.
+
+        Raises:
+            ValueError: not a number of seconds between 0 and 120.
+        """
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 <= seconds <= MAX_FAULT_DELAY
+        ):
+            raise ValueError(
+                f"latency must be between 0 and {MAX_FAULT_DELAY} seconds, not {seconds!r}"
+            )
+        with self._lock:
+            self._latency = float(seconds)
 
     def reset(self) -> None:
         """Forget messages, requests and faults; templates go back to those loaded at start."""
@@ -1178,6 +1214,16 @@ class FakePostmark:
             response.delay = fault.delay
             return response
         return _Response(0, delay=fault.delay, drop=True)
+
+    @staticmethod
+    def _local_route(method: str, path: str) -> bool:
+        """Whether a request is for a page or a control endpoint (never held by the latency)."""
+        route = path.rstrip("/") or "/"
+        return (
+            route == "/"
+            or route.startswith("/__")
+            or (method == "GET" and _MESSAGE_PAGE.fullmatch(route) is not None)
+        )
 
     def _local(self, method: str, route: str, body: bytes) -> _Response | None:
         """Pages and control endpoints: no token, never faulted."""

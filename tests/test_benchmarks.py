@@ -1,0 +1,56 @@
+"""``python -m benchmarks --quick`` runs and writes its JSON: a smoke test, never a timing check.
+
+The quick run uses the embedded defaults only (a SQLite file, kombu's ``filesystem://`` transport,
+worker processes of its own, the local Postmark-compatible server), so it needs no service.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PROFILE_SECTIONS = {"throughput", "fanout", "emit", "sql", "scaleout", "io_bound"}
+
+
+def test_quick_benchmark_runs_and_writes_every_section(tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    done = subprocess.run(  # noqa: S603 - this interpreter, our own module
+        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(output)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(output.read_text(encoding="utf-8"))
+
+    assert result["quick"] is True
+    assert set(result["profiles"]) == {"embedded"}
+    sections = result["profiles"]["embedded"]
+    assert set(sections) >= PROFILE_SECTIONS, sorted(sections)
+    assert {"import emailevents", "lint against the local server"} <= set(result["startup"])
+    assert result["startup"]["lint errors"] == 0
+    for side in ("emailevents", "hand-written"):
+        assert sections["throughput"][side]["median"] > 0
+        assert sections["fanout"]["requests"][side]["median"] > 0
+    # What the figures count, not how fast: the batch API and one request per recipient.
+    recipients = sections["fanout"]["recipients"]
+    assert sections["fanout"]["requests"]["hand-written"]["median"] == recipients
+    assert sections["fanout"]["requests"]["emailevents"]["median"] == -(-recipients // 500)
+    assert sections["sql"]["check"]["other_statements_constant"] is True
+    assert {t["measure"] for t in result["targets"]} >= {"1 per-email throughput ratio"}
+    # The table is printed, with a line per section.
+    for label in (
+        "1 per-email throughput",
+        "2 fan-out",
+        "3 emit()",
+        "4 SQL/run",
+        "5 import",
+        "6 scale-out",
+        "7 100 ms latency",
+    ):
+        assert label in done.stdout, label
