@@ -15,9 +15,9 @@ import sqlalchemy as sa
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from emailevents import DirectoryOutbox, EmailEvents, Reason, Sender, Status, metadata
-from emailevents.demo import hooks, models, seed
-from emailevents.demo.run import REGISTRY
+from emailevents import DirectoryOutbox, EmailEvents, Reason, Sender, Status
+from emailevents.demo import seed
+from emailevents.demo.run import demo_events, seed_database
 from emailevents.senders import Message, PostmarkSender
 from emailevents.store import deliveries
 from emailevents.testing import Runs, memory_app, worker
@@ -30,16 +30,13 @@ class App:
     world: seed.DemoWorld
 
     def events(self, sender: Sender, celery: Celery | None = None) -> EmailEvents:
-        return EmailEvents(
-            REGISTRY,
+        return demo_events(
             celery=celery or memory_app(),
             session_factory=self.factory,
             sender=sender,
-            context={"site_url": hooks.site_url},
             claim_timeout=1.0,
             max_retries=5,
             retry_backoff=0.05,
-            set_default=False,
         )
 
     def claim(self, event_id: str, recipient: str, *, age: float) -> None:
@@ -76,12 +73,7 @@ class App:
 
 @pytest.fixture
 def app(db_engine: sa.Engine) -> App:
-    models.Base.metadata.create_all(db_engine)
-    factory = sessionmaker(db_engine)
-    metadata.create_all(db_engine)
-    with factory() as session:
-        world = seed.seed(session)
-        session.commit()
+    factory, world = seed_database(db_engine)
     return App(factory, world)
 
 

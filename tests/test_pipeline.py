@@ -11,8 +11,8 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from emailevents import EmailEvents, OutboxSender, Reason, Status
-from emailevents.demo import hooks, models, seed
-from emailevents.demo.run import REGISTRY
+from emailevents.demo import models, seed
+from emailevents.demo.run import REGISTRY, demo_events, seed_database
 from emailevents.store import deliveries
 from emailevents.testing import Runs, memory_app, worker
 
@@ -36,22 +36,8 @@ class Demo:
 
 @pytest.fixture
 def demo(db_engine: sa.Engine, celery_app: Celery, outbox: OutboxSender) -> Demo:
-    models.Base.metadata.create_all(db_engine)
-    factory = sessionmaker(db_engine)
-    events = EmailEvents(
-        REGISTRY,
-        celery=celery_app,
-        session_factory=factory,
-        sender=outbox,
-        context={"site_url": hooks.site_url},
-        set_default=False,
-    )
-    events.create_tables(db_engine)
-    with factory() as session:
-        world = seed.seed(session)
-        for org, key in seed.toggles_off(world):
-            events.set_toggle(session, org, key, enabled=False)
-        session.commit()
+    factory, world = seed_database(db_engine, toggles_off=True)
+    events = demo_events(celery=celery_app, session_factory=factory, sender=outbox)
     return Demo(events, outbox, world, factory)
 
 

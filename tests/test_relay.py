@@ -18,8 +18,8 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from emailevents import EmailEvents, EmitArgumentError, OutboxSender, Status
-from emailevents.demo import hooks, models, seed
-from emailevents.demo.run import REGISTRY
+from emailevents.demo import seed
+from emailevents.demo.run import demo_events, seed_database
 from emailevents.store import emits
 from emailevents.testing import Runs, memory_app, worker
 
@@ -33,14 +33,7 @@ class App:
 
     def make(self, celery: Celery) -> EmailEvents:
         """Another EmailEvents on the same database and registry, for another Celery app."""
-        return EmailEvents(
-            REGISTRY,
-            celery=celery,
-            session_factory=self.factory,
-            sender=self.outbox,
-            context={"site_url": hooks.site_url},
-            set_default=False,
-        )
+        return demo_events(celery=celery, session_factory=self.factory, sender=self.outbox)
 
     def rows(self) -> list[tuple[str, str, int]]:
         with self.factory() as session:
@@ -69,20 +62,8 @@ def dead_broker() -> Celery:
 @pytest.fixture
 def app(db_engine: sa.Engine, celery_app: Celery, outbox: OutboxSender) -> App:
     pytest.importorskip("redis")
-    models.Base.metadata.create_all(db_engine)
-    factory = sessionmaker(db_engine)
-    events = EmailEvents(
-        REGISTRY,
-        celery=celery_app,
-        session_factory=factory,
-        sender=outbox,
-        context={"site_url": hooks.site_url},
-        set_default=False,
-    )
-    events.create_tables(db_engine)
-    with factory() as session:
-        world = seed.seed(session)
-        session.commit()
+    factory, world = seed_database(db_engine)
+    events = demo_events(celery=celery_app, session_factory=factory, sender=outbox)
     return App(events, factory, world, outbox)
 
 

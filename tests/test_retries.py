@@ -14,8 +14,8 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from emailevents import EmailEvents, Reason, Status
-from emailevents.demo import hooks, models, seed
-from emailevents.demo.run import REGISTRY
+from emailevents.demo import seed
+from emailevents.demo.run import demo_events, seed_database
 from emailevents.senders.postmark import PostmarkSender
 from emailevents.store import deliveries
 from emailevents.testing import Runs, worker
@@ -40,22 +40,14 @@ class App:
 
 @pytest.fixture
 def app(db_engine: sa.Engine, celery_app: Celery, fake_postmark: FakePostmark) -> App:
-    models.Base.metadata.create_all(db_engine)
-    factory = sessionmaker(db_engine)
-    events = EmailEvents(
-        REGISTRY,
+    factory, world = seed_database(db_engine)
+    events = demo_events(
         celery=celery_app,
         session_factory=factory,
         sender=PostmarkSender("test-token", api_url=fake_postmark.url, timeout=5),
-        context={"site_url": hooks.site_url},
         max_retries=3,
         retry_backoff=0.05,
-        set_default=False,
     )
-    events.create_tables(db_engine)
-    with factory() as session:
-        world = seed.seed(session)
-        session.commit()
     return App(events, world, factory)
 
 

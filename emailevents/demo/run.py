@@ -13,22 +13,26 @@ import json
 import shutil
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import sessionmaker
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
 
+from .. import store
 from ..engine import EmailEvents
 from ..outcomes import RunResult
+from ..senders.base import Sender
 from ..senders.postmark import PostmarkSender
 from ..testing import Runs, memory_app, worker
 from ..testing.fake_postmark import DEMO_TEMPLATES, FakePostmark
 from . import hooks, models, seed
 
-__all__ = ["REGISTRY", "DemoReport", "run_demo"]
+__all__ = ["REGISTRY", "DemoReport", "demo_events", "run_demo", "seed_database"]
 
 REGISTRY = Path(__file__).with_name("events.yaml")
 DEMO_TOKEN = "emailevents-demo-token"  # noqa: S105 - the local server's made-up token
@@ -56,25 +60,11 @@ def run_demo(directory: Path, *, port: int = 0, concurrency: int = 2) -> Iterato
     database = directory / "demo.sqlite3"
 
     engine = sa.create_engine(f"sqlite:///{database}", connect_args={"timeout": 30})
-    models.Base.metadata.create_all(engine)
-    session_factory = sessionmaker(engine)
+    session_factory, world = seed_database(engine, toggles_off=True)
     app = memory_app("emailevents-demo")
     with FakePostmark(port=port, tokens=(DEMO_TOKEN,), templates=DEMO_TEMPLATES) as postmark:
-        events = EmailEvents(
-            REGISTRY,
-            celery=app,
-            session_factory=session_factory,
-            sender=PostmarkSender(DEMO_TOKEN, api_url=postmark.url),
-            context={"site_url": hooks.site_url},
-            set_default=False,
-        )
-        events.create_tables(engine)
-        with session_factory() as session:
-            world = seed.seed(session)
-            for org_cuid, toggle_key in seed.toggles_off(world):
-                events.set_toggle(session, org_cuid, toggle_key, enabled=False)
-            session.commit()
-
+        sender = PostmarkSender(DEMO_TOKEN, api_url=postmark.url)
+        events = demo_events(celery=app, session_factory=session_factory, sender=sender)
         with Runs() as runs, worker(app, concurrency=concurrency):
             receipts = [events.emit(key, **cuids) for key, cuids in seed.emits(world)]
             results = runs.wait(*receipts, timeout=60)
@@ -82,6 +72,43 @@ def run_demo(directory: Path, *, port: int = 0, concurrency: int = 2) -> Iterato
 
         outbox, page = _save_messages(postmark, directory)
         yield DemoReport(results, postmark, outbox, page, database, time.perf_counter() - started)
+
+
+def demo_events(
+    *, celery: Celery, session_factory: Callable[[], Session], sender: Sender, **options: Any
+) -> EmailEvents:
+    """The demo's registry and context bound to a Celery app, a session factory and a sender.
+
+    ``options`` are further :class:`EmailEvents` settings (``max_retries``, ``claim_timeout``...).
+    """
+    return EmailEvents(
+        REGISTRY,
+        celery=celery,
+        session_factory=session_factory,
+        sender=sender,
+        context={"site_url": hooks.site_url},
+        set_default=False,
+        **options,
+    )
+
+
+def seed_database(
+    engine: sa.Engine, *, toggles_off: bool = False
+) -> tuple[sessionmaker[Session], seed.DemoWorld]:
+    """Create the demo's tables and the engine's, insert the demo world and commit it.
+
+    With ``toggles_off``, the org settings the demo switches off are switched off too.
+    """
+    models.Base.metadata.create_all(engine)
+    store.metadata.create_all(engine)
+    session_factory = sessionmaker(engine)
+    with session_factory() as session:
+        world = seed.seed(session)
+        if toggles_off:
+            for org_cuid, toggle_key in seed.toggles_off(world):
+                store.set_toggle(session, org_cuid, toggle_key, enabled=False)
+        session.commit()
+    return session_factory, world
 
 
 def _save_messages(postmark: FakePostmark, directory: Path) -> tuple[Path, Path]:
