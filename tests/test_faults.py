@@ -578,6 +578,20 @@ class Harness:
             )
         return "\n".join(lines)
 
+    def assert_each_sent_once(self, figures: dict[str, int], emits: int) -> None:
+        """Each expected recipient got exactly one message, nothing else arrived, and the
+        delivery log says sent for each."""
+        assert figures == {
+            "emits": emits,
+            "recipients": figures["recipients"],
+            "sent": figures["recipients"],
+            "duplicates": 0,
+            "lost": 0,
+            "unexpected": 0,
+        }
+        logged = self.logged()
+        assert {logged[pair] for pair in self.expected()} == {("sent", "sent")}
+
     def figures(self) -> dict[str, int]:
         received = self.received()
         expected = self.expected()
@@ -717,17 +731,9 @@ def test_workers_killed_mid_run_lose_nothing_and_send_nothing_twice(
         f"seconds={harness.elapsed():.1f}",
         harness,
     )
-    assert figures == {
-        "emits": emits_total,
-        "recipients": total,
-        "sent": total,
-        "duplicates": 0,
-        "lost": 0,
-        "unexpected": 0,
-    }
+    harness.assert_each_sent_once(figures, emits=emits_total)
+    assert figures["recipients"] == total
     assert relayed >= dropped
-    logged = harness.logged()
-    assert {logged[pair] for pair in harness.expected()} == {("sent", "sent")}
 
 
 # -- 2. Redis stopped while the application commits ------------------------------------------------
@@ -1051,16 +1057,7 @@ def test_one_message_delivered_to_two_workers_at_once_sends_once(
         harness,
     )
     assert concurrent == len(indexes)
-    assert figures == {
-        "emits": len(indexes),
-        "recipients": figures["recipients"],
-        "sent": figures["recipients"],
-        "duplicates": 0,
-        "lost": 0,
-        "unexpected": 0,
-    }
-    logged = harness.logged()
-    assert {logged[pair] for pair in harness.expected()} == {("sent", "sent")}
+    harness.assert_each_sent_once(figures, emits=len(indexes))
 
 
 # -- the known gaps, produced for real -------------------------------------------------------------
@@ -1113,16 +1110,8 @@ def test_a_retry_the_broker_refuses_is_kept_and_relayed_not_dropped(
     )
     assert kept == Counter({("pending", True): 6})
     assert output == "published 6, failed 0"
-    assert figures == {
-        "emits": 6,
-        "recipients": 6,
-        "sent": 6,
-        "duplicates": 0,
-        "lost": 0,
-        "unexpected": 0,
-    }
-    logged = harness.logged()
-    assert {logged[pair] for pair in harness.expected()} == {("sent", "sent")}
+    harness.assert_each_sent_once(figures, emits=6)
+    assert figures["recipients"] == 6
 
 
 def test_a_claim_left_by_a_run_killed_on_its_last_try_is_settled(
@@ -1157,16 +1146,8 @@ def test_a_claim_left_by_a_run_killed_on_its_last_try_is_settled(
     # The killed run, its message requeued at once (the claim still live, and no try left),
     # and the wait past max_retries that settled the claim once it was stale.
     assert sorted(r["retries"] for r in runs) == [0, 0, 1]
-    assert figures == {
-        "emits": 1,
-        "recipients": 3,
-        "sent": 3,
-        "duplicates": 0,
-        "lost": 0,
-        "unexpected": 0,
-    }
-    logged = harness.logged()
-    assert {logged[pair] for pair in harness.expected()} == {("sent", "sent")}
+    harness.assert_each_sent_once(figures, emits=1)
+    assert figures["recipients"] == 3
 
 
 def test_retries_outliving_the_visibility_timeout_run_twice_and_send_once(
@@ -1200,16 +1181,7 @@ def test_retries_outliving_the_visibility_timeout_run_twice_and_send_once(
         harness,
     )
     assert repeated > 0, "Redis redelivered nothing early: the fault was not produced"
-    assert figures == {
-        "emits": 40,
-        "recipients": figures["recipients"],
-        "sent": figures["recipients"],
-        "duplicates": 0,
-        "lost": 0,
-        "unexpected": 0,
-    }
-    logged = harness.logged()
-    assert {logged[pair] for pair in harness.expected()} == {("sent", "sent")}
+    harness.assert_each_sent_once(figures, emits=40)
 
 
 def test_database_connections_cut_mid_run_lose_nothing_and_send_nothing_twice(
@@ -1253,13 +1225,5 @@ def test_database_connections_cut_mid_run_lose_nothing_and_send_nothing_twice(
         harness,
     )
     assert cuts > 0
-    assert figures == {
-        "emits": total_emits,
-        "recipients": total,
-        "sent": total,
-        "duplicates": 0,
-        "lost": 0,
-        "unexpected": 0,
-    }
-    logged = harness.logged()
-    assert {logged[pair] for pair in harness.expected()} == {("sent", "sent")}
+    harness.assert_each_sent_once(figures, emits=total_emits)
+    assert figures["recipients"] == total
