@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import getaddresses
-from functools import cached_property
+from functools import cached_property, lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -198,6 +198,25 @@ class StoredTemplate:
         parts = {"Subject": self.subject, "HtmlBody": self.html_body, "TextBody": self.text_body}
         return {key: Template(text) for key, text in parts.items() if text is not None}
 
+    def render(self, model: Mapping[str, Any]) -> dict[str, str]:
+        """Subject, HtmlBody and TextBody (those present) rendered with ``model``.
+
+        Raises:
+            TemplateSyntaxError: a part has syntax errors.
+        """
+        return dict(self._rendered(json.dumps(model, sort_keys=True)))
+
+    @cached_property
+    def _rendered(self) -> Callable[[str], tuple[tuple[str, str], ...]]:
+        # A batch usually carries one TemplateModel for all its messages (a fan-out): render
+        # each distinct model once. Rendering is a pure function of the template and the model.
+        @lru_cache(maxsize=256)
+        def rendered(model_json: str) -> tuple[tuple[str, str], ...]:
+            model = json.loads(model_json)
+            return tuple((key, part.render(model)) for key, part in self.compiled.items())
+
+        return rendered
+
     def summary(self) -> dict[str, Any]:
         """The item of ``GET /templates``."""
         return {
@@ -307,7 +326,7 @@ class ReceivedMessage:
     @property
     def recipients(self) -> list[str]:
         """Every address the message went to (To, Cc, Bcc)."""
-        return [a for f in (self.to, self.cc, self.bcc) if f for _, a in getaddresses([f])]
+        return [a for f in (self.to, self.cc, self.bcc) if f for _, a in _parse_addresses(f)]
 
     def summary(self) -> dict[str, Any]:
         """The item of ``GET /messages/outbound``, in Postmark's shape."""
@@ -344,7 +363,14 @@ class ReceivedMessage:
 def _people(field_value: str | None) -> list[dict[str, Any]]:
     if not field_value:
         return []
-    return [{"Email": a, "Name": n or None} for n, a in getaddresses([field_value])]
+    return [{"Email": a, "Name": n or None} for n, a in _parse_addresses(field_value)]
+
+
+# A batch sends the same From (and often the same To) hundreds of times: parsing and checking
+# an address is most of the work of accepting a message, and its answer never changes.
+@lru_cache(maxsize=4096)
+def _parse_addresses(value: str) -> tuple[tuple[str, str], ...]:
+    return tuple(getaddresses([value]))
 
 
 # -- validation, as Postmark does it ---------------------------------------------------------------
@@ -354,7 +380,7 @@ def _addresses(value: Any, field_name: str) -> list[str]:
     """A comma-separated address list, each address checked; at most 50."""
     if not isinstance(value, str):
         raise _ApiError(403, f"The '{field_name}' field must be a string of addresses.")
-    parsed = [(name, address) for name, address in getaddresses([value]) if name or address]
+    parsed = [(name, address) for name, address in _parse_addresses(value) if name or address]
     if not parsed:
         raise _ApiError(300, _ZERO_RECIPIENTS)
     if len(parsed) > MAX_RECIPIENTS:
@@ -365,6 +391,7 @@ def _addresses(value: Any, field_name: str) -> list[str]:
     return [_check_address(address or value, field_name) for _, address in parsed]
 
 
+@lru_cache(maxsize=4096)
 def _check_address(address: str, field_name: str) -> str:
     hint = "" if "@" in address else " It must contain the '@' symbol."
     try:
@@ -393,7 +420,7 @@ def _check_from(message: Mapping[str, Any]) -> str:
         raise _ApiError(300, _MISSING_FROM)
     if not isinstance(value, str):
         raise _ApiError(403, "The 'From' field must be a string.")
-    parsed = getaddresses([value])
+    parsed = _parse_addresses(value)
     if len(parsed) != 1 or not parsed[0][1]:
         raise _ApiError(300, f"Error parsing 'From': Illegal email address '{value}'.")
     _check_address(parsed[0][1], "From")
@@ -482,7 +509,7 @@ class _Envelope:
         )
 
     def recipients(self) -> list[str]:
-        return [a for f in (self.to, self.cc, self.bcc) if f for _, a in getaddresses([f])]
+        return [a for f in (self.to, self.cc, self.bcc) if f for _, a in _parse_addresses(f)]
 
 
 # -- faults --------------------------------------------------------------------------------------
@@ -1344,7 +1371,7 @@ class FakePostmark:
         envelope = _Envelope.of(message)
         inactive = self._recipient_faults(envelope)
         if template is not None and model is not None:
-            rendered = {key: part.render(model) for key, part in template.compiled.items()}
+            rendered = template.render(model)
             subject = rendered["Subject"]
             html_body, text_body = rendered.get("HtmlBody"), rendered.get("TextBody")
         else:
@@ -1366,7 +1393,7 @@ class FakePostmark:
             cc=envelope.cc,
             bcc=envelope.bcc,
             reply_to=envelope.reply_to,
-            request=_copy(message),
+            request=message,  # parsed from this request's body: nobody else holds it
         )
         with self._lock:
             self._messages.append(received)
