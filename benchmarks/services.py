@@ -51,28 +51,40 @@ DEFAULT_POSTGRES_URL = os.environ.get(
 
 
 class TimedPostmark(FakePostmark):
-    """The local Postmark-compatible server, adding up the time it spends answering the API."""
+    """The local Postmark-compatible server, adding up the time it spends answering the API.
+
+    The time counted is that during which at least one request was being answered: requests
+    answered at once (a sender with ``concurrency``) share one Python process, and count once.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._busy = 0.0
+        self._active = 0
+        self._busy_since = 0.0
         self._busy_lock = threading.Lock()
 
     @property
     def busy_seconds(self) -> float:
         """Seconds spent checking, rendering and recording requests since the server started."""
         with self._busy_lock:
-            return self._busy
+            running = time.perf_counter() - self._busy_since if self._active else 0.0
+            return self._busy + running
 
     def _respond(
         self, method: str, path: str, query: dict[str, str], headers: Mapping[str, str], body: bytes
     ) -> Any:
-        started = time.perf_counter()
+        with self._busy_lock:
+            if not self._active:
+                self._busy_since = time.perf_counter()
+            self._active += 1
         try:
             return super()._respond(method, path, query, headers, body)
         finally:
             with self._busy_lock:
-                self._busy += time.perf_counter() - started
+                self._active -= 1
+                if not self._active:
+                    self._busy += time.perf_counter() - self._busy_since
 
 
 class ServiceError(RuntimeError):

@@ -239,16 +239,58 @@ def test_1201_recipients_are_three_batches_and_every_result_is_kept(
         statuses(results)
         == [SendStatus.SENT] * 1100 + [SendStatus.PERMANENT] + [SendStatus.SENT] * 100
     )
-    sent = [r.message_id for r in results if r.ok]
-    assert sent == [m.message_id for m in fake_postmark.messages]
-    assert len(set(sent)) == 1200
+    # The three requests went out at once (concurrency 4): each result is still its message's.
+    to_of = {m.message_id: m.to for m in fake_postmark.messages}
+    assert [to_of.get(r.message_id) for r in results if r.ok] == [
+        f"member{i:04d}@acme.test" for i in range(1201) if i != 1100
+    ]
+    assert len(to_of) == 1200
+
+
+class Rendezvous(PostmarkSender):
+    """Holds each chunk until ``parties`` chunks are in flight together (or fails the send)."""
+
+    def __init__(self, server: FakePostmark, parties: int, **kwargs: Any) -> None:
+        super().__init__(TOKEN, api_url=server.url, timeout=5, **kwargs)
+        self.barrier = threading.Barrier(parties, timeout=10)
+        self.threads: set[int] = set()
+
+    def send_batch(self, messages: Sequence[Message]) -> list[SendResult]:
+        self.threads.add(threading.get_ident())
+        self.barrier.wait()
+        return super().send_batch(messages)
+
+
+def test_the_chunks_of_a_fan_out_are_in_flight_together(fake_postmark: FakePostmark) -> None:
+    sender = Rendezvous(fake_postmark, parties=3, concurrency=3)
+    results = sender.send(people(1500))
+    assert len(sender.threads) == 3
+    assert statuses(results) == [SendStatus.SENT] * 1500
+    to_of = {m.message_id: m.to for m in fake_postmark.messages}
+    assert [to_of[r.message_id] for r in results] == [m.to for m in people(1500)]
+
+
+def test_with_concurrency_1_the_chunks_go_one_after_the_other(
+    fake_postmark: FakePostmark,
+) -> None:
+    sender = Rendezvous(fake_postmark, parties=1, concurrency=1)
+    assert statuses(sender.send(people(1001))) == [SendStatus.SENT] * 1001
+    assert len(sender.threads) == 1
+    assert [m.to for m in fake_postmark.messages] == [m.to for m in people(1001)]
+
+
+@pytest.mark.parametrize("concurrency", [0, -1, 1.5, True])
+def test_concurrency_must_be_a_whole_positive_number(concurrency: Any) -> None:
+    with pytest.raises(ConfigurationError, match=r"concurrency=\.\.\.\) takes a whole number"):
+        PostmarkSender(TOKEN, concurrency=concurrency)
 
 
 class FaultBeforeChunk(PostmarkSender):
     """Queues a fault on the fake server just before the n-th chunk goes (a test hook)."""
 
     def __init__(self, server: FakePostmark, chunk: int, **fault: Any) -> None:
-        super().__init__(TOKEN, api_url=server.url, timeout=5)
+        # One chunk after the other, so that the fault meets the chunk it was queued for.
+        super().__init__(TOKEN, api_url=server.url, timeout=5, concurrency=1)
         self.server, self.chunk, self.fault, self.chunks = server, chunk, fault, 0
 
     def send_batch(self, messages: Sequence[Message]) -> list[SendResult]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -73,20 +74,33 @@ class Sender(abc.ABC):
     searchable: ClassVar[bool] = False
     """Whether :meth:`find_sent` can answer. From a searchable sender, ``None`` means "not this
     time" (the search failed), and the engine asks again later instead of giving up."""
+    concurrency: int = 1
+    """How many chunks of one :meth:`send` may be in flight at once, each in a thread of its own
+    (:meth:`send_batch` must then be thread-safe). Only a send of more than ``max_batch``
+    messages has several chunks."""
 
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
         """Send in chunks of at most ``max_batch``; one result per message, in order."""
-        results: list[SendResult] = []
-        for start in range(0, len(messages), self.max_batch):
-            chunk = messages[start : start + self.max_batch]
-            answered = self.send_batch(chunk)
-            if len(answered) != len(chunk):
-                raise SenderError(
-                    f"{type(self).__name__}.send_batch answered {len(answered)} results for "
-                    f"{len(chunk)} messages"
-                )
-            results.extend(answered)
-        return results
+        chunks = [
+            messages[start : start + self.max_batch]
+            for start in range(0, len(messages), self.max_batch)
+        ]
+        if len(chunks) > 1 and self.concurrency > 1:
+            workers = min(self.concurrency, len(chunks))
+            with ThreadPoolExecutor(workers, thread_name_prefix="emailevents-send") as pool:
+                answers = list(pool.map(self._send_chunk, chunks))
+        else:
+            answers = [self._send_chunk(chunk) for chunk in chunks]
+        return [result for answered in answers for result in answered]
+
+    def _send_chunk(self, chunk: Sequence[Message]) -> list[SendResult]:
+        answered = self.send_batch(chunk)
+        if len(answered) != len(chunk):
+            raise SenderError(
+                f"{type(self).__name__}.send_batch answered {len(answered)} results for "
+                f"{len(chunk)} messages"
+            )
+        return answered
 
     def find_sent(
         self,

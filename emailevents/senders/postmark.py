@@ -176,18 +176,26 @@ class PostmarkSender(Sender):
             connection that never opened is :attr:`SendStatus.TRANSIENT` (nothing was sent); a
             timeout or dropped connection after the request left is :attr:`SendStatus.UNKNOWN`
             (Postmark may have accepted it, and has no idempotency key to ask).
+        concurrency: how many batch requests of one fan-out may be in flight at once (a fan-out
+            to more than 500 recipients is sent in batches of 500). Each in a thread of its
+            own, with its own connection; 1 sends them one after the other.
 
     Raises:
         ConfigurationError: no token (name the variable to set), a token that cannot be sent
-            in an HTTP header, an API URL that is not ``http(s)://host...``, or a timeout that
-            is not a positive number.
+            in an HTTP header, an API URL that is not ``http(s)://host...``, or a timeout or
+            concurrency that is not a positive number.
     """
 
     max_batch: ClassVar[int] = 500
     searchable: ClassVar[bool] = True  # Postmark's outbound message search, by Metadata
 
     def __init__(
-        self, server_token: str | None = None, *, api_url: str | None = None, timeout: float = 30.0
+        self,
+        server_token: str | None = None,
+        *,
+        api_url: str | None = None,
+        timeout: float = 30.0,
+        concurrency: int = 4,
     ) -> None:
         self.__token = _Secret(_token(server_token))
         self.api_url = _api_url(api_url)
@@ -196,6 +204,12 @@ class PostmarkSender(Sender):
                 f"PostmarkSender(timeout=...) takes a positive number of seconds, not {timeout!r}"
             )
         self.timeout = float(timeout)
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError(
+                "PostmarkSender(concurrency=...) takes a whole number of requests at once, 1 or "
+                f"more, not {concurrency!r}"
+            )
+        self.concurrency = concurrency
         # postmarker's requests.Session is not thread-safe: one client per thread, created on
         # first use, and created anew in a forked worker process (Celery's prefork pool).
         self._local = threading.local()
@@ -341,7 +355,11 @@ def _result(answer: Any, body: Mapping[str, Any]) -> SendResult:
     message_id = answer.get("MessageID")
     if code == 0 and message_id:
         inactive = _inactive(text)
-        recipients = {a.lower() for _, a in getaddresses([str(body.get("To", ""))]) if a}
+        recipients = (  # parsed only when Postmark names inactive addresses
+            {a.lower() for _, a in getaddresses([str(body.get("To", ""))]) if a}
+            if inactive
+            else set()
+        )
         if recipients and recipients <= inactive:
             # Accepted, but Postmark "will not deliver" to anyone it was for.
             return SendResult(

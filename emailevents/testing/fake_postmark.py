@@ -368,7 +368,7 @@ def _people(field_value: str | None) -> list[dict[str, Any]]:
 
 # A batch sends the same From (and often the same To) hundreds of times: parsing and checking
 # an address is most of the work of accepting a message, and its answer never changes.
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=65536)
 def _parse_addresses(value: str) -> tuple[tuple[str, str], ...]:
     return tuple(getaddresses([value]))
 
@@ -391,7 +391,7 @@ def _addresses(value: Any, field_name: str) -> list[str]:
     return [_check_address(address or value, field_name) for _, address in parsed]
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=65536)
 def _check_address(address: str, field_name: str) -> str:
     hint = "" if "@" in address else " It must contain the '@' symbol."
     try:
