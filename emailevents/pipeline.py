@@ -7,6 +7,7 @@ outcome per recipient, or one for the whole emit, and each is logged with the ev
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -75,6 +76,9 @@ def run(
     (the task will come back), the outcome is :attr:`Status.RETRY` so that it does.
     """
     with rt.session_factory() as session:
+        # Each write of a run is one statement that stands alone (a claim, the outcomes), and
+        # no read needs another's snapshot: no BEGIN and COMMIT round trips around them.
+        store.statements_commit_alone(session)
         try:
             entities = load_entities(session, event, cuids)
             check_toggle(rt, session, event, entities)
@@ -122,8 +126,9 @@ def load_entities(session: Session, event: Event, cuids: Mapping[str, str]) -> d
     """Each entity by its CUID; the first one missing stops the run."""
     entities: dict[str, Any] = {}
     for name, entity_type in event.entities:
-        column = getattr(entity_type.model, entity_type.key)
-        found = session.scalars(sa.select(entity_type.model).where(column == cuids[name])).first()
+        found = session.scalars(
+            _entity_select(entity_type.model, entity_type.key), {"b_key": cuids[name]}
+        ).first()
         if found is None:
             raise _Stop(
                 Outcome(
@@ -134,6 +139,12 @@ def load_entities(session: Session, event: Event, cuids: Mapping[str, str]) -> d
             )
         entities[name] = found
     return entities
+
+
+@functools.cache
+def _entity_select(model: type[Any], key: str) -> sa.Select[Any]:
+    """``SELECT model WHERE model.key = :b_key``, built once per entity class."""
+    return sa.select(model).where(getattr(model, key) == sa.bindparam("b_key"))
 
 
 def check_toggle(rt: Runtime, session: Session, event: Event, entities: Mapping[str, Any]) -> None:
@@ -473,7 +484,10 @@ def _record(  # noqa: PLR0917 - the run's state, passed along explicitly
             outcome = Outcome(status, reason, recipient.key, detail, result.message_id)
             recorded.append(outcome)
         outcomes.append(outcome)
-    store.record(session, event_id, recorded, token=token)
+    store.statements_commit_alone(session)  # again: the claim's commit ended the first
+    # A searchable sender can settle a lost outcome (its claim goes stale and the provider is
+    # asked): the outcome need not wait for the disk. The claim, before sending, must.
+    store.record(session, event_id, recorded, token=token, flush_wait=not rt.sender.searchable)
     store.hold(session, event_id, held, token=token)
     session.commit()
     return outcomes
