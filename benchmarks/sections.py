@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import statistics
 import subprocess
 import sys
@@ -438,7 +439,8 @@ def _user_id(factory: sessionmaker[Session], cuid: str) -> int:
 
 
 class _Statements:
-    """Counts what a SQLAlchemy engine sends: statements (an executemany is one) and commits."""
+    """Counts what a SQLAlchemy engine sends: statements (an executemany is one) and commits:
+    ``COMMIT``s, and writes that commit alone (``AUTOCOMMIT``)."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -456,7 +458,7 @@ class _Statements:
 
     def _statement(  # noqa: PLR0917 - SQLAlchemy's signature
         self,
-        conn: Any,  # noqa: ARG002
+        conn: Any,
         cursor: Any,  # noqa: ARG002
         statement: str,
         params: Any,  # noqa: ARG002
@@ -464,9 +466,12 @@ class _Statements:
         many: bool,
     ) -> None:
         self.statements.append((statement, many))
+        if _autocommit(conn) and _WRITE.search(statement):
+            self.commits += 1
 
-    def _commit(self, conn: Any) -> None:  # noqa: ARG002 - SQLAlchemy's signature
-        self.commits += 1
+    def _commit(self, conn: Any) -> None:
+        if not _autocommit(conn):  # else a no-op: the statements committed alone
+            self.commits += 1
 
     def take(self, recipients: int) -> dict[str, Any]:
         log = [s for s, _ in self.statements if "emailevents_deliveries" in s]
@@ -481,6 +486,13 @@ class _Statements:
         self.statements.clear()
         self.commits = 0
         return counts
+
+
+_WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b", re.MULTILINE)  # after a WITH, too
+
+
+def _autocommit(conn: sa.Connection) -> bool:
+    return conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
 
 
 def sql_statements(ctx: Context) -> dict[str, Any]:

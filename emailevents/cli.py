@@ -326,7 +326,12 @@ def relay_command(app_ref: str, once: bool, interval: float, grace: float, limit
     while True:
         result = events.relay(limit=limit, grace=timedelta(seconds=grace))
         if result.published or result.failed or once:
-            click.echo(f"published {result.published}, failed {result.failed}")
+            again = (
+                f" ({result.redelivered} again: their task left no settled outcome)"
+                if result.redelivered
+                else ""
+            )
+            click.echo(f"published {result.published}{again}, failed {result.failed}")
         if once:
             if result.failed:
                 raise SystemExit(1)

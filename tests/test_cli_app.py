@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,34 @@ def test_relay_once_publishes_what_is_pending(
     assert [p["headers"]["id"] for p in published] == ["ev-left"]
     again = invoke("relay", "--app", app.ref, "--once", "--grace", "0")
     assert again.output == "published 0, failed 0\n"
+
+
+def test_relay_says_how_many_emits_it_published_again(
+    app: Any, world: seed.DemoWorld, published: list[dict[str, Any]]
+) -> None:
+    key, cuids = seed.emits(world)[5]
+    long_ago = datetime.now(UTC) - timedelta(days=1)
+    with app.events.session_factory() as session:
+        session.execute(  # published a day ago; its task never left an outcome
+            emits.insert().values(
+                event_id="ev-lost",
+                event_key=key,
+                task_name="t",
+                cuids=cuids,
+                state="published",
+                created_at=long_ago,
+                published_at=long_ago,
+                check_after=long_ago,
+            )
+        )
+        session.commit()
+    published.clear()
+    result = invoke("relay", "--app", app.ref, "--once", "--grace", "0")
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "published 1 (1 again: their task left no settled outcome), failed 0\n"
+    )
+    assert [p["headers"]["id"] for p in published] == ["ev-lost"]
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ get."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any, Self
@@ -105,7 +106,7 @@ def test_outcomes_are_one_statement_and_keep_every_field(
         with Statements(engine) as statements:
             store.record(session, event_id, outcomes, token="token-1")
             session.commit()
-    updates = [s for s in statements.seen if s.lstrip().upper().startswith("UPDATE")]
+    updates = [s for s in statements.seen if re.search(r"^\s*UPDATE\b", s, re.MULTILINE)]
     if dialect_path == "json":
         assert len(updates) == 1
     logged = rows(engine, event_id)
@@ -199,3 +200,27 @@ def test_a_session_in_an_outer_transaction_is_left_as_it_is(
         store.statements_commit_alone(session)
         store.claim(session, event_id, "e", ["ada@acme.test"], "token-1")
     assert rows(engine, event_id) == {}  # the outer transaction holds it, uncommitted
+
+
+@pytest.mark.parametrize("db_engine", ["sqlite"], indirect=True)
+def test_sqlite_reads_the_outcomes_once_and_finds_each_row_by_index(engine: sa.Engine) -> None:
+    # Planned the other way round, SQLite scans the JSON array once per delivery row of the
+    # emit: 5,000 outcomes took 17 s. The plan is what a test can hold without a stopwatch.
+    statement = store._RECORD_ROWS["sqlite", True, True]
+    compiled = statement.compile(dialect=engine.dialect)
+    parameters = {
+        "b_rows": "[]",
+        "b_updated_at": None,
+        "b_event_id": "e",
+        "b_token": "t",
+        "status_1": "claimed",
+    }
+    ordered = [parameters[name] for name in compiled.positiontup or []]
+    with engine.connect() as conn:
+        plan = [
+            row[-1]
+            for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", tuple(ordered))
+        ]
+    search = next(i for i, step in enumerate(plan) if "emailevents_deliveries" in step)
+    assert "(event_id=? AND recipient=?)" in plan[search], plan
+    assert any(step.startswith("MATERIALIZE") for step in plan[:search]), plan
