@@ -402,6 +402,7 @@ def _record_rows_statement(dialect: str, *, by_token: bool, flush_wait: bool) ->
         # (see statements_commit_alone), and a volatile function is evaluated for every row.
         no_wait = sa.func.set_config("synchronous_commit", "off", sa.true())
         columns.append(no_wait.label("no_flush_wait"))
+    outcome: sa.Subquery | sa.CTE
     if dialect == "postgresql":
         outcome = sa.select(*columns).subquery("outcome")
     else:

@@ -471,6 +471,44 @@ def test_a_connection_refused_is_transient() -> None:
     assert results[0].detail == f"could not connect to 127.0.0.1:{port}: ConnectionError"
 
 
+@pytest.fixture
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    return monkeypatch
+
+
+def test_a_proxy_in_the_environment_is_used(
+    fake_postmark: FakePostmark, no_proxy_env: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as probe:  # a proxy nobody listens for
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    no_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    sender = PostmarkSender(TOKEN, api_url=fake_postmark.url, timeout=1)
+    (result,) = sender.send([message()])
+    assert result.status is SendStatus.TRANSIENT
+    assert fake_postmark.messages == []
+
+
+def test_no_proxy_in_the_environment_is_honoured(
+    fake_postmark: FakePostmark, no_proxy_env: pytest.MonkeyPatch
+) -> None:
+    no_proxy_env.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    no_proxy_env.setenv("NO_PROXY", "127.0.0.1")
+    sender = PostmarkSender(TOKEN, api_url=fake_postmark.url, timeout=1)
+    assert sender.send([message()])[0].ok
+
+
+def test_a_ca_bundle_in_the_environment_is_used(
+    fake_postmark: FakePostmark, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/company-ca.pem")
+    sender = PostmarkSender(TOKEN, api_url=fake_postmark.url)
+    assert sender.client.session.verify == "/etc/ssl/certs/company-ca.pem"
+
+
 def test_a_connect_timeout_is_transient() -> None:
     # A socket that listens but never accepts: once its backlog is full, new connections hang.
     with socket.socket() as listener:
