@@ -117,7 +117,9 @@ def _after_transaction_end(session: Session, transaction: Any) -> None:
 
 
 def _publish_committed(pending: Sequence[_Pending]) -> None:
-    engine = pending[0].engine
+    # Each statement alone (AUTOCOMMIT): a read, then one update, with no BEGIN, COMMIT or
+    # ROLLBACK round trips around them; and no connection held while the broker is slow.
+    engine = pending[0].engine.execution_options(isolation_level="AUTOCOMMIT")
     ids = [p.event_id for p in pending]
     with engine.connect() as conn:
         committed = set(
@@ -149,7 +151,7 @@ def _publish_committed(pending: Sequence[_Pending]) -> None:
                 failed[item.event_id],
                 extra={"event_id": item.event_id, "task": item.task.name},
             )
-    with engine.begin() as conn:
+    with engine.connect() as conn:
         _mark(conn, published, failed)
 
 
