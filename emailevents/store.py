@@ -145,13 +145,16 @@ def insert_ignoring_duplicates(session: Session, rows: Sequence[dict[str, Any]])
                 continue
 
 
-def _json_values(dialect: str, parameter: str) -> sa.TableValuedAlias:
-    """The items of the JSON array bound as ``parameter``, as a table of one ``value`` column:
-    strings for an array of strings, JSON objects for an array of objects."""
+def _json_items(dialect: str, parameter: str, *, strings: bool) -> sa.ColumnElement[Any]:
+    """Each item of the JSON array bound as ``parameter``, a row each: as text for an array of
+    ``strings``, else as JSON (objects, read with :func:`_json_field`)."""
     array = sa.bindparam(parameter, type_=sa.String)
     if dialect == "postgresql":
-        return sa.func.json_array_elements(sa.cast(array, postgresql.JSON)).table_valued("value")
-    return sa.func.json_each(array).table_valued("value")
+        items = sa.func.json_array_elements_text if strings else sa.func.json_array_elements
+        elements = items(sa.cast(array, postgresql.JSON))
+    else:
+        elements = sa.func.json_each(array)
+    return elements.table_valued("value").c.value
 
 
 def _json_field(dialect: str, value: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[Any]:
@@ -159,16 +162,6 @@ def _json_field(dialect: str, value: sa.ColumnElement[Any], name: str) -> sa.Col
     if dialect == "postgresql":
         return value.op("->>")(sa.literal_column(f"'{name}'"))
     return sa.func.json_extract(value, sa.literal_column(f"'$.{name}'"))
-
-
-def _json_strings(dialect: str, parameter: str) -> sa.ColumnElement[Any]:
-    """The strings of the JSON array bound as ``parameter``, one row each."""
-    array = sa.bindparam(parameter, type_=sa.String)
-    if dialect == "postgresql":
-        elements = sa.func.json_array_elements_text(sa.cast(array, postgresql.JSON))
-    else:
-        elements = sa.func.json_each(array)
-    return elements.table_valued("value").c.value
 
 
 # Statements over JSON arrays need INSERT/UPDATE ... RETURNING and UPDATE ... FROM: PostgreSQL,
@@ -188,7 +181,7 @@ def _claim_statement(dialect: str) -> sa.Insert:
     """``INSERT ... SELECT`` a claim row per recipient of a JSON array, skipping those logged
     already, ``RETURNING`` the recipients inserted: one statement with a handful of parameters
     whatever the number of recipients (5,000 rows as VALUES are 45,000 parameters to send)."""
-    recipient = _json_strings(dialect, "b_recipients")
+    recipient = _json_items(dialect, "b_recipients", strings=True)
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     timestamp = sa.bindparam("b_now", type_=sa.DateTime(timezone=True))
     source = sa.select(
@@ -394,7 +387,7 @@ def _record_conditions(recipient: sa.ColumnElement[Any], *, by_token: bool) -> l
 
 def _record_rows_statement(dialect: str, *, by_token: bool, flush_wait: bool) -> sa.Update:
     """``UPDATE ... FROM`` the outcomes of a JSON array of objects: one statement for all."""
-    value = _json_values(dialect, "b_rows").c.value
+    value = _json_items(dialect, "b_rows", strings=False)
     fields = ("recipient", "status", "reason", "detail", "message_id")
     columns = [_json_field(dialect, value, f).label(f) for f in fields]
     if dialect == "postgresql" and not flush_wait:
