@@ -301,10 +301,16 @@ def statements_commit_alone(session: Session) -> None:
     """Let each statement the session runs commit by itself, until its next ``commit()``.
 
     A write of one statement then costs one round trip, not three (``BEGIN``, it, ``COMMIT``).
-    Only when nothing has begun yet: a session in a transaction, or bound to a connection (an
-    outer transaction, as in tests) rather than to an engine, is left as it is.
+    Only when nothing has begun yet, and on the databases whose writes here are one statement
+    each (the JSON-array statements): a session in a transaction, bound to a connection (an
+    outer transaction, as in tests) rather than to an engine, or on another database (whose
+    row-by-row writes use savepoints) is left as it is.
     """
-    if not session.in_transaction() and isinstance(session.get_bind(), sa.Engine):
+    if (
+        not session.in_transaction()
+        and isinstance(session.get_bind(), sa.Engine)
+        and _speaks_json(session) is not None
+    ):
         session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 

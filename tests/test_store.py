@@ -183,6 +183,32 @@ def test_statements_commit_alone_on_an_engine(engine: sa.Engine) -> None:
         assert rows(engine, event_id)["ada@acme.test"].status == "sent"
 
 
+def test_other_databases_keep_their_transactions(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Their row-by-row writes use savepoints, which need a transaction around them.
+    monkeypatch.setattr(store, "_speaks_json", lambda _session: None)
+    event_id = uuid.uuid4().hex
+    with Session(engine) as session:
+        store.statements_commit_alone(session)
+        store.insert_ignoring_duplicates(
+            session,
+            [
+                {
+                    "event_id": event_id,
+                    "event_key": "e",
+                    "recipient": "ada@acme.test",
+                    "status": "claimed",
+                    "reason": "claimed",
+                }
+            ],
+        )
+        options = session.connection().get_execution_options()
+        assert options.get("isolation_level") != "AUTOCOMMIT"
+        session.commit()
+    assert set(rows(engine, event_id)) == {"ada@acme.test"}
+
+
 @pytest.fixture
 def outer_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
     with engine.connect() as connection:
