@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
 
 import pytest
@@ -250,3 +251,30 @@ def test_sqlite_reads_the_outcomes_once_and_finds_each_row_by_index(engine: sa.E
     search = next(i for i, step in enumerate(plan) if "emailevents_deliveries" in step)
     assert "(event_id=? AND recipient=?)" in plan[search], plan
     assert any(step.startswith("MATERIALIZE") for step in plan[:search]), plan
+
+
+@pytest.mark.parametrize("db_engine", ["sqlite"], indirect=True)
+def test_sqlite_writers_of_one_process_take_turns(engine: sa.Engine) -> None:
+    # 16 threads claim and record at once, each statement committing alone: none may fail
+    # with "database is locked", and each sees exactly its own rows.
+    def run(n: int) -> set[str]:
+        event_id = f"ev-{n}"
+        with Session(engine) as session:
+            store.statements_commit_alone(session)
+            mine = store.claim(session, event_id, "e", addresses(20), f"token-{n}")
+            store.statements_commit_alone(session)
+            sent = [Outcome(Status.SENT, Reason.SENT, r, "", f"m-{n}") for r in mine]
+            store.record(session, event_id, sent, token=f"token-{n}")
+            session.commit()
+        return mine
+
+    with ThreadPoolExecutor(16) as pool:
+        claimed = list(pool.map(run, range(64)))
+    assert all(mine == set(addresses(20)) for mine in claimed)
+    with engine.connect() as conn:
+        statuses = conn.execute(
+            sa.select(store.deliveries.c.status, sa.func.count()).group_by(
+                store.deliveries.c.status
+            )
+        ).all()
+    assert statuses == [("sent", 64 * 20)]
