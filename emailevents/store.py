@@ -377,7 +377,9 @@ def record(
     """
     if not outcomes:
         return
-    claim = {} if token is None else {"b_token": token}
+    common = {"b_event_id": event_id, "b_updated_at": _now()}
+    if token is not None:
+        common["b_token"] = token
     rows = [
         {
             "recipient": o.recipient,
@@ -393,17 +395,12 @@ def record(
         with _one_writer(session):
             session.execute(
                 _RECORD_ROWS[dialect, token is not None, flush_wait],
-                {"b_event_id": event_id, "b_rows": json.dumps(rows), "b_updated_at": _now()}
-                | claim,
+                {**common, "b_rows": json.dumps(rows)},
             )
         return
     session.execute(
         _RECORD_EACH[token is not None],
-        [
-            {"b_event_id": event_id, "b_updated_at": _now(), **claim}
-            | {f"b_{key}": value for key, value in row.items()}
-            for row in rows
-        ],
+        [common | {f"b_{key}": value for key, value in row.items()} for row in rows],
     )
 
 

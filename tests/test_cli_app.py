@@ -138,6 +138,17 @@ def test_stats_rejects_a_malformed_window(app: Any) -> None:
     assert "'yesterday' is not a duration like 30m, 24h or 7d" in result.output
 
 
+def write_emit(app: Any, event_id: str, key: str, cuids: dict[str, str], **row: Any) -> None:
+    """A row of emailevents_emits, as an earlier emit would have left it."""
+    with app.events.session_factory() as session:
+        session.execute(
+            emits.insert().values(
+                event_id=event_id, event_key=key, task_name="t", cuids=cuids, **row
+            )
+        )
+        session.commit()
+
+
 def test_relay_once_publishes_what_is_pending(
     app: Any, world: seed.DemoWorld, published: list[dict[str, Any]]
 ) -> None:
@@ -145,18 +156,9 @@ def test_relay_once_publishes_what_is_pending(
     with app.events.session_factory() as session:
         app.events.emit(key, session=session, **cuids)
         session.commit()  # published at once: nothing is left for the relay
-        session.execute(
-            emits.insert().values(
-                event_id="ev-left",
-                event_key=key,
-                task_name="t",
-                cuids=cuids,
-                state="pending",
-                attempts=1,
-                last_error="OperationalError",
-            )
-        )
-        session.commit()
+    write_emit(
+        app, "ev-left", key, cuids, state="pending", attempts=1, last_error="OperationalError"
+    )
     published.clear()
     result = invoke("relay", "--app", app.ref, "--once", "--grace", "0")
     assert result.exit_code == 0, result.output
@@ -171,20 +173,17 @@ def test_relay_says_how_many_emits_it_published_again(
 ) -> None:
     key, cuids = seed.emits(world)[5]
     long_ago = datetime.now(UTC) - timedelta(days=1)
-    with app.events.session_factory() as session:
-        session.execute(  # published a day ago; its task never left an outcome
-            emits.insert().values(
-                event_id="ev-lost",
-                event_key=key,
-                task_name="t",
-                cuids=cuids,
-                state="published",
-                created_at=long_ago,
-                published_at=long_ago,
-                check_after=long_ago,
-            )
-        )
-        session.commit()
+    # Published a day ago; its task never left an outcome.
+    write_emit(
+        app,
+        "ev-lost",
+        key,
+        cuids,
+        state="published",
+        created_at=long_ago,
+        published_at=long_ago,
+        check_after=long_ago,
+    )
     published.clear()
     result = invoke("relay", "--app", app.ref, "--once", "--grace", "0")
     assert result.exit_code == 0, result.output

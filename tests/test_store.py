@@ -143,33 +143,21 @@ def test_outcomes_are_written_only_over_this_runs_claims(
 only_postgresql = pytest.mark.parametrize("db_engine", ["postgresql"], indirect=True)
 
 
-@pytest.fixture
-def postgres(engine: sa.Engine) -> sa.Engine:
-    return engine
-
-
 @only_postgresql
-def test_an_outcome_without_flush_wait_commits_asynchronously_alone(postgres: sa.Engine) -> None:
+@pytest.mark.parametrize(("flush_wait", "inside"), [(False, "off"), (True, "on")])
+def test_an_outcome_without_flush_wait_commits_asynchronously_alone(
+    engine: sa.Engine, flush_wait: bool, inside: str
+) -> None:
     event_id = uuid.uuid4().hex
     sent = [Outcome(Status.SENT, Reason.SENT, "ada@acme.test", "", "m")]
-    with Session(postgres) as session:
+    with Session(engine) as session:
         store.claim(session, event_id, "e", ["ada@acme.test"], "token-1")
-        store.record(session, event_id, sent, token="token-1", flush_wait=False)
+        store.record(session, event_id, sent, token="token-1", flush_wait=flush_wait)
         show = sa.text("SHOW synchronous_commit")
-        assert session.execute(show).scalar() == "off"  # for this transaction
+        assert session.execute(show).scalar() == inside  # for this transaction
         session.commit()
         assert session.execute(show).scalar() == "on"  # and only for it
-    assert rows(postgres, event_id)["ada@acme.test"].status == "sent"
-
-
-@only_postgresql
-def test_an_outcome_with_flush_wait_leaves_synchronous_commit_alone(postgres: sa.Engine) -> None:
-    event_id = uuid.uuid4().hex
-    sent = [Outcome(Status.SENT, Reason.SENT, "ada@acme.test", "", "m")]
-    with Session(postgres) as session:
-        store.claim(session, event_id, "e", ["ada@acme.test"], "token-1")
-        store.record(session, event_id, sent, token="token-1")
-        assert session.execute(sa.text("SHOW synchronous_commit")).scalar() == "on"
+    assert rows(engine, event_id)["ada@acme.test"].status == "sent"
 
 
 def test_statements_commit_alone_on_an_engine(engine: sa.Engine) -> None:
