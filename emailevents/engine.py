@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import logging
 import random
+import unicodedata
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -408,6 +409,13 @@ def bind_cuids(event: Event, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -
             raise EmitValueError(
                 f"{where}: '{name}' is not a CUID: {value[:40]!r} (empty, padded with spaces, "
                 f"or longer than {MAX_CUID_LENGTH} characters)"
+            )
+        bad = next((c for c in value if unicodedata.category(c) in {"Cc", "Cs"}), None)
+        if bad is not None:
+            # No database stores NUL in text, and a lone surrogate cannot be encoded to query.
+            raise EmitValueError(
+                f"{where}: '{name}' is not a CUID: {value[:40]!r} holds {bad!r} (a control "
+                "character or lone surrogate); pass the entity's CUID as stored"
             )
     return {name: bound[name] for name in names}
 

@@ -16,11 +16,31 @@ from typing import Any
 
 from .errors import EmailEventsError, ExpressionError
 
-__all__ = ["Path", "RenderError", "Template", "parse"]
+__all__ = ["Path", "RenderError", "Template", "body_text", "header_text", "parse"]
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 # Everything str.splitlines() breaks on: mail clients and Postmark differ in which they honour.
 _LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+")
+# What else never belongs in a header: the other C0 and C1 controls (NUL among them) and DEL.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Lone surrogates (from data decoded with surrogateescape) cannot be encoded to send.
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+
+
+def header_text(text: str) -> str:
+    """``text`` fit for a mail header: one line, no control characters, encodable.
+
+    Line breaks fold to a space (a header cannot be split or added through them), other control
+    characters are removed and lone surrogates become U+FFFD.
+    """
+    text = _LINE_BREAKS.sub(" ", text.replace("\t", " "))
+    text = _CONTROLS.sub("", text)
+    return _SURROGATES.sub("\ufffd", text).strip()
+
+
+def body_text(text: str) -> str:
+    """``text`` fit for a TemplateModel value: NUL removed, lone surrogates become U+FFFD."""
+    return _SURROGATES.sub("\ufffd", text.replace("\x00", ""))
 
 
 class RenderError(EmailEventsError, ValueError):
@@ -81,12 +101,10 @@ class Template:
         return self.render_text(values)
 
     def render_text(self, values: Mapping[str, Any], *, single_line: bool = False) -> str:
-        """Render to a string; ``single_line`` folds line breaks to spaces (mail headers)."""
+        """Render to a string; ``single_line`` makes it fit for a header (:func:`header_text`)."""
         out = [p if isinstance(p, str) else _text(p, p.resolve(values)) for p in self.parts]
         text = "".join(out)
-        if single_line:
-            text = _LINE_BREAKS.sub(" ", text).strip()
-        return text
+        return header_text(text) if single_line else text
 
 
 def _text(path: Path, value: Any) -> str:

@@ -115,6 +115,7 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "EE036": (_E, "invalid task name"),
     "EE037": (_E, "task name used twice"),
     "EE038": (_W, "template used by several events"),
+    "EE039": (_E, "address is not one address, or `Name <address>`"),
     # The TemplateModel.
     "EE040": (_E, "payload class has no field for a value the event provides"),
     "EE041": (_E, "payload class requires a value the event does not provide"),

@@ -21,9 +21,9 @@ from pydantic_core import PydanticSerializationError
 from sqlalchemy.orm import Session
 
 from . import store
-from .addresses import format_address, parse_address
+from .addresses import AddressError, check_address, display_name, format_address, parse_address
 from .errors import ConfigurationError
-from .expressions import RenderError
+from .expressions import RenderError, body_text
 from .outcomes import Outcome, Reason, RunResult, Status
 from .registry import Event
 from .senders.base import Message, Sender, SendResult, SendStatus
@@ -181,46 +181,116 @@ def context_values(
 def resolve_recipients(
     session: Session, event: Event, values: Mapping[str, Any]
 ) -> tuple[list[_Recipient], list[Outcome]]:
-    """One recipient per distinct address; what is not an address becomes a skipped outcome."""
+    """One recipient per distinct address; what is not one address becomes a skipped outcome.
+
+    The address comes from the address part of a ``to:`` template (or an object's ``email``),
+    checked to be exactly one bare address; entity data never changes where a message goes.
+    """
     if event.recipients is not None:
-        found = _flatten(event.recipients({**values, "session": session}), "recipients")
+        found = _called_recipients(event.recipients({**values, "session": session}))
     else:
-        found = []
-        for i, expression in enumerate(event.to):
-            source = (
-                f"to[{i}] {expression.template.source}"
-                if len(event.to) > 1
-                else f"to {expression.template.source}"
-            )
-            try:
-                found.extend(_flatten(expression.template.render(values), source))
-            except RenderError as exc:
-                found.append((None, f"{source}: {exc}"))
+        found = _template_recipients(event, values)
     recipients: dict[str, _Recipient] = {}
     rejected: list[Outcome] = []
-    for raw, source in found:
-        address = getattr(raw, "email", raw)
+    for candidate in found:
         try:
-            if not isinstance(address, str) or not address.strip():
-                raise ValueError(f"no address ({address!r})")  # noqa: TRY301
-            name, email = parse_address(address.strip())
-        except ValueError as exc:
-            label = address if isinstance(address, str) and address.strip() else f"<{source}>"
+            name, email = candidate.address()
+        except (ValueError, RenderError) as exc:  # AddressError, or reading an entity failed
             rejected.append(
                 Outcome(
                     Status.SKIPPED,
                     Reason.INVALID_RECIPIENT,
-                    recipient=label[:320],
-                    detail=f"{source}: {_first_line(exc)}",
+                    recipient=candidate.label()[:320],
+                    detail=f"{candidate.source}: {_first_line(exc)}",
                 )
             )
             continue
         key = email.lower()
         recipients.setdefault(key, _Recipient(key, format_address(name, email)))
+    # An address refused in one form and given validly in another is that one recipient.
+    rejected = [o for o in rejected if (o.recipient or "").lower() not in recipients]
     if not recipients:
         detail = "; ".join(o.detail for o in rejected) or "the event resolved to no recipients"
         raise _Stop(Outcome(Status.SKIPPED, Reason.NO_RECIPIENTS, detail=detail))
     return list(recipients.values()), rejected
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """Something that should name one recipient, and where it came from."""
+
+    source: str
+    value: Any
+    """A string, an object with an ``email`` attribute, or anything else (then rejected)."""
+    name: str = ""
+    named: bool = False
+    """Whether a string may carry its own display name (those a ``recipients:`` callable gives)."""
+    error: Exception | None = None
+
+    def address(self) -> tuple[str, str]:
+        """(display name, checked address); raises AddressError or RenderError."""
+        if self.error is not None:
+            raise self.error
+        value = getattr(self.value, "email", self.value)
+        if not isinstance(value, str) or not value.strip():
+            raise AddressError(f"no address ({value!r})")
+        if self.named:
+            return parse_address(value)
+        return self.name, check_address(value.strip())
+
+    def label(self) -> str:
+        value = getattr(self.value, "email", self.value)
+        if isinstance(value, str) and value.strip():
+            return display_name(value)
+        return f"<{self.source}>"
+
+
+def _template_recipients(event: Event, values: Mapping[str, Any]) -> list[_Candidate]:
+    found: list[_Candidate] = []
+    for i, address in enumerate(event.to_addresses):
+        where = f"to[{i}]" if len(event.to_addresses) > 1 else "to"
+        source = f"{where} {address.source}"
+        try:
+            name = address.render_name(values)
+            items = _flatten(address.render_address(values), source)
+        except RenderError as exc:
+            found.append(_Candidate(source, None, error=exc))
+            continue
+        found.extend(_Candidate(where, value, name=name) for value, where in items)
+    return found
+
+
+def _called_recipients(value: Any) -> list[_Candidate]:
+    """What a ``recipients:`` callable returned: strings (parsed strictly), objects with an
+    ``email``, ``(name, address)`` pairs, or an iterable of those."""
+    found: list[_Candidate] = []
+    for item, where in _flatten(value, "recipients"):
+        if not _is_pair(item):
+            found.append(_Candidate(where, item, named=True))
+            continue
+        name, address = item
+        error = None
+        if _is_address(name) and _is_address(address):
+            # ("a@x.test", "b@x.test") is two addresses in a tuple, not a (name, address) pair:
+            # refused rather than sent to one of them under the other's name.
+            error = AddressError(
+                f"the pair ({name!r}, {address!r}) has an address for its name; return "
+                "(name, address) pairs, or a list of addresses"
+            )
+        found.append(_Candidate(where, address, name=display_name(name), error=error))
+    return found
+
+
+def _is_address(value: Any) -> bool:
+    try:
+        check_address(value)
+    except (AddressError, TypeError):
+        return False
+    return True
+
+
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, tuple) and len(value) == 2  # noqa: PLR2004 - (name, address)
 
 
 def build_template_model(
@@ -259,7 +329,7 @@ def build_template_model(
         model.update(extra)
     try:
         validated = event.payload_model.model_validate(model)
-        return validated.model_dump(mode="json", by_alias=True)
+        dumped: dict[str, Any] = _clean(validated.model_dump(mode="json", by_alias=True))
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'TemplateModel'}: {e['msg']}" for e in exc.errors()
@@ -267,6 +337,18 @@ def build_template_model(
         raise _Stop(Outcome(Status.FAILED, Reason.INVALID_PAYLOAD, detail=problems)) from exc
     except PydanticSerializationError as exc:  # a value pydantic cannot turn into JSON
         raise _Stop(Outcome(Status.FAILED, Reason.INVALID_PAYLOAD, detail=str(exc))) from exc
+    return dumped
+
+
+def _clean(value: Any) -> Any:
+    """Every string of a dumped TemplateModel through :func:`body_text` (no NUL is sent)."""
+    if isinstance(value, str):
+        return body_text(value)
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
 
 
 def deliver(  # noqa: PLR0917 - the run's state, passed along explicitly
@@ -541,7 +623,7 @@ def finish(event: Event, event_id: str, outcomes: list[Outcome]) -> RunResult:
 
 
 def _flatten(value: Any, source: str) -> list[tuple[Any, str]]:
-    if value is None or isinstance(value, str) or hasattr(value, "email"):
+    if value is None or isinstance(value, str) or hasattr(value, "email") or _is_pair(value):
         return [(value, source)]
     if isinstance(value, Iterable) and not isinstance(value, Mapping | bytes):
         return [(item, f"{source}[{i}]") for i, item in enumerate(value)]

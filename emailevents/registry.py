@@ -29,7 +29,7 @@ from pydantic import (
     field_validator,
 )
 
-from .addresses import parse_address
+from .addresses import AddressTemplate, compile_address, format_address, parse_address
 from .errors import ExpressionError, Problem, RegistryError
 from .expressions import Path, Template, parse
 from .introspect import Callee, PathError, PathInfo, describe_path, import_ref, mapper_of
@@ -198,6 +198,8 @@ class Event:
     message_stream: str
     subject: Expression | None
     to: tuple[Expression, ...]
+    to_addresses: tuple[AddressTemplate, ...]
+    """``to:``, each split at load into its display-name and address parts."""
     recipients: Callee | None
     data: tuple[Expression, ...]
     payload_model: type[BaseModel]
@@ -302,6 +304,8 @@ class _Compiler:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         self.context_refs: list[tuple[Event, Expression, Path]] = []
+        self.from_address = ""
+        """``defaults.from`` as sent: the name quoted by the standard library."""
         # Fields of a section that were in error (and left out, to check the rest).
         self.invalid: dict[Key, frozenset[str]] = {}
 
@@ -472,8 +476,8 @@ class _Compiler:
 
     def _check_from(self, value: str, path: Key) -> None:
         try:
-            parse_address(value)
-        except ValueError as exc:  # AddressError, and whatever the address parsers let through
+            self.from_address = format_address(*parse_address(value))
+        except ValueError as exc:  # AddressError
             self.problem(path, f"defaults.from: {exc}", hint=_FIELD_HINTS["from"], code="EE009")
 
     def _toggles(self, ref: str, path: Key) -> Callable[..., bool] | None:
@@ -630,7 +634,7 @@ class _Compiler:
         available = None if "entities" in invalid else {*names, "session"}
         recipients = self._callee(spec.recipients, (*path, "recipients"), available)
         build = self._callee(spec.build, (*path, "build"), available)
-        subject, to, data = self._event_expressions(key, spec, path)
+        subject, to, to_addresses, data = self._event_expressions(key, spec, path)
         payload = self._payload(key, spec, path)
         if payload is not None:
             self._check_payload_fields(key, payload, spec, path)
@@ -646,10 +650,11 @@ class _Compiler:
             template=spec.template,
             entities=tuple(entities),
             org=org if org in names else None,
-            from_=defaults.from_,
+            from_=self.from_address,
             message_stream=defaults.message_stream,
             subject=subject,
             to=to,
+            to_addresses=to_addresses,
             recipients=recipients,
             data=data,
             payload_model=payload or _payload_model(key, subject, data, build, infos),
@@ -727,7 +732,12 @@ class _Compiler:
 
     def _event_expressions(
         self, key: str, spec: EventSpec, path: Key
-    ) -> tuple[Expression | None, tuple[Expression, ...], tuple[Expression, ...]]:
+    ) -> tuple[
+        Expression | None,
+        tuple[Expression, ...],
+        tuple[AddressTemplate, ...],
+        tuple[Expression, ...],
+    ]:
         subject = None
         if spec.subject is not None:
             subject = self._expression("subject", spec.subject, (*path, "subject"))
@@ -737,6 +747,7 @@ class _Compiler:
             to = [
                 self._expression("to", src, (*path, "to", i)) for i, src in enumerate(spec.to or [])
             ]
+        addresses = [self._address(e) for e in to if e is not None]
         data = []
         for name, source in spec.data.items():
             where: Key = (*path, "data", name)
@@ -759,6 +770,7 @@ class _Compiler:
         return (
             subject,
             tuple(e for e in to if e is not None),
+            tuple(a for a in addresses if a is not None),
             tuple(e for e in data if e is not None),
         )
 
@@ -781,6 +793,22 @@ class _Compiler:
             return None
         anchor = Problem("", self.doc.filename, where.line, column)
         return Expression(field_name, template, anchor, label=_dotted(path), exact=exact)
+
+    def _address(self, expression: Expression) -> AddressTemplate | None:
+        """``to:`` must be ``ADDRESS`` or ``NAME <ADDRESS>`` by its literal text alone."""
+        try:
+            return compile_address(expression.template)
+        except ExpressionError as exc:
+            self.doc.problems.append(
+                expression.problem(
+                    exc.reason,
+                    offset=exc.offset,
+                    hint="the name part may hold anything; the address part only paths and "
+                    "address characters",
+                    code="EE039",
+                )
+            )
+            return None
 
     def _check_references(
         self,
