@@ -32,7 +32,15 @@ from pydantic import (
 from .addresses import parse_address
 from .errors import ExpressionError, Problem, RegistryError
 from .expressions import Path, Template, parse
-from .introspect import Callee, PathError, PathInfo, describe_path, import_ref, mapper_of
+from .introspect import (
+    Callee,
+    PathError,
+    PathInfo,
+    describe_path,
+    import_ref,
+    mapper_of,
+    parse_ref,
+)
 from .yamlnodes import Document, Key, load_document
 
 __all__ = [
@@ -297,10 +305,17 @@ class _Compiler:
 
     A mistake is reported once, where it is written: what depends on a broken part (an event
     using an entity type whose import failed, say) is skipped rather than reported again.
+
+    With ``resolve=False`` nothing is imported: importing a ``module:attr`` reference runs its
+    module's top-level code, which a review of the registry must not do. References are checked
+    as written, and left unresolved like broken ones, so what needs them (attribute paths against
+    the mappers, callables' signatures, payload classes) is not checked; the events compiled lack
+    their entity classes, callables and payload class, and no registry is built.
     """
 
-    def __init__(self, doc: Document) -> None:
+    def __init__(self, doc: Document, *, resolve: bool = True) -> None:
         self.doc = doc
+        self.resolve = resolve
         self.context_refs: list[tuple[Event, Expression, Path]] = []
         # Fields of a section that were in error (and left out, to check the rest).
         self.invalid: dict[Key, frozenset[str]] = {}
@@ -354,6 +369,8 @@ class _Compiler:
         self._check_task_names(specs or {})
         if self.doc.problems or defaults is None or types is None or specs is None:
             return None
+        if not self.resolve:
+            return None  # its events lack what a task run needs
         return Registry(
             source=self.doc.filename,
             version=SUPPORTED_VERSIONS[-1],
@@ -918,7 +935,11 @@ class _Compiler:
     # -- references --
 
     def _import(self, ref: str, path: Key) -> Any:
+        """The object ``ref`` names; None when it is broken (reported) or not resolved."""
         try:
+            if not self.resolve:
+                parse_ref(ref)
+                return None
             return import_ref(ref)
         except LookupError as exc:
             self.problem(path, f"{_dotted(path)}: {exc}", code="EE012")
