@@ -367,10 +367,15 @@ class _Compiler:
             if event is not None:
                 events[key] = event
         self._check_task_names(specs or {})
-        if self.doc.problems or defaults is None or types is None or specs is None:
+        # Unresolved, the events lack what a task run needs: no registry is built from them.
+        if (
+            self.doc.problems
+            or defaults is None
+            or types is None
+            or specs is None
+            or not self.resolve
+        ):
             return None
-        if not self.resolve:
-            return None  # its events lack what a task run needs
         return Registry(
             source=self.doc.filename,
             version=SUPPORTED_VERSIONS[-1],
