@@ -366,9 +366,10 @@ class _Linter:
             compiler.compile()
         self.findings = [Finding.from_problem(p) for p in doc.problems]
         events = list(compiler.events.values())
-        for event in events if self.resolve else ():  # both need the entity and payload classes
-            self._nullable(event)
-            self._payload_types(event)
+        if self.resolve:  # both need the entity and payload classes
+            for event in events:
+                self._nullable(event)
+                self._payload_types(event)
         self._context(context_names)
         self._shared_templates()
         if toggle_keys is not None:

@@ -215,7 +215,8 @@ class Event:
 
     @property
     def entity_names(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.entities)
+        """The names ``emit()`` takes, in order (as declared: known without importing)."""
+        return tuple(self.spec.entities)
 
     @property
     def expressions(self) -> tuple[Expression, ...]:

@@ -160,13 +160,15 @@ def test_without_the_application_a_context_value_is_info_once_per_name() -> None
     assert "used by 11 events" in findings[0].message
 
 
-def test_a_context_callable_is_checked_against_its_events_entities() -> None:
-    def site_url(project: object) -> str:
+@pytest.mark.parametrize("resolve", [True, False], ids=["imported", "not-imported"])
+def test_a_context_callable_is_checked_against_its_events_entities(resolve: bool) -> None:
+    def site_url(org: object, project: object) -> str:
         return ""
 
-    findings = lint(EVENTS_YAML, context_names={"site_url": site_url})
+    findings = lint(EVENTS_YAML, context_names={"site_url": site_url}, resolve=resolve)
     assert {f.code for f in findings} == {"EE014"}
     assert "takes 'project'" in findings[0].message
+    assert "given: inventory_model, org, session, user" in findings[0].message
 
 
 def test_every_finding_of_a_registry_with_many_mistakes_is_reported(tmp_path: Path) -> None:
