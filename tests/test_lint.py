@@ -586,7 +586,7 @@ def test_no_import_runs_none_of_the_code_the_registry_names(tmp_path: Path) -> N
     assert reviewed.returncode == 1, reviewed.stderr
     findings = reviewed.stdout.splitlines()
     assert [line.split()[1] for line in findings] == ["EE030"]
-    assert "not checked, to import nothing (--no-import): module:attr references import" in (
+    assert "not checked, to import nothing (--no-import): whether module:attr references" in (
         reviewed.stderr
     )
 
