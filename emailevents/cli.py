@@ -458,6 +458,13 @@ def _org_settings(app: EmailEvents) -> tuple[dict[str, int] | None, str]:
 @api_url_option
 @click.option("--offline", is_flag=True, help="Skip the checks against Postmark.")
 @click.option(
+    "--no-import",
+    "no_import",
+    is_flag=True,
+    help="Import nothing the registry names, so that none of its code runs; skip the checks "
+    "that need it.",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["text", "json"]),
@@ -478,6 +485,7 @@ def lint_command(  # noqa: PLR0917 - one parameter per option
     token: str | None,
     api_url: str | None,
     offline: bool,
+    no_import: bool,
     fmt: str,
     fail_on: str,
 ) -> None:
@@ -488,9 +496,13 @@ def lint_command(  # noqa: PLR0917 - one parameter per option
     """
     from .lint import PostmarkAPIError, Severity, lint_report  # noqa: PLC0415
 
-    _importable_cwd()
+    notes: list[str] = []
+    if no_import:
+        app_ref, notes = _without_app(app_ref)
+    else:
+        _importable_cwd()
     app, note = _app_for_lint(app_ref)
-    notes = [note] if note else []
+    notes += [note] if note else []
     path = registry or (app.registry.source if app is not None else "events.yaml")
     if not Path(path).is_file():
         raise click.UsageError(f"no registry file at {path}: give its path, or --app")
@@ -500,7 +512,13 @@ def lint_command(  # noqa: PLR0917 - one parameter per option
     notes += [note] if note else []
     secret = _secret(token)
     try:
-        report = lint_report(path, context_names=context, toggle_keys=toggle_keys, sender=sender)
+        report = lint_report(
+            path,
+            context_names=context,
+            toggle_keys=toggle_keys,
+            sender=sender,
+            resolve=not no_import,
+        )
     except (ConfigurationError, PostmarkAPIError) as exc:
         raise _ConfigurationProblem(_scrub(str(exc), secret)) from None
     if fmt == "json":
@@ -512,6 +530,7 @@ def lint_command(  # noqa: PLR0917 - one parameter per option
             "shared_toggles": {k: list(v) for k, v in report.shared_toggles.items()},
             "postmark": report.postmark,
             "templates_checked": report.templates_checked,
+            "skipped": list(report.skipped),
             "notes": notes,
         }
         click.echo(_scrub(json.dumps(document, indent=2), secret))
@@ -523,6 +542,18 @@ def lint_command(  # noqa: PLR0917 - one parameter per option
     threshold = Severity(fail_on).rank
     if any(f.severity.rank >= threshold for f in report.findings):
         raise SystemExit(1)
+
+
+def _without_app(app_ref: str | None) -> tuple[None, list[str]]:
+    """``lint --no-import`` takes no application: importing it would run the application."""
+    if app_ref is None:
+        return None, []
+    source = click.get_current_context().get_parameter_source("app_ref")
+    if source is not click.core.ParameterSource.ENVIRONMENT:
+        raise click.UsageError(
+            "--no-import imports nothing, and --app imports the application: give one of them"
+        )
+    return None, [f"{APP_VARIABLE} is not used with --no-import: the application is not imported"]
 
 
 def _lint_summary(path: str, report: LintReport) -> list[str]:
@@ -542,6 +573,8 @@ def _lint_summary(path: str, report: LintReport) -> list[str]:
         lines.append(
             "templates not checked at Postmark: give --token, or set POSTMARK_SERVER_TOKEN"
         )
+    if report.skipped:
+        lines.append(f"not checked, to import nothing (--no-import): {'; '.join(report.skipped)}")
     lines += [
         f"toggle '{key}' switches {len(keys)} events: {', '.join(keys)}"
         for key, keys in report.shared_toggles.items()

@@ -14,7 +14,15 @@ import sqlalchemy as sa
 from sqlalchemy.ext.hybrid import HybridExtensionType
 from sqlalchemy.orm import Mapper
 
-__all__ = ["Callee", "PathError", "PathInfo", "describe_path", "import_ref", "mapper_of"]
+__all__ = [
+    "Callee",
+    "PathError",
+    "PathInfo",
+    "describe_path",
+    "import_ref",
+    "mapper_of",
+    "parse_ref",
+]
 
 Kind = Literal["column", "object", "collection", "unknown"]
 
@@ -128,16 +136,26 @@ def _plain_attribute(cls: type, attr: str, index: int, names: list[str] | None =
         raise PathError(f"{cls.__name__}.{attr} is a method; expressions cannot call it", index)
 
 
+def parse_ref(ref: str) -> tuple[str, str]:
+    """``module:attr`` as its module name and attribute path, checked as written; imports nothing.
+
+    Raises:
+        LookupError: the reference is not a ``package.module:attribute`` reference.
+    """
+    match = _REFERENCE.match(ref)
+    if match is None:
+        raise LookupError(f"{ref!r} is not a 'package.module:attribute' reference")
+    module_name, attr_path = match.groups()
+    return module_name, attr_path
+
+
 def import_ref(ref: str) -> Any:
     """Import ``module:attr`` (``attr`` may be dotted).
 
     Raises:
         LookupError: the reference is malformed, the module fails to import, or lacks the name.
     """
-    match = _REFERENCE.match(ref)
-    if match is None:
-        raise LookupError(f"{ref!r} is not a 'package.module:attribute' reference")
-    module_name, attr_path = match.groups()
+    module_name, attr_path = parse_ref(ref)
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:  # any error raised while importing user code

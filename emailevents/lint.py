@@ -7,6 +7,11 @@ the org settings the toggles are kept in and, given a :class:`~emailevents.Postm
 templates and message stream at Postmark. ``docs/lint.md`` lists every code with an example and
 the fix; :data:`CODES` is that list, and a test keeps the two in step.
 
+``lint(..., resolve=False)`` imports nothing: the registry's ``module:attr`` references name
+the application's modules, and importing one runs its top-level code. It checks what needs no
+import and says what it left out (:data:`NOT_IMPORTED`), for reviewing a change to a registry
+without running the code it names.
+
 A warning or info finding can be silenced where it is written, when it is on purpose, with a
 comment on its line: ``template: welcome  # emailevents: ignore[EE038]``.
 """
@@ -49,6 +54,7 @@ from .yamlnodes import Document, Key, load_document
 
 __all__ = [
     "CODES",
+    "NOT_IMPORTED",
     "Finding",
     "LintReport",
     "PostmarkAPIError",
@@ -134,6 +140,15 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "EE059": (_I, "message stream not checked"),
 }
 
+#: What lint leaves out when it imports nothing (``resolve=False``): the checks that need the
+#: application's classes and callables.
+NOT_IMPORTED = (
+    "whether module:attr references import (EE012; their form is checked)",
+    "entity classes and attribute paths (EE013, EE015, EE016, EE021-EE023, EE025, EE056)",
+    "callables' signatures (EE013, EE014)",
+    "payload classes (EE013, EE040-EE042) and the template variables they provide (EE053)",
+)
+
 _IGNORE = re.compile(r"#\s*emailevents:\s*ignore\[(?P<codes>[A-Z0-9,\s]+)\]")
 _PAGE = 100  # Postmark's largest page of GET /templates
 _WORKERS = 8  # concurrent template requests: a few seconds for 100 templates over the internet
@@ -207,6 +222,8 @@ class LintReport:
     postmark: str | None = None
     """The Postmark API URL the templates were checked at; None when offline."""
     templates_checked: int = 0
+    skipped: tuple[str, ...] = ()
+    """The checks left out: :data:`NOT_IMPORTED` when nothing was imported."""
 
     def counts(self) -> dict[str, int]:
         return {s.value: sum(1 for f in self.findings if f.severity is s) for s in Severity}
@@ -218,6 +235,7 @@ def lint(
     context_names: Iterable[str] | Mapping[str, Any] | None = None,
     toggle_keys: Mapping[str, int] | None = None,
     sender: PostmarkSender | None = None,
+    resolve: bool = True,
 ) -> list[Finding]:
     """Check a registry file; every problem found, sorted by position.
 
@@ -230,6 +248,9 @@ def lint(
             it off (see :func:`org_settings_toggles`); None when not known.
         sender: a :class:`~emailevents.PostmarkSender` to check templates and the message
             stream at Postmark with; None to check offline only.
+        resolve: import the registry's ``module:attr`` references and check what they name.
+            False imports nothing, and so runs none of the application's code: the checks
+            that need it are left out (:data:`NOT_IMPORTED`), the others are the same.
 
     Raises:
         ConfigurationError: Postmark rejected the token, or cannot be reached at the API URL;
@@ -238,7 +259,11 @@ def lint(
             (an outage: HTTP 5xx).
     """
     report = lint_report(
-        registry_path, context_names=context_names, toggle_keys=toggle_keys, sender=sender
+        registry_path,
+        context_names=context_names,
+        toggle_keys=toggle_keys,
+        sender=sender,
+        resolve=resolve,
     )
     return list(report.findings)
 
@@ -249,6 +274,7 @@ def lint_report(
     context_names: Iterable[str] | Mapping[str, Any] | None = None,
     toggle_keys: Mapping[str, int] | None = None,
     sender: PostmarkSender | None = None,
+    resolve: bool = True,
 ) -> LintReport:
     """:func:`lint`, with what it looked at (for the command line's summary)."""
     filename = str(registry_path)
@@ -257,7 +283,7 @@ def lint_report(
     except (OSError, UnicodeDecodeError) as exc:
         finding = Finding.of("EE001", f"cannot read the registry: {exc}", file=filename)
         return LintReport((finding,), 0, {})
-    return _Linter(text, filename).run(
+    return _Linter(text, filename, resolve=resolve).run(
         context_names=context_names, toggle_keys=toggle_keys, sender=sender
     )
 
@@ -285,8 +311,8 @@ class _LintCompiler(_Compiler):
     The loader builds no registry when there is any problem; lint goes on checking those events.
     """
 
-    def __init__(self, doc: Document) -> None:
-        super().__init__(doc)
+    def __init__(self, doc: Document, *, resolve: bool) -> None:
+        super().__init__(doc, resolve=resolve)
         self.events: dict[str, Event] = {}
         self.specs: dict[str, EventSpec] = {}
         self.defaults: DefaultsSpec | None = None
@@ -321,11 +347,12 @@ class _LintCompiler(_Compiler):
 class _Linter:
     """One lint run over one registry text: the loader's problems, then lint's own checks."""
 
-    def __init__(self, text: str, filename: str) -> None:
+    def __init__(self, text: str, filename: str, *, resolve: bool = True) -> None:
         self.text = text
         self.filename = filename
+        self.resolve = resolve
         self.doc = load_document(text, filename)
-        self.compiler = _LintCompiler(self.doc)
+        self.compiler = _LintCompiler(self.doc, resolve=resolve)
         self.findings: list[Finding] = []
 
     def run(
@@ -340,9 +367,10 @@ class _Linter:
             compiler.compile()
         self.findings = [Finding.from_problem(p) for p in doc.problems]
         events = list(compiler.events.values())
-        for event in events:
-            self._nullable(event)
-            self._payload_types(event)
+        if self.resolve:  # both need the entity and payload classes
+            for event in events:
+                self._nullable(event)
+                self._payload_types(event)
         self._context(context_names)
         self._shared_templates()
         if toggle_keys is not None:
@@ -358,6 +386,7 @@ class _Linter:
             shared_toggles=self._shared_toggles(),
             postmark=sender.api_url if sender is not None else None,
             templates_checked=checked,
+            skipped=() if self.resolve else NOT_IMPORTED,
         )
 
     # -- positions --
@@ -950,7 +979,9 @@ class _PostmarkCheck:
         where: Key = ("events", event.key, "template")
         label = f"events.{event.key}"
         for name in sorted(set(suggested) - provided.names):
-            if event.build is not None:
+            if event.spec.payload is not None and not self.linter.resolve:
+                continue  # the payload class, not imported, may provide it
+            if event.spec.build is not None:
                 self.linter.add(
                     "EE054",
                     where,

@@ -32,7 +32,15 @@ from pydantic import (
 from .addresses import AddressTemplate, compile_address, format_address, parse_address
 from .errors import ExpressionError, Problem, RegistryError
 from .expressions import Path, Template, parse
-from .introspect import Callee, PathError, PathInfo, describe_path, import_ref, mapper_of
+from .introspect import (
+    Callee,
+    PathError,
+    PathInfo,
+    describe_path,
+    import_ref,
+    mapper_of,
+    parse_ref,
+)
 from .yamlnodes import Document, Key, load_document
 
 __all__ = [
@@ -209,7 +217,8 @@ class Event:
 
     @property
     def entity_names(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.entities)
+        """The names ``emit()`` takes, in order (as declared: known without importing)."""
+        return tuple(self.spec.entities)
 
     @property
     def expressions(self) -> tuple[Expression, ...]:
@@ -299,10 +308,17 @@ class _Compiler:
 
     A mistake is reported once, where it is written: what depends on a broken part (an event
     using an entity type whose import failed, say) is skipped rather than reported again.
+
+    With ``resolve=False`` nothing is imported: importing a ``module:attr`` reference runs its
+    module's top-level code, which a review of the registry must not do. References are checked
+    as written, and left unresolved like broken ones, so what needs them (attribute paths against
+    the mappers, callables' signatures, payload classes) is not checked; the events compiled lack
+    their entity classes, callables and payload class, and no registry is built.
     """
 
-    def __init__(self, doc: Document) -> None:
+    def __init__(self, doc: Document, *, resolve: bool = True) -> None:
         self.doc = doc
+        self.resolve = resolve
         self.context_refs: list[tuple[Event, Expression, Path]] = []
         self.from_address = ""
         """``defaults.from`` as sent: the name quoted by the standard library."""
@@ -356,7 +372,14 @@ class _Compiler:
             if event is not None:
                 events[key] = event
         self._check_task_names(specs or {})
-        if self.doc.problems or defaults is None or types is None or specs is None:
+        # Unresolved, the events lack what a task run needs: no registry is built from them.
+        if (
+            self.doc.problems
+            or defaults is None
+            or types is None
+            or specs is None
+            or not self.resolve
+        ):
             return None
         return Registry(
             source=self.doc.filename,
@@ -946,7 +969,11 @@ class _Compiler:
     # -- references --
 
     def _import(self, ref: str, path: Key) -> Any:
+        """The object ``ref`` names; None when it is broken (reported) or not resolved."""
         try:
+            if not self.resolve:
+                parse_ref(ref)
+                return None
             return import_ref(ref)
         except LookupError as exc:
             self.problem(path, f"{_dotted(path)}: {exc}", code="EE012")

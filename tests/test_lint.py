@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import subprocess
 import sys
 import time
 import uuid
@@ -23,7 +24,15 @@ import yaml
 from click.testing import CliRunner
 
 from emailevents.cli import main
-from emailevents.lint import CODES, Finding, PostmarkTemplates, Severity, lint, lint_report
+from emailevents.lint import (
+    CODES,
+    NOT_IMPORTED,
+    Finding,
+    PostmarkTemplates,
+    Severity,
+    lint,
+    lint_report,
+)
 from emailevents.senders import PostmarkSender
 from emailevents.testing.fake_postmark import DEMO_TEMPLATES, FakePostmark
 from tests.test_docs import parse_blocks
@@ -78,10 +87,10 @@ def fake_postmark_for(case: Case) -> FakePostmark:
     return server
 
 
-def run_case(case: Case, monkeypatch: pytest.MonkeyPatch) -> list[Finding]:
+def run_case(case: Case, monkeypatch: pytest.MonkeyPatch, *, resolve: bool = True) -> list[Finding]:
     """Lint the case as `emailevents lint events.yaml` would in its directory."""
     monkeypatch.chdir(case.path)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"resolve": resolve}
     if "context" in case.options:
         kwargs["context_names"] = case.options["context"]
     if "toggle_keys" in case.options:
@@ -151,13 +160,15 @@ def test_without_the_application_a_context_value_is_info_once_per_name() -> None
     assert "used by 11 events" in findings[0].message
 
 
-def test_a_context_callable_is_checked_against_its_events_entities() -> None:
-    def site_url(project: object) -> str:
+@pytest.mark.parametrize("resolve", [True, False], ids=["imported", "not-imported"])
+def test_a_context_callable_is_checked_against_its_events_entities(resolve: bool) -> None:
+    def site_url(org: object, project: object) -> str:
         return ""
 
-    findings = lint(EVENTS_YAML, context_names={"site_url": site_url})
+    findings = lint(EVENTS_YAML, context_names={"site_url": site_url}, resolve=resolve)
     assert {f.code for f in findings} == {"EE014"}
     assert "takes 'project'" in findings[0].message
+    assert "given: inventory_model, org, session, user" in findings[0].message
 
 
 def test_every_finding_of_a_registry_with_many_mistakes_is_reported(tmp_path: Path) -> None:
@@ -491,6 +502,183 @@ def test_the_message_streams_api_of_the_local_server_has_postmarks_shape(
         None,
     )
     assert client.call("GET", "message-streams/broadcast")["MessageStreamType"] == "Broadcasts"
+
+
+# --- --no-import: the registry's code is not run ----------------------------------------------
+
+# The codes whose checks need the application's classes and callables; --no-import leaves them
+# out (EE012 only for references that are well-formed, EE056 only for one column's value).
+NEEDS_IMPORT = {
+    "EE012", "EE013", "EE014", "EE015", "EE016", "EE021", "EE022", "EE023", "EE025", "EE040",
+    "EE041", "EE042", "EE056",
+}  # fmt: skip
+
+SHOP_REGISTRY = """\
+version: 1
+
+defaults:
+  from: "Acme <notifications@acme.test>"
+  toggles: shop.settings:email_enabled
+
+entities:
+  User: shop.models:User
+  Organization: {model: "shop.models:Organization", key: cuid}
+
+events:
+  user_invited:
+    toggle: user_invited
+    template: user-invited
+    entities: {user: User, org: Organization}
+    subject: "Welcome to {org.name}"
+    to: "{user.email}"
+    data:
+      org_name: "{org.name}"
+      url: "{site_url}/welcome"
+  user_removed:
+    toggle: always
+    template: user-removed
+    entities: {user: User}
+    recipients: shop.hooks:admins
+    payload: shop.hooks:RemovedEmail
+    data:
+      name: "{user.full_name}"
+"""
+
+# Each module of the application records that it ran; its models refuse to be imported at all.
+RECORD = 'import pathlib\npathlib.Path("ran.txt").open("a").write(__name__ + "\\n")\n'
+SHOP_MODULES = {
+    "shop/__init__.py": RECORD,
+    "shop/models.py": RECORD + 'raise RuntimeError("shop.models must not run in a review")\n',
+    "shop/settings.py": RECORD + "def email_enabled(session, org, toggle_key): return True\n",
+    "shop/hooks.py": RECORD + "def admins(session): return []\nRemovedEmail = None\n",
+}
+
+
+def shop(root: Path, registry: str = SHOP_REGISTRY) -> Path:
+    """A fresh folder holding a registry and the application code it names."""
+    for name, source in {"events.yaml": registry, **SHOP_MODULES}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(source)
+    return root
+
+
+def emailevents(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command line in a process of its own, in ``cwd``, which it can import from."""
+    return subprocess.run(  # noqa: S603 - our own command
+        [sys.executable, "-c", "from emailevents.cli import main; main()", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def ran(cwd: Path) -> set[str]:
+    file = cwd / "ran.txt"
+    return set(file.read_text().split()) if file.exists() else set()
+
+
+def test_no_import_runs_none_of_the_code_the_registry_names(tmp_path: Path) -> None:
+    root = shop(tmp_path, SHOP_REGISTRY.replace("toggle: user_invited", 'toggle: "user invited"'))
+    reviewed = emailevents(root, "lint", "--no-import")
+    assert ran(root) == set(), reviewed.stderr
+    assert reviewed.returncode == 1, reviewed.stderr
+    findings = reviewed.stdout.splitlines()
+    assert [line.split()[1] for line in findings] == ["EE030"]
+    assert "not checked, to import nothing (--no-import): whether module:attr references" in (
+        reviewed.stderr
+    )
+
+    linted = emailevents(root, "lint")
+    assert ran(root) == {"shop", "shop.models", "shop.settings", "shop.hooks"}
+    assert linted.returncode == 1, linted.stderr
+    assert findings[0] in linted.stdout.splitlines()  # the same finding at the same place
+    assert "RuntimeError: shop.models must not run in a review" in linted.stdout
+    assert "not checked, to import nothing" not in linted.stderr
+
+
+def test_no_import_json_names_the_checks_it_left_out(tmp_path: Path) -> None:
+    root = shop(tmp_path)
+    reviewed = emailevents(root, "lint", "--no-import", "--format", "json")
+    assert ran(root) == set()
+    assert reviewed.returncode == 0, reviewed.stderr  # one info: site_url
+    document = json.loads(reviewed.stdout)
+    assert document["skipped"] == list(NOT_IMPORTED)
+    assert [f["code"] for f in document["findings"]] == ["EE026"]
+    assert document["events"] == 2
+    assert json.loads(emailevents(root, "lint", "--format", "json").stdout)["skipped"] == []
+
+
+def test_no_import_checks_templates_at_postmark_with_a_token(tmp_path: Path) -> None:
+    root = shop(tmp_path)
+    templates = [
+        {
+            "Name": "Invited",
+            "Alias": "user-invited",
+            "Subject": "{{subject}}",
+            "TextBody": "{{org_name}}: {{url}}, from {{inviter}}",
+        },
+        {"Name": "Removed", "Alias": "user-removed", "Subject": "Bye", "TextBody": "{{reason}}"},
+    ]
+    with FakePostmark(tokens=[TOKEN], templates=templates) as server:
+        reviewed = emailevents(
+            root, "lint", "--no-import", "--token", TOKEN, "--api-url", server.url
+        )
+        url, requests = server.url, server.requests
+    assert ran(root) == set()
+    assert reviewed.returncode == 1, reviewed.stderr
+    codes = {line.split()[1]: line for line in reviewed.stdout.splitlines()}
+    # {{reason}} is not reported: the payload class, not imported, may provide it.
+    assert sorted(codes) == ["EE026", "EE053", "EE055"]
+    assert "template 'user-invited' uses {{inviter}}" in codes["EE053"]
+    assert "template 'user-removed' never uses {{name}}" in codes["EE055"]
+    assert f"templates checked at Postmark ({url}): 2" in reviewed.stderr
+    assert requests.count(("POST", "/templates/validate")) == 2
+    assert TOKEN not in reviewed.stdout + reviewed.stderr
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.name)
+def test_no_import_gives_the_same_findings_for_what_needs_no_import(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = load_case(path)
+    before = set(sys.modules)
+    reviewed = run_case(case, monkeypatch, resolve=False)
+    assert not {name for name in set(sys.modules) - before if name.startswith("tests.")}
+    expected = [] if case.code in NEEDS_IMPORT else run_case(case, monkeypatch)
+
+    def shown(findings: list[Finding]) -> list[str]:
+        return [_LOCAL_URL.sub("http://127.0.0.1:9025/", str(f)) for f in findings]
+
+    assert shown(reviewed) == shown(expected)
+
+
+def test_no_import_still_checks_the_form_of_references(tmp_path: Path) -> None:
+    root = shop(tmp_path, SHOP_REGISTRY.replace("shop.hooks:admins", "shop.hooks.admins"))
+    (finding,) = [f for f in lint(root / "events.yaml", resolve=False) if f.code != "EE026"]
+    assert finding.code == "EE012"
+    assert "'shop.hooks.admins' is not a 'package.module:attribute' reference" in finding.message
+    assert (finding.line, finding.column) == (25, 17)
+
+
+def test_the_codes_no_import_leaves_out_are_the_ones_it_names() -> None:
+    named = set(re.findall(r"EE\d{3}", " ".join(NOT_IMPORTED)))
+    ranges = re.findall(r"EE(\d{3})-EE(\d{3})", " ".join(NOT_IMPORTED))
+    named |= {f"EE{n:03d}" for lo, hi in ranges for n in range(int(lo), int(hi) + 1)}
+    assert named - {"EE053"} == NEEDS_IMPORT
+
+
+def test_no_import_takes_no_application() -> None:
+    given = invoke("lint", str(EVENTS_YAML), "--no-import", "--app", "no_such_module:events")
+    assert given.exit_code == 2
+    assert "--no-import imports nothing, and --app imports the application" in given.output
+    # An application named by the environment (set for other commands) is left alone.
+    from_env = invoke(
+        "lint", str(EVENTS_YAML), "--no-import", env={"EMAILEVENTS_APP": "no_such_module:events"}
+    )
+    assert from_env.exit_code == 0, from_env.output
+    assert "EMAILEVENTS_APP is not used with --no-import" in from_env.output
 
 
 # --- docs/lint.md -------------------------------------------------------------------------------
