@@ -18,7 +18,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, JsonValue, ValidationError
+from pydantic import JsonValue, ValidationError
 
 from emailevents.errors import EmailEventsError, Problem, RegistryError
 from emailevents.registry import EventSpec, Registry, load_registry, parse_registry
@@ -1420,7 +1420,7 @@ def test_the_generated_payload_model_is_frozen_and_dumps_each_value_as_postmark_
             "reviewer_name": None,
             "stage": models.Stage.LIVE,
             "settings": {"colour": "blue", "tags": [1, None]},
-            "created_at": dt.datetime(2024, 5, 1, 10, 0),
+            "created_at": dt.datetime(2024, 5, 1, 10, 0, tzinfo=dt.UTC),
             "founded": dt.date(2001, 2, 3),
             "actor": "Ada",
             "domain": "acme.test",
@@ -1436,7 +1436,7 @@ def test_the_generated_payload_model_is_frozen_and_dumps_each_value_as_postmark_
         "reviewer_name": None,
         "stage": "live",
         "settings": {"colour": "blue", "tags": [1, None]},
-        "created_at": "2024-05-01T10:00:00",
+        "created_at": "2024-05-01T10:00:00Z",
         "founded": "2001-02-03",
         "actor": "Ada",
         "domain": "acme.test",

@@ -99,7 +99,7 @@ def test_the_next_test_gets_a_fresh_outbox_and_the_last_one_was_emptied(outbox):
 
 
 def run_pytest(directory: Path, *options: str) -> subprocess.CompletedProcess[str]:
-    """pytest in a fresh process, in ``directory``, with the plugins installed in this environment."""
+    """pytest in a fresh process in ``directory``, with the plugins this environment installs."""
     environment = {k: v for k, v in os.environ.items() if k != "PYTEST_DISABLE_PLUGIN_AUTOLOAD"}
     # postmarker's and celery's plugins are switched off here as in this project's pytest settings.
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:postmark"]

@@ -41,7 +41,7 @@ def create_world(engine: sa.Engine, *, project_title: str = "Retail Credit PD") 
         score=None,
         stage=Stage.LIVE,
         settings={"colour": "blue"},
-        created_at=dt.datetime(2024, 5, 1, 10, 0),
+        created_at=dt.datetime(2024, 5, 1, 10, 0, tzinfo=dt.UTC),
         owner=owen,
         organization=acme,
     )
