@@ -13,8 +13,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from emailevents import EmailEvents, OutboxSender, Reason, Status
 from emailevents.demo import models, seed
 from emailevents.demo.run import REGISTRY, demo_events, seed_database
+from emailevents.senders.postmark import PostmarkSender
 from emailevents.store import deliveries
 from emailevents.testing import Runs, memory_app, worker
+from emailevents.testing.fake_postmark import FakePostmark
 
 
 @dataclass
@@ -256,3 +258,30 @@ def test_every_outcome_is_logged_with_the_event_key_and_id(
     assert record.event_id == "event-8"  # type: ignore[attr-defined]
     assert record.reason == "entity_missing"  # type: ignore[attr-defined]
     assert "event=model_finding_created event_id=event-8 status=skipped" in record.getMessage()
+
+
+def test_line_breaks_in_an_entity_value_reach_postmark_as_spaces_in_the_subject_only(
+    db_engine: sa.Engine, celery_app: Celery, fake_postmark: FakePostmark
+) -> None:
+    # CR LF would end the Subject header; \x0b and \u2028 are line breaks to some mail clients.
+    title = "PD backtest\r\nmisses\x0bthe 2025\u2028cohort\n"
+    factory, world = seed_database(db_engine)
+    with factory.begin() as session:
+        finding = session.scalars(
+            sa.select(models.ModelFinding).where(models.ModelFinding.cuid == world.finding)
+        ).one()
+        finding.title = title
+    events = demo_events(
+        celery=celery_app,
+        session_factory=factory,
+        sender=PostmarkSender("test-token", api_url=fake_postmark.url, timeout=5),
+    )
+    key, cuids = seed.emits(world)[5]
+    with Runs() as runs, worker(celery_app):
+        (result,) = runs.wait(events.emit(key, **cuids))
+    assert [(o.status, o.recipient) for o in result.outcomes] == [(Status.SENT, "owen@acme.test")]
+    (received,) = fake_postmark.messages
+    subject = "New finding in Acme Risk: PD backtest misses the 2025 cohort"
+    assert received.request["TemplateModel"]["subject"] == subject
+    assert received.subject == subject  # the template's Subject, as the server rendered it
+    assert received.request["TemplateModel"]["finding_title"] == title  # a body keeps its lines
