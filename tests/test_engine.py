@@ -224,6 +224,32 @@ def test_a_context_callable_asking_for_a_name_the_event_lacks_is_rejected(
         )
 
 
+def test_a_method_named_on_a_plain_context_value_is_refused_when_the_engine_is_built(
+    tmp_path: Path, celery_app: Celery
+) -> None:
+    registry = tmp_path / "events.yaml"
+    registry.write_text(VALID.replace('home: "{site_url}"', 'home: "{site_url.upper}"'))
+    with pytest.raises(RegistryError) as raised:
+        EmailEvents(
+            registry,
+            celery=celery_app,
+            session_factory=sessionmaker(),
+            sender=OutboxSender(),
+            context={"site_url": "https://acme.test"},
+            set_default=False,
+        )
+    (problem,) = raised.value.problems
+    assert str(problem).startswith(f"{registry}:")
+    assert problem.message == (
+        "events.project_created.data.home: {site_url.upper}: str.upper is a method; "
+        "expressions cannot call it"
+    )
+    assert problem.hint == (
+        "give the value itself as a context value, or a context callable that returns it"
+    )
+    assert celery_app.tasks.get("tasks.email.on_project_created") is None  # nothing registered
+
+
 def per_project(project: registry_models.Project, session: Session) -> str:
     """A context callable that takes an entity and the run's session."""
     assert session.get(registry_models.Project, project.id) is project

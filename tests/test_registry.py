@@ -10,6 +10,7 @@ import datetime as dt
 import re
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -1032,6 +1033,63 @@ def test_a_whole_object_in_text_or_a_subject_is_reported_too() -> None:
     assert places(problems) == [at(text, "{project.owner}"), at(text, "{org}")]
 
 
+def with_note(text: str = VALID) -> str:
+    """``text`` whose ``project_created`` also has a ``note`` (tests.registry_app.models:Note)."""
+    text = edit(
+        text, "  Project: {model", "  Note: tests.registry_app.models:Note\n  Project: {model"
+    )
+    return edit(text, "project: Project}", "project: Project, note: Note}")
+
+
+@pytest.mark.parametrize(
+    ("expression", "at_fault", "message"),
+    [
+        ("{user.metadata}", "metadata", "User.metadata is SQLAlchemy's MetaData"),
+        ("{user.registry.metadata.tables}", "registry", "User.registry is SQLAlchemy's registry"),
+        ("{project.owner.metadata}", "metadata", "User.metadata is SQLAlchemy's MetaData"),
+        (
+            "{note.awaitable_attrs}",
+            "awaitable_attrs",
+            "Note.awaitable_attrs is defined by SQLAlchemy's AsyncAttrs",
+        ),
+        ("{note.query}", "query", "Note.query is SQLAlchemy's query"),
+        ("{note.flask_query}", "flask_query", "Note.flask_query is a QueryProperty descriptor"),
+    ],
+)
+def test_what_sqlalchemy_or_another_library_puts_on_a_model_is_out_of_reach(
+    expression: str, at_fault: str, message: str
+) -> None:
+    # The last-but-one put a 6,587-character dump of every table into a sent subject.
+    text = edit(with_note(), '"{site_url}"', f'"x {expression}"')
+    problem = only_problem(text)
+    assert (problem.line, problem.column) == at(
+        text, at_fault, after=expression[: expression.index(at_fault)]
+    )
+    assert problem.message == (
+        f"events.project_created.data.home: {expression}: {message}, not part of the "
+        "application's model"
+    )
+    assert problem.code == "EE027"
+    assert problem.hint == (
+        "expressions reach the columns, relationships, properties and hybrid attributes a model "
+        "declares; compute anything else in a `build:` callable"
+    )
+
+
+def test_what_the_application_declares_on_a_model_stays_in_reach() -> None:
+    text = edit(
+        with_note(),
+        '      home: "{site_url}"\n',
+        '      home: "{site_url}"\n'
+        '      note_body: "{note.body}"\n'
+        '      summary: "{note.summary}"\n'
+        '      kind: "{note.KIND}"\n'
+        '      actor_domain: "{user.domain}"\n',
+    )
+    fields = compiled(text).events["project_created"].payload_model.model_fields
+    assert {"note_body", "summary", "kind", "actor_domain"} <= set(fields)
+
+
 def test_attribute_paths_reach_columns_relationships_and_properties() -> None:
     text = edit(
         VALID,
@@ -1095,6 +1153,65 @@ def test_a_declared_entity_of_a_broken_type_is_not_mistaken_for_a_context_value(
     text = edit(VALID, "{user: User, org", "{user: Usr, org")
     problem = only_problem(text)  # not also "'user' is not a context value"
     assert "unknown entity type 'Usr'" in problem.message
+
+
+@dataclass(frozen=True)
+class Brand:
+    """A plain context value with attributes of its own."""
+
+    name: str
+
+
+@pytest.mark.parametrize(
+    ("value", "expression", "at_fault", "message", "code"),
+    [
+        ("https://acme.test", "{brand.upper}", "upper", "str.upper is a method", "EE021"),
+        (Brand("Acme"), "{brand.name.upper}", "upper", "str.upper is a method", "EE021"),
+        (Brand("Acme"), "{brand.greet}", "greet", "Brand has no attribute 'greet'", "EE021"),
+        (
+            models.Organization(name="Acme"),
+            "{brand.metadata}",
+            "metadata",
+            "Organization.metadata is SQLAlchemy's MetaData",
+            "EE027",
+        ),
+    ],
+)
+def test_check_context_checks_the_path_on_a_plain_value_where_it_is_written(
+    value: object, expression: str, at_fault: str, message: str, code: str
+) -> None:
+    text = edit(VALID, '"{site_url}"', f'"x {expression}"')
+    with pytest.raises(RegistryError) as caught:
+        compiled(text).check_context({"site_url": "https://acme.test", "brand": value})
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.column) == at(
+        text, at_fault, after=expression[: expression.index(at_fault)]
+    )
+    assert problem.message.startswith(f"events.project_created.data.home: {expression}: {message}")
+    assert problem.code == code
+
+
+def test_a_method_on_a_plain_context_value_says_to_give_the_value_itself() -> None:
+    text = edit(VALID, '"{site_url}"', '"{site_url.upper}"')
+    with pytest.raises(RegistryError) as caught:
+        compiled(text).check_context({"site_url": "https://acme.test"})
+    assert str(caught.value) == (
+        "1 problem in the email registry:\n"
+        f"  events.yaml:{at(text, 'upper')[0]}:{at(text, 'upper')[1]}: "
+        "events.project_created.data.home: {site_url.upper}: str.upper is a method; expressions "
+        "cannot call it (give the value itself as a context value, or a context callable that "
+        "returns it)"
+    )
+
+
+def test_check_context_accepts_data_attributes_of_plain_values_and_leaves_callables_to_render() -> (
+    None
+):
+    text = edit(VALID, '"{site_url}"', '"{brand.name} {site_url.upper}"')
+    registry = compiled(text)
+    registry.check_context({"site_url": hooks.site_url, "brand": Brand("Acme")})
+    with pytest.raises(RegistryError):  # the same path on a plain value is refused
+        registry.check_context({"site_url": "https://acme.test", "brand": Brand("Acme")})
 
 
 # --- every problem at once ----------------------------------------------------------------
