@@ -240,6 +240,7 @@ def test_a_value_that_cannot_be_text_is_a_render_error() -> None:
         ("{helper}", {"helper": len}, "a built-in function or method"),
         ("{helper.name}", {"helper": Obj}, "a class"),
     ],
+    ids=["builtin method", "class", "function", "method", "builtin function", "through a class"],
 )
 @pytest.mark.parametrize("single_line", [False, True])
 def test_a_path_to_a_callable_is_a_render_error_never_its_repr(

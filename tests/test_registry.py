@@ -1055,6 +1055,7 @@ def with_note(text: str = VALID) -> str:
         ("{note.query}", "query", "Note.query is SQLAlchemy's query"),
         ("{note.flask_query}", "flask_query", "Note.flask_query is a QueryProperty descriptor"),
     ],
+    ids=["metadata", "registry", "through a relationship", "AsyncAttrs", "query", "descriptor"],
 )
 def test_what_sqlalchemy_or_another_library_puts_on_a_model_is_out_of_reach(
     expression: str, at_fault: str, message: str
@@ -1176,6 +1177,7 @@ class Brand:
             "EE027",
         ),
     ],
+    ids=["str method", "method of an attribute", "missing attribute", "mapped object"],
 )
 def test_check_context_checks_the_path_on_a_plain_value_where_it_is_written(
     value: object, expression: str, at_fault: str, message: str, code: str
