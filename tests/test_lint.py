@@ -162,6 +162,19 @@ def test_a_context_callable_is_checked_against_its_events_entities() -> None:
     assert "takes 'project'" in findings[0].message
 
 
+def test_with_the_application_a_method_on_a_plain_context_value_is_an_error(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.yaml"
+    text = (CORPUS / "EE026-context-offline" / "events.yaml").read_text()
+    path.write_text(text.replace("{site_url}/", "{site_url.upper}/"))
+    (finding,) = lint(path, context_names={"site_url": "https://acme.test"})
+    assert (finding.code, finding.severity) == ("EE021", Severity.ERROR)
+    assert "{site_url.upper}: str.upper is a method; expressions cannot call it" in finding.message
+    line = path.read_text().splitlines()[finding.line - 1]
+    assert line[finding.column - 1 :].startswith("upper}")
+
+
 def test_every_finding_of_a_registry_with_many_mistakes_is_reported(tmp_path: Path) -> None:
     text = (CORPUS / "EE021-path-not-found" / "events.yaml").read_text()
     text = text.replace("version: 1", "version: 2").replace("subject:", "subjet:")
