@@ -224,6 +224,8 @@ def _plain_attribute(cls: type, attr: str, index: int, names: list[str] | None =
         close = difflib.get_close_matches(attr, options, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise PathError(f"{cls.__name__} has no attribute '{attr}'{hint}", index) from None
+    if isinstance(static, type):
+        raise PathError(f"{cls.__name__}.{attr} is a class, not a value", index)
     if isinstance(static, staticmethod | classmethod) or (
         callable(static) and not isinstance(static, property)
     ):

@@ -113,6 +113,14 @@ def compiled(text: str = VALID) -> Registry:
     return parse_registry(text, filename=FILE)
 
 
+def with_note(text: str = VALID) -> str:
+    """``text`` whose ``project_created`` also has a ``note`` (tests.registry_app.models:Note)."""
+    text = edit(
+        text, "  Project: {model", "  Note: tests.registry_app.models:Note\n  Project: {model"
+    )
+    return edit(text, "project: Project}", "project: Project, note: Note}")
+
+
 # --- a valid registry ---------------------------------------------------------------------
 
 
@@ -988,6 +996,7 @@ def test_a_misspelt_relationship_is_reported_at_it() -> None:
         ("{user.greeting}", "greeting", "User.greeting is a method; expressions cannot call it"),
         ("{user.is_in}", "is_in", "User.is_in is a method; expressions cannot call it"),
         ("{user.email.upper}", "upper", "str.upper is a method; expressions cannot call it"),
+        ("{note.Stage}", "Stage", "Note.Stage is a class, not a value"),
         ("{user.email.lenght}", "lenght", "str has no attribute 'lenght'"),
         (
             "{org.members.email}",
@@ -999,7 +1008,7 @@ def test_a_misspelt_relationship_is_reported_at_it() -> None:
 def test_paths_to_methods_or_through_collections_are_reported_at_the_attribute(
     expression: str, at_fault: str, message: str
 ) -> None:
-    text = edit(VALID, '"{site_url}"', f'"x {expression}"')
+    text = edit(with_note(), '"{site_url}"', f'"x {expression}"')
     problem = only_problem(text)
     assert (problem.line, problem.column) == at(
         text, at_fault, after=expression[: expression.index(at_fault)]
@@ -1031,14 +1040,6 @@ def test_a_whole_object_in_text_or_a_subject_is_reported_too() -> None:
     text = edit(text, '"{site_url}"', '"Owner: {project.owner}"')
     problems = problems_of(text)
     assert places(problems) == [at(text, "{project.owner}"), at(text, "{org}")]
-
-
-def with_note(text: str = VALID) -> str:
-    """``text`` whose ``project_created`` also has a ``note`` (tests.registry_app.models:Note)."""
-    text = edit(
-        text, "  Project: {model", "  Note: tests.registry_app.models:Note\n  Project: {model"
-    )
-    return edit(text, "project: Project}", "project: Project, note: Note}")
 
 
 @pytest.mark.parametrize(

@@ -115,6 +115,7 @@ class Note(AsyncAttrs, Base):
     query = ScopedSession.query_property()  # SQLAlchemy's
     flask_query = QueryProperty()  # another library's descriptor
     KIND = "note"  # a plain value the application declares
+    Stage = Stage  # a class the application keeps on the model
 
     @cached_property
     def summary(self) -> str:
