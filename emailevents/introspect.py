@@ -127,6 +127,11 @@ _OUT_OF_REACH_HINT = (
 )
 
 
+# What a declarative base holds for SQLAlchemy: never a model's own attribute. (`metadata` and
+# `registry` are SQLAlchemy's objects; `type_annotation_map` is a plain dict of the application.)
+_DECLARATIVE_SETTINGS = frozenset({"metadata", "registry", "type_annotation_map"})
+
+
 def _declared_by_the_application(cls: type, attr: str) -> None:
     """Check that ``attr``, neither a column, a relationship nor an ORM descriptor of the mapped
     ``cls``, is a property or a plain value that the application's own classes declare.
@@ -141,6 +146,8 @@ def _declared_by_the_application(cls: type, attr: str) -> None:
         what = f"defined by SQLAlchemy's {owner.__name__}"
     elif _from_sqlalchemy(type(static)):
         what = f"SQLAlchemy's {type(static).__name__}"
+    elif attr in _DECLARATIVE_SETTINGS:
+        what = "a setting of SQLAlchemy's declarative base"
     elif hasattr(type(static), "__get__") and not isinstance(static, property | cached_property):
         what = f"a {type(static).__name__} descriptor"
     if what:

@@ -1049,6 +1049,11 @@ def test_a_whole_object_in_text_or_a_subject_is_reported_too() -> None:
         ("{user.registry.metadata.tables}", "registry", "User.registry is SQLAlchemy's registry"),
         ("{project.owner.metadata}", "metadata", "User.metadata is SQLAlchemy's MetaData"),
         (
+            "{user.type_annotation_map}",
+            "type_annotation_map",
+            "User.type_annotation_map is a setting of SQLAlchemy's declarative base",
+        ),
+        (
             "{note.awaitable_attrs}",
             "awaitable_attrs",
             "Note.awaitable_attrs is defined by SQLAlchemy's AsyncAttrs",
@@ -1056,7 +1061,15 @@ def test_a_whole_object_in_text_or_a_subject_is_reported_too() -> None:
         ("{note.query}", "query", "Note.query is SQLAlchemy's query"),
         ("{note.flask_query}", "flask_query", "Note.flask_query is a QueryProperty descriptor"),
     ],
-    ids=["metadata", "registry", "through a relationship", "AsyncAttrs", "query", "descriptor"],
+    ids=[
+        "metadata",
+        "registry",
+        "through a relationship",
+        "type_annotation_map",
+        "AsyncAttrs",
+        "query",
+        "descriptor",
+    ],
 )
 def test_what_sqlalchemy_or_another_library_puts_on_a_model_is_out_of_reach(
     expression: str, at_fault: str, message: str

@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from decimal import Decimal
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import JSON, ForeignKey, Numeric, String
 from sqlalchemy.ext.asyncio import AsyncAttrs
@@ -23,6 +23,8 @@ from sqlalchemy.orm import (
 
 class Base(DeclarativeBase):
     """Declarative base of the registry test models (tables prefixed ``registry_app_``)."""
+
+    type_annotation_map: ClassVar[dict[Any, Any]] = {Decimal: Numeric(12, 2)}
 
 
 class Stage(enum.Enum):
