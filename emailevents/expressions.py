@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,11 +45,42 @@ def body_text(text: str) -> str:
 
 
 class RenderError(EmailEventsError, ValueError):
-    """Raised when reading an attribute of an entity fails while rendering an expression."""
+    """Raised when an expression cannot be rendered: reading an attribute failed, or gave a
+    callable (a method, a function, a class), which an expression never calls nor sends."""
 
-    def __init__(self, path: Path, cause: BaseException, *, doing: str = "reading") -> None:
+    def __init__(
+        self,
+        path: Path,
+        cause: BaseException | None = None,
+        *,
+        doing: str = "reading",
+        reason: str = "",
+    ) -> None:
         self.path = path
-        super().__init__(f"{doing} {{{path}}} failed: {type(cause).__name__}: {cause}")
+        super().__init__(reason or f"{doing} {{{path}}} failed: {type(cause).__name__}: {cause}")
+
+    @classmethod
+    def callable_value(cls, path: Path, value: Any) -> RenderError:
+        """The error for a path that leads to ``value``, a callable."""
+        return cls(
+            path,
+            reason=f"{{{path}}} is {_callable_kind(value)}, not a value; expressions never call "
+            "what they name (give the value itself, from a context callable or `build:`)",
+        )
+
+
+def _callable_kind(value: Any) -> str:
+    """What a callable is, in words, read from its type only (never from the value itself)."""
+    kind = type(value)
+    if issubclass(kind, type):
+        return "a class"
+    if issubclass(kind, types.BuiltinFunctionType):
+        return "a built-in function or method"
+    if issubclass(kind, types.MethodType):
+        return "a method"
+    if issubclass(kind, types.FunctionType):
+        return "a function"
+    return f"a callable {kind.__name__}"
 
 
 @dataclass(frozen=True)
@@ -63,15 +95,24 @@ class Path:
         return ".".join((self.root, *self.attrs))
 
     def resolve(self, values: Mapping[str, Any]) -> Any:
-        """Follow the path from ``values[root]``; a ``None`` on the way gives ``None``."""
+        """Follow the path from ``values[root]``; a ``None`` on the way gives ``None``.
+
+        Raises:
+            RenderError: reading an attribute failed, or the path reached a callable (a method
+                where the registry could not know the type, such as on a property's value).
+        """
         value = values[self.root]
         for attr in self.attrs:
             if value is None:
                 return None
+            if callable(value):
+                raise RenderError.callable_value(self, value)
             try:
                 value = getattr(value, attr)
             except Exception as exc:
                 raise RenderError(self, exc) from exc
+        if callable(value):  # its repr would be sent: '<bound method ... at 0x...>'
+            raise RenderError.callable_value(self, value)
         return value
 
 

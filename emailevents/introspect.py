@@ -8,6 +8,7 @@ import inspect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -18,6 +19,7 @@ __all__ = [
     "Callee",
     "PathError",
     "PathInfo",
+    "check_value_path",
     "describe_path",
     "import_ref",
     "mapper_of",
@@ -31,11 +33,20 @@ _REFERENCE = re.compile(rf"({_DOTTED}):({_DOTTED})\Z")
 
 
 class PathError(LookupError):
-    """Raised when an attribute path cannot be followed; ``index`` is the attribute at fault."""
+    """Raised when an attribute path cannot be followed; ``index`` is the attribute at fault.
 
-    def __init__(self, message: str, index: int) -> None:
+    ``code`` is the lint code of the problem (docs/lint.md), ``hint`` what to write instead.
+    """
+
+    def __init__(self, message: str, index: int, *, code: str = "EE021", hint: str = "") -> None:
         super().__init__(message)
         self.index = index
+        self.code = code
+        self.hint = hint
+
+    def at(self, offset: int) -> PathError:
+        """The same error for a path that starts ``offset`` attributes earlier."""
+        return PathError(str(self), self.index + offset, code=self.code, hint=self.hint)
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,7 @@ def describe_path(cls: type, attrs: tuple[str, ...]) -> PathInfo:
         try:
             info = _step(mapper, target, attr, nullable=info.nullable)
         except PathError as exc:
-            raise PathError(str(exc), i) from None
+            raise exc.at(i) from None
         except sa.exc.SQLAlchemyError as exc:
             raise PathError(f"SQLAlchemy cannot describe {target.__name__}: {exc}", i) from exc
     return info
@@ -107,7 +118,98 @@ def _step(mapper: Mapper[Any], cls: type, attr: str, *, nullable: bool) -> PathI
         return PathInfo("unknown", nullable=True)
     names = [n for n in descriptors.keys() if not n.startswith("_")]  # noqa: SIM118
     _plain_attribute(cls, attr, 0, names)
+    _declared_by_the_application(cls, attr)
     return PathInfo("unknown", nullable=True)
+
+
+_OUT_OF_REACH_HINT = (
+    "expressions reach the columns, relationships, properties and hybrid attributes a model "
+    "declares; compute anything else in a `build:` callable"
+)
+
+
+# What a declarative base holds for SQLAlchemy: never a model's own attribute. (`metadata` and
+# `registry` are SQLAlchemy's objects; `type_annotation_map` is a plain dict of the application.)
+_DECLARATIVE_SETTINGS = frozenset({"metadata", "registry", "type_annotation_map"})
+
+
+def _declared_by_the_application(cls: type, attr: str) -> None:
+    """Check that ``attr``, neither a column, a relationship nor an ORM descriptor of the mapped
+    ``cls``, is a property or a plain value that the application's own classes declare.
+
+    What SQLAlchemy puts on a model (the declarative base's ``metadata`` and ``registry``,
+    ``AsyncAttrs.awaitable_attrs``, a ``query_property``) is no value for an email: its text is a
+    dump of the schema or a query.
+    """
+    owner, static = _declaration(cls, attr)
+    what = ""
+    if owner is not None and _from_sqlalchemy(owner):
+        what = f"defined by SQLAlchemy's {owner.__name__}"
+    elif _from_sqlalchemy(type(static)):
+        what = f"SQLAlchemy's {type(static).__name__}"
+    elif attr in _DECLARATIVE_SETTINGS:
+        what = "a setting of SQLAlchemy's declarative base"
+    elif hasattr(type(static), "__get__") and not isinstance(static, property | cached_property):
+        what = f"a {type(static).__name__} descriptor"
+    if what:
+        raise PathError(
+            f"{cls.__name__}.{attr} is {what}, not part of the application's model",
+            0,
+            code="EE027",
+            hint=_OUT_OF_REACH_HINT,
+        )
+
+
+def _declaration(cls: type, attr: str) -> tuple[type | None, Any]:
+    """The class of ``cls``'s MRO that declares ``attr``, and what it declares."""
+    for klass in inspect.getmro(cls):
+        if attr in vars(klass):
+            return klass, vars(klass)[attr]
+    return None, inspect.getattr_static(cls, attr)
+
+
+def _from_sqlalchemy(obj: type) -> bool:
+    module = str(getattr(obj, "__module__", None) or "")
+    return module == "sqlalchemy" or module.startswith("sqlalchemy.")
+
+
+def check_value_path(value: Any, attrs: tuple[str, ...]) -> None:
+    """Check ``attrs`` on ``value``, a plain context value (known before any task runs).
+
+    Each attribute must exist and must not be a method; a mapped object's are checked as
+    :func:`describe_path` checks its class. Past a property, what a path reaches is known only
+    when it is rendered.
+
+    Raises:
+        PathError: an attribute does not exist or is a method; ``index`` says which.
+    """
+    for i, attr in enumerate(attrs):
+        if value is None:
+            return
+        if mapper_of(type(value)) is not None:
+            try:
+                describe_path(type(value), attrs[i:])
+            except PathError as exc:
+                raise exc.at(i) from None
+            return
+        kind = type(value).__name__
+        try:
+            static = inspect.getattr_static(value, attr)
+        except AttributeError:
+            options = [n for n in dir(value) if not n.startswith("_")]
+            close = difflib.get_close_matches(attr, options, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else ""
+            raise PathError(f"{kind} has no attribute '{attr}'", i, hint=hint) from None
+        if isinstance(static, staticmethod | classmethod) or callable(static):
+            raise PathError(
+                f"{kind}.{attr} is a method; expressions cannot call it",
+                i,
+                hint="give the value itself as a context value, or a context callable that "
+                "returns it",
+            )
+        if hasattr(type(static), "__get__"):
+            return  # a property, a slot...: its value is read when the path is rendered
+        value = static
 
 
 def _python_type(column_type: Any) -> type | None:
@@ -130,6 +232,8 @@ def _plain_attribute(cls: type, attr: str, index: int, names: list[str] | None =
         close = difflib.get_close_matches(attr, options, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise PathError(f"{cls.__name__} has no attribute '{attr}'{hint}", index) from None
+    if isinstance(static, type):
+        raise PathError(f"{cls.__name__}.{attr} is a class, not a value", index)
     if isinstance(static, staticmethod | classmethod) or (
         callable(static) and not isinstance(static, property)
     ):

@@ -111,6 +111,7 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "EE024": (_E, "name is neither an entity nor a context value"),
     "EE025": (_W, "expression through a nullable column or relationship"),
     "EE026": (_I, "context value not checked without the application"),
+    "EE027": (_E, "attribute SQLAlchemy puts on a model, not the application's"),
     # Toggles, recipients, tasks, templates.
     "EE030": (_E, "invalid toggle key"),
     "EE031": (_E, "toggle without the organization entity"),

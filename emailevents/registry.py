@@ -36,6 +36,7 @@ from .introspect import (
     Callee,
     PathError,
     PathInfo,
+    check_value_path,
     describe_path,
     import_ref,
     mapper_of,
@@ -270,6 +271,11 @@ class Registry:
                     problems.append(
                         expression.problem(f"{exc} (in event '{event.key}')", path, code="EE014")
                     )
+            elif not callable(value):
+                try:
+                    check_value_path(value, path.attrs)
+                except PathError as exc:
+                    problems.append(_path_problem(expression, path, exc))
         if problems:
             raise RegistryError(problems)
 
@@ -857,12 +863,7 @@ class _Compiler:
         try:
             info = describe_path(entity.model, ref.attrs)
         except PathError as exc:
-            # Point at the attribute at fault: '{' root '.' attr '.' attr ...
-            before = [ref.root, *ref.attrs[: exc.index]]
-            offset = ref.offset + 1 + sum(len(name) + 1 for name in before)
-            self.doc.problems.append(
-                expression.problem(f"{{{ref}}}: {exc}", ref, offset=offset, code="EE021")
-            )
+            self.doc.problems.append(_path_problem(expression, ref, exc))
             return None
         if info.kind not in ("object", "collection") or info.target is None:
             return info
@@ -997,6 +998,13 @@ class _Compiler:
         except TypeError as exc:
             self.problem(path, f"{_dotted(path)}: {exc}", code="EE014")
             return None
+
+
+def _path_problem(expression: Expression, ref: Path, exc: PathError) -> Problem:
+    """The problem of ``ref``, pointing at the attribute at fault: '{' root '.' attr '.' ..."""
+    before = [ref.root, *ref.attrs[: exc.index]]
+    offset = ref.offset + 1 + sum(len(name) + 1 for name in before)
+    return expression.problem(f"{{{ref}}}: {exc}", ref, offset=offset, code=exc.code, hint=exc.hint)
 
 
 def _dotted(path: Key) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from celery import Celery
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 import emailevents
 from emailevents import (
@@ -19,11 +19,17 @@ from emailevents import (
     EmitValueError,
     OutboxSender,
     RegistryError,
+    Status,
     UnknownEventError,
 )
 from emailevents.demo import hooks
 from emailevents.demo.run import REGISTRY
+from emailevents.registry import parse_registry
 from emailevents.testing import memory_app
+from tests.registry_app import hooks as registry_hooks
+from tests.registry_app import models as registry_models
+from tests.registry_app.world import create_world
+from tests.test_registry import VALID
 
 CUIDS = {"user": "cu1", "org": "co1", "finding": "cf1"}
 
@@ -216,3 +222,67 @@ def test_a_context_callable_asking_for_a_name_the_event_lacks_is_rejected(
             context={"site_url": site_url},
             set_default=False,
         )
+
+
+def test_a_method_named_on_a_plain_context_value_is_refused_when_the_engine_is_built(
+    tmp_path: Path, celery_app: Celery
+) -> None:
+    registry = tmp_path / "events.yaml"
+    registry.write_text(VALID.replace('home: "{site_url}"', 'home: "{site_url.upper}"'))
+    with pytest.raises(RegistryError) as raised:
+        EmailEvents(
+            registry,
+            celery=celery_app,
+            session_factory=sessionmaker(),
+            sender=OutboxSender(),
+            context={"site_url": "https://acme.test"},
+            set_default=False,
+        )
+    (problem,) = raised.value.problems
+    assert str(problem).startswith(f"{registry}:")
+    assert problem.message == (
+        "events.project_created.data.home: {site_url.upper}: str.upper is a method; "
+        "expressions cannot call it"
+    )
+    assert problem.hint == (
+        "give the value itself as a context value, or a context callable that returns it"
+    )
+    assert celery_app.tasks.get("tasks.email.on_project_created") is None  # nothing registered
+
+
+def per_project(project: registry_models.Project, session: Session) -> str:
+    """A context callable that takes an entity and the run's session."""
+    assert session.get(registry_models.Project, project.id) is project
+    return f"https://{project.ref}.acme.test"
+
+
+@pytest.mark.parametrize(
+    ("site_url", "expected"),
+    [
+        ("https://acme.test", "https://acme.test"),
+        (registry_hooks.site_url, "https://org-acme.acme.test"),
+        (per_project, "https://p-1.acme.test"),
+    ],
+    ids=["a plain value", "a callable taking an entity", "a callable taking session too"],
+)
+def test_a_context_value_or_callable_taking_entity_names_is_what_the_event_renders(
+    tmp_path: Path, site_url: Any, expected: str
+) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    world = create_world(engine)
+    outbox = OutboxSender()
+    events = EmailEvents(
+        parse_registry(VALID, filename="events.yaml"),
+        celery=memory_app(),
+        session_factory=world.factory,
+        sender=outbox,
+        context={"site_url": site_url},
+        set_default=False,
+    )
+    events.create_tables(engine)
+    result = events.run("project_created", "ev-1", **world.cuids())
+    assert [(o.status, o.recipient) for o in result.outcomes] == [(Status.SENT, "owen@acme.test")]
+    (sent,) = outbox.messages
+    model = sent.message.template_model
+    assert (model["home"], model["url"]) == (expected, f"{expected}/projects/p-1")
+    engine.dispose()

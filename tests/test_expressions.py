@@ -231,6 +231,35 @@ def test_a_value_that_cannot_be_text_is_a_render_error() -> None:
 
 
 @pytest.mark.parametrize(
+    ("source", "values", "kind"),
+    [
+        ("{site_url.upper}", {"site_url": "https://acme.test"}, "a built-in function or method"),
+        ("{org.describe}", {"org": Obj(describe=Obj)}, "a class"),
+        ("{org.describe}", {"org": Obj(describe=lambda: "Acme")}, "a function"),
+        ("{org.render_text}", {"org": parse("x")}, "a method"),
+        ("{helper}", {"helper": len}, "a built-in function or method"),
+        ("{helper.name}", {"helper": Obj}, "a class"),
+    ],
+    ids=["builtin method", "class", "function", "method", "builtin function", "through a class"],
+)
+@pytest.mark.parametrize("single_line", [False, True])
+def test_a_path_to_a_callable_is_a_render_error_never_its_repr(
+    source: str, values: dict[str, Any], kind: str, single_line: bool
+) -> None:
+    path = parse(source).paths[0]
+    message = (
+        f"{{{path}}} is {kind}, not a value; expressions never call what they name (give the "
+        "value itself, from a context callable or `build:`)"
+    )
+    with pytest.raises(RenderError) as alone:
+        parse(source).render(values)
+    with pytest.raises(RenderError) as in_text:
+        parse(f"Re: {source}").render_text(values, single_line=single_line)
+    assert str(alone.value) == str(in_text.value) == message
+    assert alone.value.path == path
+
+
+@pytest.mark.parametrize(
     "value", ["{0.__class__}", "{x}", "{org.name}", "{{", "%(x)s", "{0!r:>10}"]
 )
 def test_values_are_never_formatted_only_inserted(value: str) -> None:

@@ -132,7 +132,9 @@ def test_every_code_has_a_case_in_the_corpus() -> None:
 
 
 def test_every_code_the_loader_gives_is_a_documented_code() -> None:
-    sources = [ROOT / "emailevents" / name for name in ("registry.py", "yamlnodes.py")]
+    sources = [
+        ROOT / "emailevents" / name for name in ("registry.py", "yamlnodes.py", "introspect.py")
+    ]
     used = {code for s in sources for code in re.findall(r'code="(EE\d{3})"', s.read_text())}
     assert used
     assert used <= set(CODES)
@@ -169,6 +171,19 @@ def test_a_context_callable_is_checked_against_its_events_entities(resolve: bool
     assert {f.code for f in findings} == {"EE014"}
     assert "takes 'project'" in findings[0].message
     assert "given: inventory_model, org, session, user" in findings[0].message
+
+
+def test_with_the_application_a_method_on_a_plain_context_value_is_an_error(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.yaml"
+    text = (CORPUS / "EE026-context-offline" / "events.yaml").read_text()
+    path.write_text(text.replace("{site_url}/", "{site_url.upper}/"))
+    (finding,) = lint(path, context_names={"site_url": "https://acme.test"})
+    assert (finding.code, finding.severity) == ("EE021", Severity.ERROR)
+    assert "{site_url.upper}: str.upper is a method; expressions cannot call it" in finding.message
+    line = path.read_text().splitlines()[finding.line - 1]
+    assert line[finding.column - 1 :].startswith("upper}")
 
 
 def test_every_finding_of_a_registry_with_many_mistakes_is_reported(tmp_path: Path) -> None:

@@ -13,8 +13,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from emailevents import EmailEvents, OutboxSender, Reason, Status
 from emailevents.demo import models, seed
 from emailevents.demo.run import REGISTRY, demo_events, seed_database
+from emailevents.registry import parse_registry
+from emailevents.senders.postmark import PostmarkSender
 from emailevents.store import deliveries
 from emailevents.testing import Runs, memory_app, worker
+from emailevents.testing.fake_postmark import FakePostmark
+from tests.registry_app import hooks as app_hooks
+from tests.registry_app.world import create_world
 
 
 @dataclass
@@ -256,3 +261,150 @@ def test_every_outcome_is_logged_with_the_event_key_and_id(
     assert record.event_id == "event-8"  # type: ignore[attr-defined]
     assert record.reason == "entity_missing"  # type: ignore[attr-defined]
     assert "event=model_finding_created event_id=event-8 status=skipped" in record.getMessage()
+
+
+def test_line_breaks_in_an_entity_value_reach_postmark_as_spaces_in_the_subject_only(
+    db_engine: sa.Engine, celery_app: Celery, fake_postmark: FakePostmark
+) -> None:
+    # CR LF would end the Subject header; \x0b and \u2028 are line breaks to some mail clients.
+    title = "PD backtest\r\nmisses\x0bthe 2025\u2028cohort\n"
+    factory, world = seed_database(db_engine)
+    with factory.begin() as session:
+        finding = session.scalars(
+            sa.select(models.ModelFinding).where(models.ModelFinding.cuid == world.finding)
+        ).one()
+        finding.title = title
+    events = demo_events(
+        celery=celery_app,
+        session_factory=factory,
+        sender=PostmarkSender("test-token", api_url=fake_postmark.url, timeout=5),
+    )
+    key, cuids = seed.emits(world)[5]
+    with Runs() as runs, worker(celery_app):
+        (result,) = runs.wait(events.emit(key, **cuids))
+    assert [(o.status, o.recipient) for o in result.outcomes] == [(Status.SENT, "owen@acme.test")]
+    (received,) = fake_postmark.messages
+    subject = "New finding in Acme Risk: PD backtest misses the 2025 cohort"
+    assert received.request["TemplateModel"]["subject"] == subject
+    assert received.subject == subject  # the template's Subject, as the server rendered it
+    assert received.request["TemplateModel"]["finding_title"] == title  # a body keeps its lines
+
+
+# --- a callable is never sent -----------------------------------------------------------------
+
+# Paths whose end the registry cannot type (a property's value, a JSON column, a context
+# callable's result) are checked when rendered: a method there is an error, not its repr.
+SHOUTED = """\
+version: 1
+
+defaults:
+  from: "Acme <notifications@acme.test>"
+
+entities:
+  User: tests.registry_app.models:User
+  Organization: tests.registry_app.models:Organization
+  Project: {model: "tests.registry_app.models:Project", key: ref}
+
+events:
+  project_shouted:
+    toggle: always
+    template: project-shouted
+    entities: {user: User, org: Organization, project: Project}
+    subject: "{project.title} by {user.display_name}"
+    to: ["{project.owner.email}"]
+    data:
+      shout: "{site_url}"
+"""
+SHOUTED_TEMPLATE = {
+    "Name": "Project shouted",
+    "Alias": "project-shouted",
+    "Subject": "{{subject}}",
+    "TextBody": "{{shout}}",
+}
+METHOD = (
+    "is a built-in function or method, not a value; expressions never call what they name "
+    "(give the value itself, from a context callable or `build:`)"
+)
+
+
+def shouted_events(
+    db_engine: sa.Engine, celery_app: Celery, fake_postmark: FakePostmark, old: str, new: str
+) -> tuple[EmailEvents, dict[str, str], sessionmaker[Session]]:
+    """The SHOUTED registry with ``old`` replaced by ``new``, sending to ``fake_postmark``."""
+    assert old in SHOUTED
+    registry = parse_registry(SHOUTED.replace(old, new), filename="events.yaml")
+    world = create_world(db_engine)
+    fake_postmark.add_template(SHOUTED_TEMPLATE)
+    events = EmailEvents(
+        registry,
+        celery=celery_app,
+        session_factory=world.factory,
+        sender=PostmarkSender("test-token", api_url=fake_postmark.url, timeout=5),
+        context={"site_url": app_hooks.site_url},
+        set_default=False,
+    )
+    events.create_tables(db_engine)
+    return events, world.cuids(), world.factory
+
+
+def log_of(factory: sessionmaker[Session], event_id: str) -> list[tuple[str, str, str]]:
+    with factory() as session:
+        rows = session.execute(
+            sa.select(deliveries.c.recipient, deliveries.c.status, deliveries.c.reason)
+            .where(deliveries.c.event_id == event_id)
+            .order_by(deliveries.c.recipient)
+        )
+        return [tuple(row) for row in rows]
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        (("by {user.display_name}", "by {user.display_name.upper}"), "user.display_name.upper"),
+        (('"{site_url}"', '"Visit {site_url.upper}"'), "site_url.upper"),
+        (('"{site_url}"', '"{site_url.upper}"'), "site_url.upper"),
+        (('"{site_url}"', '"{project.settings.keys}"'), "project.settings.keys"),
+    ],
+    ids=["a property in the subject", "a context callable in text", "alone", "a JSON column"],
+)
+def test_a_path_that_renders_to_a_method_fails_the_emit_and_sends_nothing(
+    db_engine: sa.Engine,
+    celery_app: Celery,
+    fake_postmark: FakePostmark,
+    change: tuple[str, str],
+    path: str,
+) -> None:
+    events, cuids, factory = shouted_events(db_engine, celery_app, fake_postmark, *change)
+    with Runs() as runs, worker(celery_app):
+        (result,) = runs.wait(events.emit("project_shouted", **cuids))
+    (outcome,) = result.outcomes
+    assert (outcome.status, outcome.reason) == (Status.FAILED, Reason.INVALID_PAYLOAD)
+    assert outcome.detail == f"{{{path}}} {METHOD}"
+    assert fake_postmark.requests == []
+    assert log_of(factory, result.event_id) == [("", "failed", "invalid_payload")]
+
+
+def test_a_recipient_path_that_renders_to_a_method_is_skipped_and_the_others_get_theirs(
+    db_engine: sa.Engine, celery_app: Celery, fake_postmark: FakePostmark
+) -> None:
+    events, cuids, factory = shouted_events(
+        db_engine,
+        celery_app,
+        fake_postmark,
+        '["{project.owner.email}"]',
+        '["{project.owner.email}", "{user.display_name.lower}"]',
+    )
+    with Runs() as runs, worker(celery_app):
+        (result,) = runs.wait(events.emit("project_shouted", **cuids))
+    (skipped,) = result.with_status(Status.SKIPPED)
+    assert skipped.reason is Reason.INVALID_RECIPIENT
+    assert skipped.recipient.startswith("<to[1] {user.display_name.lower}")
+    assert f"{{user.display_name.lower}} {METHOD}" in skipped.detail
+    (received,) = fake_postmark.messages
+    assert received.to == "owen@acme.test"
+    assert received.subject == "Retail Credit PD by Ada Lovelace"
+    assert received.text_body == "https://org-acme.acme.test"
+    assert log_of(factory, result.event_id) == [
+        (skipped.recipient, "skipped", "invalid_recipient"),
+        ("owen@acme.test", "sent", "sent"),
+    ]

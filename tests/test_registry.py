@@ -10,6 +10,7 @@ import datetime as dt
 import re
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, JsonValue, ValidationError
+from pydantic import JsonValue, ValidationError
 
 from emailevents.errors import EmailEventsError, Problem, RegistryError
 from emailevents.registry import EventSpec, Registry, load_registry, parse_registry
@@ -110,6 +111,14 @@ def only_problem(text: str) -> Problem:
 
 def compiled(text: str = VALID) -> Registry:
     return parse_registry(text, filename=FILE)
+
+
+def with_note(text: str = VALID) -> str:
+    """``text`` whose ``project_created`` also has a ``note`` (tests.registry_app.models:Note)."""
+    text = edit(
+        text, "  Project: {model", "  Note: tests.registry_app.models:Note\n  Project: {model"
+    )
+    return edit(text, "project: Project}", "project: Project, note: Note}")
 
 
 # --- a valid registry ---------------------------------------------------------------------
@@ -987,6 +996,7 @@ def test_a_misspelt_relationship_is_reported_at_it() -> None:
         ("{user.greeting}", "greeting", "User.greeting is a method; expressions cannot call it"),
         ("{user.is_in}", "is_in", "User.is_in is a method; expressions cannot call it"),
         ("{user.email.upper}", "upper", "str.upper is a method; expressions cannot call it"),
+        ("{note.Stage}", "Stage", "Note.Stage is a class, not a value"),
         ("{user.email.lenght}", "lenght", "str has no attribute 'lenght'"),
         (
             "{org.members.email}",
@@ -998,7 +1008,7 @@ def test_a_misspelt_relationship_is_reported_at_it() -> None:
 def test_paths_to_methods_or_through_collections_are_reported_at_the_attribute(
     expression: str, at_fault: str, message: str
 ) -> None:
-    text = edit(VALID, '"{site_url}"', f'"x {expression}"')
+    text = edit(with_note(), '"{site_url}"', f'"x {expression}"')
     problem = only_problem(text)
     assert (problem.line, problem.column) == at(
         text, at_fault, after=expression[: expression.index(at_fault)]
@@ -1030,6 +1040,69 @@ def test_a_whole_object_in_text_or_a_subject_is_reported_too() -> None:
     text = edit(text, '"{site_url}"', '"Owner: {project.owner}"')
     problems = problems_of(text)
     assert places(problems) == [at(text, "{project.owner}"), at(text, "{org}")]
+
+
+@pytest.mark.parametrize(
+    ("expression", "at_fault", "message"),
+    [
+        ("{user.metadata}", "metadata", "User.metadata is SQLAlchemy's MetaData"),
+        ("{user.registry.metadata.tables}", "registry", "User.registry is SQLAlchemy's registry"),
+        ("{project.owner.metadata}", "metadata", "User.metadata is SQLAlchemy's MetaData"),
+        (
+            "{user.type_annotation_map}",
+            "type_annotation_map",
+            "User.type_annotation_map is a setting of SQLAlchemy's declarative base",
+        ),
+        (
+            "{note.awaitable_attrs}",
+            "awaitable_attrs",
+            "Note.awaitable_attrs is defined by SQLAlchemy's AsyncAttrs",
+        ),
+        ("{note.query}", "query", "Note.query is SQLAlchemy's query"),
+        ("{note.flask_query}", "flask_query", "Note.flask_query is a QueryProperty descriptor"),
+    ],
+    ids=[
+        "metadata",
+        "registry",
+        "through a relationship",
+        "type_annotation_map",
+        "AsyncAttrs",
+        "query",
+        "descriptor",
+    ],
+)
+def test_what_sqlalchemy_or_another_library_puts_on_a_model_is_out_of_reach(
+    expression: str, at_fault: str, message: str
+) -> None:
+    # The last-but-one put a 6,587-character dump of every table into a sent subject.
+    text = edit(with_note(), '"{site_url}"', f'"x {expression}"')
+    problem = only_problem(text)
+    assert (problem.line, problem.column) == at(
+        text, at_fault, after=expression[: expression.index(at_fault)]
+    )
+    assert problem.message == (
+        f"events.project_created.data.home: {expression}: {message}, not part of the "
+        "application's model"
+    )
+    assert problem.code == "EE027"
+    assert problem.hint == (
+        "expressions reach the columns, relationships, properties and hybrid attributes a model "
+        "declares; compute anything else in a `build:` callable"
+    )
+
+
+def test_what_the_application_declares_on_a_model_stays_in_reach() -> None:
+    text = edit(
+        with_note(),
+        '      home: "{site_url}"\n',
+        '      home: "{site_url}"\n'
+        '      note_body: "{note.body}"\n'
+        '      summary: "{note.summary}"\n'
+        '      kind: "{note.KIND}"\n'
+        '      actor_domain: "{user.domain}"\n',
+    )
+    fields = compiled(text).events["project_created"].payload_model.model_fields
+    assert {"note_body", "summary", "kind", "actor_domain"} <= set(fields)
 
 
 def test_attribute_paths_reach_columns_relationships_and_properties() -> None:
@@ -1082,12 +1155,6 @@ def test_check_context_reports_every_use_of_a_missing_context_value() -> None:
     )
 
 
-def test_check_context_accepts_plain_values_and_callables_taking_entity_names() -> None:
-    registry = compiled()
-    registry.check_context({"site_url": "https://acme.test"})
-    registry.check_context({"site_url": hooks.site_url})
-
-
 def test_check_context_rejects_a_callable_that_takes_a_name_the_event_lacks() -> None:
     with pytest.raises(RegistryError) as caught:
         compiled().check_context({"site_url": hooks.moon_phase})
@@ -1101,6 +1168,66 @@ def test_a_declared_entity_of_a_broken_type_is_not_mistaken_for_a_context_value(
     text = edit(VALID, "{user: User, org", "{user: Usr, org")
     problem = only_problem(text)  # not also "'user' is not a context value"
     assert "unknown entity type 'Usr'" in problem.message
+
+
+@dataclass(frozen=True)
+class Brand:
+    """A plain context value with attributes of its own."""
+
+    name: str
+
+
+@pytest.mark.parametrize(
+    ("value", "expression", "at_fault", "message", "code"),
+    [
+        ("https://acme.test", "{brand.upper}", "upper", "str.upper is a method", "EE021"),
+        (Brand("Acme"), "{brand.name.upper}", "upper", "str.upper is a method", "EE021"),
+        (Brand("Acme"), "{brand.greet}", "greet", "Brand has no attribute 'greet'", "EE021"),
+        (
+            models.Organization(name="Acme"),
+            "{brand.metadata}",
+            "metadata",
+            "Organization.metadata is SQLAlchemy's MetaData",
+            "EE027",
+        ),
+    ],
+    ids=["str method", "method of an attribute", "missing attribute", "mapped object"],
+)
+def test_check_context_checks_the_path_on_a_plain_value_where_it_is_written(
+    value: object, expression: str, at_fault: str, message: str, code: str
+) -> None:
+    text = edit(VALID, '"{site_url}"', f'"x {expression}"')
+    with pytest.raises(RegistryError) as caught:
+        compiled(text).check_context({"site_url": "https://acme.test", "brand": value})
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.column) == at(
+        text, at_fault, after=expression[: expression.index(at_fault)]
+    )
+    assert problem.message.startswith(f"events.project_created.data.home: {expression}: {message}")
+    assert problem.code == code
+
+
+def test_a_method_on_a_plain_context_value_says_to_give_the_value_itself() -> None:
+    text = edit(VALID, '"{site_url}"', '"{site_url.upper}"')
+    with pytest.raises(RegistryError) as caught:
+        compiled(text).check_context({"site_url": "https://acme.test"})
+    assert str(caught.value) == (
+        "1 problem in the email registry:\n"
+        f"  events.yaml:{at(text, 'upper')[0]}:{at(text, 'upper')[1]}: "
+        "events.project_created.data.home: {site_url.upper}: str.upper is a method; expressions "
+        "cannot call it (give the value itself as a context value, or a context callable that "
+        "returns it)"
+    )
+
+
+def test_check_context_accepts_data_attributes_of_plain_values_and_leaves_callables_to_render() -> (
+    None
+):
+    text = edit(VALID, '"{site_url}"', '"{brand.name} {site_url.upper}"')
+    registry = compiled(text)
+    registry.check_context({"site_url": hooks.site_url, "brand": Brand("Acme")})
+    with pytest.raises(RegistryError):  # the same path on a plain value is refused
+        registry.check_context({"site_url": "https://acme.test", "brand": Brand("Acme")})
 
 
 # --- every problem at once ----------------------------------------------------------------
@@ -1415,6 +1542,40 @@ def test_problems_are_positioned_inside_the_file() -> None:
         assert 1 <= problem.column <= len(text.splitlines()[problem.line - 1]) + 1
 
 
-def test_compiled_payload_models_are_pydantic_models() -> None:
-    for event in compiled().events.values():
-        assert issubclass(event.payload_model, BaseModel)
+def test_the_generated_payload_model_is_frozen_and_dumps_each_value_as_postmark_takes_it() -> None:
+    model = compiled().events["project_created"].payload_model
+    template_model = model.model_validate(
+        {
+            "subject": "New project in Acme Risk: Credit",
+            "title": "Credit",
+            "budget": Decimal("12.50"),
+            "score": None,
+            "reviewer_name": None,
+            "stage": models.Stage.LIVE,
+            "settings": {"colour": "blue", "tags": [1, None]},
+            "created_at": dt.datetime(2024, 5, 1, 10, 0, tzinfo=dt.UTC),
+            "founded": dt.date(2001, 2, 3),
+            "actor": "Ada",
+            "domain": "acme.test",
+            "url": "https://acme.test/projects/p-1",
+            "home": "https://acme.test",
+        }
+    )
+    assert template_model.model_dump(mode="json", by_alias=True) == {
+        "subject": "New project in Acme Risk: Credit",
+        "title": "Credit",
+        "budget": "12.50",
+        "score": None,
+        "reviewer_name": None,
+        "stage": "live",
+        "settings": {"colour": "blue", "tags": [1, None]},
+        "created_at": "2024-05-01T10:00:00Z",
+        "founded": "2001-02-03",
+        "actor": "Ada",
+        "domain": "acme.test",
+        "url": "https://acme.test/projects/p-1",
+        "home": "https://acme.test",
+    }
+    # What was validated is what is sent: a build step or a sender cannot change it afterwards.
+    with pytest.raises(ValidationError, match="frozen"):
+        template_model.title = "Changed"  # type: ignore[misc]

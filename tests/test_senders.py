@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -74,9 +77,52 @@ def test_outbox_keeps_messages_with_ids_and_clears() -> None:
     assert len(outbox) == 0
 
 
-def test_the_outbox_fixture_is_provided_by_the_plugin(outbox: OutboxSender) -> None:
-    assert isinstance(outbox, OutboxSender)
+# A test suite of the application's: it names `outbox` and imports nothing from the plugin.
+_SUITE_USING_THE_PLUGIN = """
+from emailevents.senders import Message
+
+KEPT = []
+
+
+def test_a_message_sent_to_the_outbox_is_kept(outbox):
+    KEPT.append(outbox)
+    outbox.send([Message("welcome", "ev-1", "a@x.test", "A <a@acme.test>", "welcome", {})])
+    assert [m.to for m in outbox.messages] == ["a@x.test"]
+
+
+def test_the_next_test_gets_a_fresh_outbox_and_the_last_one_was_emptied(outbox):
+    (last,) = KEPT
+    assert outbox is not last
     assert len(outbox) == 0
+    assert len(last) == 0
+"""
+
+
+def run_pytest(directory: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """pytest in a fresh process in ``directory``, with the plugins this environment installs."""
+    environment = {k: v for k, v in os.environ.items() if k != "PYTEST_DISABLE_PLUGIN_AUTOLOAD"}
+    # postmarker's and celery's plugins are switched off here as in this project's pytest settings.
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:postmark"]
+    command += ["-p", "no:celery", "-q", *options]
+    return subprocess.run(  # noqa: S603 - our own interpreter, fixed arguments
+        command, cwd=directory, env=environment, capture_output=True, text=True, check=False
+    )
+
+
+def test_the_plugin_gives_every_test_a_fresh_outbox_emptied_when_the_test_ends(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "test_emails.py").write_text(_SUITE_USING_THE_PLUGIN)
+    run = run_pytest(tmp_path, "test_emails.py")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 passed" in run.stdout
+
+
+def test_the_plugin_is_switched_off_with_p_no_emailevents(tmp_path: Path) -> None:
+    (tmp_path / "test_emails.py").write_text(_SUITE_USING_THE_PLUGIN)
+    run = run_pytest(tmp_path, "-p", "no:emailevents", "test_emails.py")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "fixture 'outbox' not found" in run.stdout
 
 
 def test_directory_outbox_writes_one_postmark_shaped_file_per_message(tmp_path: Path) -> None:

@@ -5,15 +5,26 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from decimal import Decimal
-from typing import Any
+from functools import cached_property
+from typing import Any, ClassVar
 
 from sqlalchemy import JSON, ForeignKey, Numeric, String
+from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.ext.hybrid import hybrid_method, hybrid_property
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    mapped_column,
+    relationship,
+    scoped_session,
+    sessionmaker,
+)
 
 
 class Base(DeclarativeBase):
     """Declarative base of the registry test models (tables prefixed ``registry_app_``)."""
+
+    type_annotation_map: ClassVar[dict[Any, Any]] = {Decimal: Numeric(12, 2)}
 
 
 class Stage(enum.Enum):
@@ -82,6 +93,35 @@ class Project(Base):
     owner: Mapped[User] = relationship(foreign_keys=[owner_id])
     reviewer: Mapped[User | None] = relationship(foreign_keys=[reviewer_id])
     organization: Mapped[Organization] = relationship(back_populates="projects")
+
+
+ScopedSession = scoped_session(sessionmaker())
+
+
+class QueryProperty:
+    """Flask-SQLAlchemy's ``Model.query``, in short: a descriptor that gives a query."""
+
+    def __get__(self, obj: object, cls: type[Any]) -> Any:
+        return ScopedSession.query(cls)
+
+
+class Note(AsyncAttrs, Base):
+    """What libraries put on a model besides its columns, next to what the application does."""
+
+    __tablename__ = "registry_app_notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cuid: Mapped[str] = mapped_column(String(32), unique=True)
+    body: Mapped[str] = mapped_column(String(2000))
+
+    query = ScopedSession.query_property()  # SQLAlchemy's
+    flask_query = QueryProperty()  # another library's descriptor
+    KIND = "note"  # a plain value the application declares
+    Stage = Stage  # a class the application keeps on the model
+
+    @cached_property
+    def summary(self) -> str:
+        return self.body[:20]
 
 
 class NotMapped:
