@@ -145,7 +145,7 @@ CODES: Mapping[str, tuple[Severity, str]] = {
 #: application's classes and callables.
 NOT_IMPORTED = (
     "whether module:attr references import (EE012; their form is checked)",
-    "entity classes and attribute paths (EE013, EE015, EE016, EE021-EE023, EE025, EE056)",
+    "entity classes and attribute paths (EE013, EE015, EE016, EE021-EE023, EE025, EE027, EE056)",
     "callables' signatures (EE013, EE014)",
     "payload classes (EE013, EE040-EE042) and the template variables they provide (EE053)",
 )
