@@ -64,7 +64,9 @@ def check_address(value: str) -> str:
         raise AddressError("the address is empty")
     controls = _controls(value)
     if controls:
-        raise AddressError(f"{value!r} holds a control character ({controls[0]!r})")
+        raise AddressError(
+            f"{value!r} holds a control character or lone surrogate ({controls[0]!r})"
+        )
     special = _NOT_IN_ADDRESS.search(value)
     if special is not None:
         raise AddressError(

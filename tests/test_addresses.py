@@ -133,9 +133,18 @@ def test_any_display_name_keeps_the_address_it_is_formatted_with(name: str) -> N
     assert parse_address(formatted)[1] == VICTIM
 
 
-@pytest.mark.parametrize("value", ["a b@acme.test", "Ada <ada@acme.test>", "a@b.test,c@d.test"])
-def test_check_address_takes_a_bare_address_only(value: str) -> None:
-    with pytest.raises(AddressError, match="not one bare address"):
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("a b@acme.test", "not one bare address"),
+        ("Ada <ada@acme.test>", "not one bare address"),
+        ("a@b.test,c@d.test", "not one bare address"),
+        ("ada@acme.test\x00", "control character"),
+        ("ada@acme.test\ud800", "control character"),
+    ],
+)
+def test_check_address_takes_a_bare_address_only(value: str, message: str) -> None:
+    with pytest.raises(AddressError, match=message):
         check_address(value)
 
 
@@ -277,6 +286,8 @@ class World:
 
     def user(self, name: str, email: str) -> str:
         with self.factory() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                name = name.replace("\x00", "")  # PostgreSQL stores no NUL in text
             user = User(email=email, full_name=name)
             session.add(user)
             session.commit()
@@ -288,8 +299,8 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path, celery_app: Celery) -> Iterator[World]:
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+def world(tmp_path: Path, celery_app: Celery, db_engine: sa.Engine) -> Iterator[World]:
+    engine = db_engine
     Base.metadata.create_all(engine)
     factory = sessionmaker(engine)
     path = tmp_path / "events.yaml"
@@ -307,7 +318,6 @@ def world(tmp_path: Path, celery_app: Celery) -> Iterator[World]:
             session.add(org)
             session.commit()
             yield World(events, server, factory, org.cuid)
-    engine.dispose()
 
 
 def assert_only_to(world: World, event_id: str, email: str) -> None:
@@ -363,7 +373,6 @@ def test_any_display_name_reaches_exactly_its_owner(world: World, name: str, eve
         f"{VICTIM}, evil@attacker.test",
         f"Name <{VICTIM}>",
         f"{VICTIM}\r\nBcc: evil@attacker.test",
-        f"{VICTIM}\x00",
     ],
 )
 def test_an_address_column_holding_more_than_an_address_is_skipped_with_its_reason(

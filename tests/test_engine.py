@@ -118,6 +118,21 @@ def test_positional_delay_is_published_by_entity_name_in_declared_order(
             "longer than 255 characters",
         ),
         (
+            lambda e: e.emit("model_finding_created", **{**CUIDS, "org": "co\x001"}),
+            EmitValueError,
+            "'org' is not a CUID: 'co\\x001' holds '\\x00' (a control character or lone surrogate)",
+        ),
+        (
+            lambda e: e.emit("model_finding_created", **{**CUIDS, "finding": "cf\ud8001"}),
+            EmitValueError,
+            "'finding' is not a CUID: 'cf\\ud8001' holds '\\ud800'",
+        ),
+        (
+            lambda e: e.tasks["model_finding_created"].delay("a", "b\x07b", "c"),
+            EmitValueError,
+            "'org' is not a CUID",
+        ),
+        (
             lambda e: e.tasks["model_finding_created"].delay("a", "b"),
             EmitArgumentError,
             "is missing finding",
