@@ -4,6 +4,7 @@ Postmark server received)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from emailevents.addresses import (
 from emailevents.demo.models import Base, Organization, User
 from emailevents.errors import ExpressionError
 from emailevents.expressions import parse
+from emailevents.registry import parse_registry
 from emailevents.testing import Runs, worker
 from emailevents.testing.fake_postmark import FakePostmark
 
@@ -222,6 +224,39 @@ def test_a_from_address_with_the_comment_trick_does_not_load(tmp_path: Path, fro
     assert [p.code for p in caught.value.problems] == ["EE009"]
 
 
+def _from_yaml(value: str) -> str:
+    """``value`` as a double-quoted YAML scalar, whatever it holds."""
+    return json.dumps(value)  # JSON strings are YAML double-quoted scalars
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet='ab@.<>()",;: \\\r\n\x00', max_size=40))
+def test_a_from_either_does_not_load_or_is_exactly_one_address(value: str) -> None:
+    text = REGISTRY.replace('"Acme <notifications@acme.test>"', _from_yaml(value))
+    try:
+        registry = parse_registry(text)
+    except RegistryError as exc:
+        codes = {p.code for p in exc.problems}
+    else:
+        codes = set()
+    if codes:
+        assert codes <= {"EE009", "EE006", "EE007"}
+        return
+    from_ = registry.events["greet"].from_
+    (found,) = getaddresses([from_])
+    assert parse_address(from_) == (found[0], found[1])
+    assert [a for _, a in getaddresses([value])] == [found[1]]
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(NAMES)
+def test_any_from_display_name_keeps_its_address(name: str) -> None:
+    from_ = format_address(name, "notifications@acme.test")
+    text = REGISTRY.replace('"Acme <notifications@acme.test>"', _from_yaml(from_))
+    sent = parse_registry(text).events["greet"].from_
+    assert [a for _, a in getaddresses([sent])] == ["notifications@acme.test"]
+
+
 def _unused() -> PostmarkSender:
     return PostmarkSender("unused-token", api_url="http://127.0.0.1:9")
 
@@ -350,6 +385,7 @@ def test_names_that_held_a_redirect_reach_their_owners_only_on_a_real_worker(
         assert "\x00" not in message.subject
         assert "\x00" not in message.template_model["name"]
         assert not any(c in message.subject for c in "\r\n")
+        assert getaddresses([message.from_]) == [("Acme", "notifications@acme.test")]
     assert len(world.server.messages) == len(owners)
 
 
