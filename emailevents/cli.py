@@ -81,7 +81,7 @@ def list_events(registry: str, fmt: str) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("emailevents-demo"),
     show_default=True,
-    help="Where the demo's database and messages go (emptied first).",
+    help="Where the demo's database and messages go: a new or empty folder, or one the demo made.",
 )
 @click.option(
     "--serve",

@@ -17,7 +17,7 @@ from postmarker.core import PostmarkClient
 from postmarker.exceptions import ClientError
 
 from emailevents.cli import main
-from emailevents.demo.run import REGISTRY
+from emailevents.demo.run import MARKER, REGISTRY
 
 SEED_TASKS = [
     "on_inventory_model_created", "on_organization_user_added", "on_model_user_deleted",
@@ -59,12 +59,57 @@ def test_demo_sends_the_seed_events_through_postmarks_protocol_and_says_why_not(
     assert "Model inventory maintenance on Saturday" in page
 
 
-def test_demo_starts_afresh_each_time(tmp_path: Path) -> None:
+def test_demo_starts_afresh_each_time_and_keeps_what_it_did_not_make(tmp_path: Path) -> None:
     directory = tmp_path / "demo"
     for _ in range(2):
         result = CliRunner().invoke(main, ["demo", "--dir", str(directory)])
         assert result.exit_code == 0, result.output
+        (directory / "notes.txt").write_text("mine")
     assert len(list((directory / "outbox").glob("*.json"))) == 42
+    assert (directory / "notes.txt").read_text() == "mine"
+    assert (directory / MARKER).is_file()
+
+
+def test_demo_uses_an_empty_folder_and_marks_it(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["demo", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        MARKER,
+        "demo.sqlite3",
+        "messages.html",
+        "outbox",
+    ]
+
+
+def _files(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): p.read_text() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("given", "why"),
+    [
+        ("mydir", "mydir is not empty and was not made by the demo; nothing was deleted"),
+        (".", "refusing the current folder"),
+        ("..", "refusing a parent of the current folder"),
+        ("HOME", "refusing your home folder"),
+        ("/", "refusing a parent of"),
+    ],
+)
+def test_demo_refuses_a_folder_it_did_not_make_and_deletes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str, why: str
+) -> None:
+    home, work = tmp_path / "home", tmp_path / "home" / "projects" / "work"
+    (work / "mydir").mkdir(parents=True)
+    for folder in (home, work.parent, work, work / "mydir"):
+        (folder / "notes.txt").write_text(f"notes in {folder.name}")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    before = _files(tmp_path)
+    result = CliRunner().invoke(main, ["demo", "--dir", str(home) if given == "HOME" else given])
+    assert result.exit_code == 1, result.output
+    assert why in result.output
+    assert "Pass a" in result.output  # what to pass instead
+    assert _files(tmp_path) == before
 
 
 def test_list_prints_the_seed_table_as_text() -> None:

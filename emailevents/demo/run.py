@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .. import store
 from ..engine import EmailEvents
+from ..errors import ConfigurationError
 from ..outcomes import RunResult
 from ..senders.base import Sender
 from ..senders.postmark import PostmarkSender
@@ -32,9 +33,28 @@ from ..testing import Runs, memory_app, worker
 from ..testing.fake_postmark import DEMO_TEMPLATES, FakePostmark
 from . import hooks, models, seed
 
-__all__ = ["REGISTRY", "DemoReport", "demo_events", "run_demo", "seed_database"]
+__all__ = [
+    "MARKER",
+    "REGISTRY",
+    "DemoReport",
+    "demo_events",
+    "prepare_directory",
+    "run_demo",
+    "seed_database",
+]
 
 REGISTRY = Path(__file__).with_name("events.yaml")
+MARKER = ".emailevents-demo"
+"""The file that marks a folder as the demo's own: only such a folder is ever cleared."""
+# What a run leaves in its folder: all that a later run removes (SQLite may leave its journals).
+_OUTPUTS = (
+    "demo.sqlite3",
+    "demo.sqlite3-journal",
+    "demo.sqlite3-wal",
+    "demo.sqlite3-shm",
+    "messages.html",
+    "outbox",
+)
 DEMO_TOKEN = "emailevents-demo-token"  # noqa: S105 - the local server's made-up token
 
 
@@ -52,11 +72,10 @@ class DemoReport:
 
 @contextmanager
 def run_demo(directory: Path, *, port: int = 0, concurrency: int = 2) -> Iterator[DemoReport]:
-    """Run the demo in ``directory`` (emptied first); the local Postmark serves until the end."""
+    """Run the demo in ``directory`` (see :func:`prepare_directory`); the local Postmark serves
+    until the end."""
     started = time.perf_counter()
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
+    prepare_directory(directory)
     database = directory / "demo.sqlite3"
 
     engine = sa.create_engine(f"sqlite:///{database}", connect_args={"timeout": 30})
@@ -72,6 +91,49 @@ def run_demo(directory: Path, *, port: int = 0, concurrency: int = 2) -> Iterato
 
         outbox, page = _save_messages(postmark, directory)
         yield DemoReport(results, postmark, outbox, page, database, time.perf_counter() - started)
+
+
+def prepare_directory(directory: Path) -> None:
+    """Make ``directory`` ready for a run, deleting nothing the demo did not create.
+
+    A new or empty folder is used and marked as the demo's; in a folder the demo marked, the
+    previous run's files are removed and anything else is left where it is. Anything else is
+    refused: a folder holding files of its own, the current folder, one of its parents, the home
+    folder or one of its parents.
+
+    Raises:
+        ConfigurationError: the folder is refused; the message says why and what to pass.
+    """
+    resolved = directory.expanduser().resolve()
+    protected = {
+        Path.cwd().resolve(): "the current folder",
+        Path.home().resolve(): "your home folder",
+    }
+    for place, what in list(protected.items()):
+        for parent in place.parents:
+            protected.setdefault(parent, f"a parent of {what}")
+    if resolved in protected:
+        raise ConfigurationError(
+            f"emailevents demo --dir {directory}: refusing {protected[resolved]} ({resolved}); "
+            "nothing was touched. Pass a folder of its own, like --dir emailevents-demo"
+        )
+    if resolved.is_dir() and not (resolved / MARKER).is_file() and any(resolved.iterdir()):
+        raise ConfigurationError(
+            f"emailevents demo --dir {directory}: {resolved} is not empty and was not made by "
+            "the demo; nothing was deleted. Pass a new or empty folder, like "
+            "--dir emailevents-demo"
+        )
+    resolved.mkdir(parents=True, exist_ok=True)
+    (resolved / MARKER).write_text(
+        "Made by `emailevents demo`: a later run replaces the demo's files here, and only them.\n",
+        encoding="utf-8",
+    )
+    for name in _OUTPUTS:
+        output = resolved / name
+        if output.is_dir() and not output.is_symlink():
+            shutil.rmtree(output)
+        elif output.exists() or output.is_symlink():
+            output.unlink()
 
 
 def demo_events(
