@@ -256,7 +256,7 @@ def _template_recipients(event: Event, values: Mapping[str, Any]) -> list[_Candi
         except RenderError as exc:
             found.append(_Candidate(source, None, error=exc))
             continue
-        found.extend(_Candidate(where, value, name=name) for value, where in items)
+        found.extend(_Candidate(origin, value, name=name) for value, origin in items)
     return found
 
 
