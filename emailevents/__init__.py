@@ -8,6 +8,7 @@ sends it. Call :func:`emit` where the thing happened.
 from .engine import EmailEvents, Receipt, emit
 from .errors import (
     ConfigurationError,
+    DeliveryError,
     EmailEventsError,
     EmitArgumentError,
     EmitError,
@@ -24,6 +25,7 @@ from .store import metadata
 
 __all__ = [
     "ConfigurationError",
+    "DeliveryError",
     "DirectoryOutbox",
     "EmailEvents",
     "EmailEventsError",

@@ -21,7 +21,13 @@ from sqlalchemy.orm import Session
 
 from . import pipeline, store
 from . import relay as relaying
-from .errors import ConfigurationError, EmitArgumentError, EmitValueError, UnknownEventError
+from .errors import (
+    ConfigurationError,
+    DeliveryError,
+    EmitArgumentError,
+    EmitValueError,
+    UnknownEventError,
+)
 from .introspect import Callee
 from .outcomes import Reason, RunResult, Status
 from .registry import Event, Registry, load_registry
@@ -282,6 +288,10 @@ class EmailEvents:
                 engine._retry(
                     task, event, cuids, delay, max_retries=max(engine.max_retries, tries + 1)
                 )
+            if result.failed_entirely:
+                # Recorded already; raised so that Celery shows a failed task, not a success.
+                # Celery acknowledges it (acks_late acks failures) and does not retry it.
+                raise DeliveryError(result.failure(), result)
             return result
 
         run.__name__ = event.task_name.rpartition(".")[2]
@@ -298,6 +308,8 @@ class EmailEvents:
             engine=engine,
             acks_late=True,
             reject_on_worker_lost=True,
+            # Expected: Celery records the failure without a traceback; the run logged why.
+            throws=(DeliveryError,),
             ignore_result=True,
             max_retries=self.max_retries,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class EmailEventsError(Exception):
@@ -58,6 +59,24 @@ class EmitArgumentError(EmitError, TypeError):
 
 class EmitValueError(EmitError, ValueError):
     """Raised when `emit()` gets an empty or malformed CUID."""
+
+
+class DeliveryError(EmailEventsError, RuntimeError):
+    """Raised by an event's task when its run sent nothing and something failed.
+
+    Every outcome is recorded before it is raised: it is how Celery (task events, Flower, result
+    backends) learns that the run failed. ``result`` is the run's
+    :class:`~emailevents.RunResult`. The task is not retried because of it; transient failures
+    were retried before it was raised.
+    """
+
+    def __init__(self, message: str, result: Any) -> None:
+        self.result = result
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[DeliveryError], tuple[str, Any]]:
+        # Celery pickles a task's exception; it would fall back to a base class otherwise.
+        return type(self), (str(self), self.result)
 
 
 class ExpressionError(EmailEventsError, ValueError):

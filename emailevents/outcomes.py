@@ -65,3 +65,22 @@ class RunResult:
     def needs_retry(self) -> bool:
         """Some recipient failed transiently and waits for the task's next try."""
         return any(o.status is Status.RETRY for o in self.outcomes)
+
+    @property
+    def failed_entirely(self) -> bool:
+        """Nothing was sent, and something failed (skips alone are not a failure)."""
+        failed = False
+        for o in self.outcomes:
+            if o.status in (Status.SENT, Status.RETRY, Status.UNKNOWN):
+                return False
+            failed = failed or o.status is Status.FAILED
+        return failed
+
+    def failure(self) -> str:
+        """One line: what failed and why, for a log or an exception."""
+        failed = self.with_status(Status.FAILED)
+        shown = "; ".join(
+            f"{o.recipient or 'the emit'}: {o.reason.value} ({o.detail})" for o in failed[:5]
+        )
+        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""  # noqa: PLR2004
+        return f"event '{self.event_key}' ({self.event_id}) sent nothing: {shown}{more}"

@@ -596,10 +596,18 @@ def record_skips(session: Session, event: Event, event_id: str, outcomes: list[O
     session.commit()
 
 
+# A failure is an error to whoever watches the logs; a retry or an unknown outcome a warning.
+_LOG_LEVELS = {
+    Status.SENT: logging.INFO,
+    Status.SKIPPED: logging.INFO,
+    Status.FAILED: logging.ERROR,
+}
+
+
 def finish(event: Event, event_id: str, outcomes: list[Outcome]) -> RunResult:
     """Log every outcome, structured, and return the run's result."""
     for outcome in outcomes:
-        level = logging.INFO if outcome.status in (Status.SENT, Status.SKIPPED) else logging.WARNING
+        level = _LOG_LEVELS.get(outcome.status, logging.WARNING)
         logger.log(
             level,
             "event=%s event_id=%s status=%s reason=%s recipient=%s %s",

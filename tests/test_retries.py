@@ -6,9 +6,16 @@ HTTP, and the delivery log on a real database.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
+import socket
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -119,6 +126,93 @@ def test_a_permanent_error_is_recorded_once_and_never_retried(
     assert failed[0].detail.startswith("ErrorCode 406")
     assert len(fake_postmark.requests) == 1
     assert app.log(receipt.event_id)["priya@acme.test"] == ("failed", "rejected")
+
+
+@contextmanager
+def task_events(app: Celery) -> Iterator[list[dict[str, Any]]]:
+    """Celery's task events, as Flower and `celery events` receive them, while the block runs."""
+    app.conf.worker_send_task_events = True
+    seen: list[dict[str, Any]] = []
+    listening = threading.Event()
+    stop = threading.Event()
+
+    def listen() -> None:
+        with app.connection_for_read() as connection:
+            receiver = app.events.Receiver(
+                connection, handlers={"*": seen.append}, app=app, queue_exclusive=False
+            )
+            consume = receiver.consume(limit=None, timeout=0.1, wakeup=False)
+            listening.set()
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError, socket.timeout):
+                    next(consume)
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    assert listening.wait(5)
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def test_a_run_whose_every_recipient_failed_is_a_failed_task_and_an_error_line(
+    app: App, celery_app: Celery, fake_postmark: FakePostmark, caplog: pytest.LogCaptureFixture
+) -> None:
+    everyone = {"owen@acme.test": 406, "priya@acme.test": 406, "sam@acme.test": 300}
+    fake_postmark.faults.fail_recipients(everyone)
+    key, cuids = emit(app, 6)  # the comment: owen, priya, sam
+    with task_events(celery_app) as events, Runs() as runs, worker(celery_app):
+        receipt = app.events.emit(key, **cuids)
+        (result,) = runs.wait(receipt)
+        deadline = time.monotonic() + 10
+        while not any(e["type"] == "task-failed" for e in events) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The message was acknowledged, not left to be redelivered.
+        assert (
+            celery_app.connection_for_read()
+            .default_channel.queue_declare(celery_app.conf.task_default_queue, passive=True)
+            .message_count
+            == 0
+        )
+    assert {o.status for o in result.outcomes} == {Status.FAILED}
+    (failed,) = [e for e in events if e["type"] == "task-failed"]
+    assert failed["uuid"] == receipt.event_id
+    assert "DeliveryError" in failed["exception"]
+    assert f"'{key}' ({receipt.event_id}) sent nothing" in failed["exception"]
+    assert "priya@acme.test: rejected (ErrorCode 406" in failed["exception"]
+    assert not any(e["type"] in ("task-succeeded", "task-retried") for e in events)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "emailevents"]
+    assert sorted(r.recipient for r in errors) == sorted(everyone)  # type: ignore[attr-defined]
+    assert {(r.event_key, r.event_id, r.reason) for r in errors} == {  # type: ignore[attr-defined]
+        (key, receipt.event_id, "rejected")
+    }
+    # Celery records it as expected: no traceback of ours among its errors.
+    assert not [
+        r for r in caplog.records if r.name.startswith("celery") and r.levelno >= logging.ERROR
+    ]
+    assert len(fake_postmark.requests) == 1  # a failed task is not retried
+
+
+def test_a_run_that_sent_to_someone_is_a_successful_task(
+    app: App, celery_app: Celery, fake_postmark: FakePostmark
+) -> None:
+    fake_postmark.faults.fail_recipients({"priya@acme.test": 406})
+    key, cuids = emit(app, 6)
+    with task_events(celery_app) as events, Runs() as runs, worker(celery_app):
+        receipt = app.events.emit(key, **cuids)
+        runs.wait(receipt)
+        deadline = time.monotonic() + 10
+        while (
+            not any(e["type"] == "task-succeeded" for e in events) and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+    assert [
+        e["type"]
+        for e in events
+        if e["type"].startswith("task-") and e["type"] in ("task-succeeded", "task-failed")
+    ] == ["task-succeeded"]
 
 
 def test_retries_run_out_and_the_recipient_is_recorded_failed(

@@ -20,6 +20,7 @@ from celery.signals import task_postrun
 from kombu.transport import memory
 
 from ..engine import EventTask, Receipt
+from ..errors import DeliveryError
 from ..outcomes import RunResult
 from ..senders.outbox import OutboxSender, SentMessage
 
@@ -106,6 +107,8 @@ class Runs:
     ) -> None:
         if not isinstance(task, EventTask) or state == "RETRY":
             return
+        if isinstance(retval, DeliveryError):
+            retval = retval.result  # a run that sent nothing, failed in Celery's eyes
         with self._changed:
             self._done[task_id] = retval
             self._changed.notify_all()
