@@ -7,12 +7,16 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from email.utils import formataddr
 from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from postmarker.core import PostmarkClient
 from postmarker.exceptions import ClientError
 
@@ -1286,3 +1290,186 @@ def test_a_template_nested_past_64_levels_is_invalid_not_a_500(
         assert answer["AllContentIsValid"] is False
         assert "nested more than 64 levels" in answer["TextBody"]["ValidationErrors"][0]["Message"]
     assert server_log == []
+
+
+# -- strictness, searched for with hypothesis ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared_server() -> Iterator[FakePostmark]:
+    """One server for many generated examples (hypothesis runs them in one test call)."""
+    with FakePostmark(templates=[WELCOME, RECEIPT, NOTE], max_messages=100) as running:
+        yield running
+
+
+EVERY_ENDPOINT = [
+    ("POST", "/email"),
+    ("POST", "/email/batch"),
+    ("POST", "/email/withTemplate"),
+    ("POST", "/email/batchWithTemplates"),
+    ("POST", "/templates"),
+    ("PUT", "/templates/42"),
+    ("POST", "/templates/validate"),
+    ("GET", "/templates"),
+    ("GET", "/templates/welcome"),
+    ("DELETE", "/templates/999"),
+    ("GET", "/messages/outbound"),
+    ("GET", "/message-streams"),
+]
+FIELDS = [
+    *("From", "To", "Cc", "Bcc", "ReplyTo", "Subject", "HtmlBody", "TextBody", "Tag"),
+    *("Headers", "Metadata", "MessageStream", "TrackOpens", "TrackLinks", "TemplateId"),
+    *("TemplateAlias", "TemplateModel", "Name", "Alias", "TestRenderModel", "Messages"),
+]
+
+
+@dataclass(frozen=True)
+class Deep:
+    """``depth`` nested lists in a generated body, written out by :func:`to_json`."""
+
+    depth: int
+
+    @property
+    def marker(self) -> str:
+        return f"<deep {self.depth} {id(self)}>"
+
+
+def to_json(body: Any) -> bytes:
+    """``body`` as JSON, each ``Deep`` as its nested lists (json.dumps itself would recurse)."""
+    deep: list[Deep] = []
+
+    def placeholder(value: Any) -> str:
+        assert isinstance(value, Deep)
+        deep.append(value)
+        return value.marker
+
+    text = json.dumps(body, default=placeholder)
+    for value in deep:
+        text = text.replace(json.dumps(value.marker), "[" * value.depth + "]" * value.depth, 1)
+    return text.encode()
+
+
+# Any text, lone surrogates included (JSON escapes them as "\\ud800"), and some that trip
+# careless code: digits int() refuses, too many digits, addresses with line breaks.
+any_text = st.text(st.characters(exclude_categories=()), max_size=40) | st.sampled_from(
+    ["a@acme.test", "welcome", "42", "\u00b2", "9" * 5000, "{{name}}", "a@acme.test\r\nBcc: b"]
+)
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()  # NaN and infinities included: json.dumps writes them, JSON has no such thing
+    | any_text,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(any_text, inner, max_size=4)
+        | st.integers(60, 3000).map(Deep)  # deeper than a recursive parser goes
+    ),
+    max_leaves=20,
+)
+# A good message with some fields replaced by anything: gets past the first checks.
+message_like = st.builds(
+    lambda base, changes: {**base, **changes},
+    st.sampled_from([welcome(), message_for("/email")]),
+    st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=3),
+)
+json_bodies = st.one_of(
+    json_values,
+    message_like,
+    st.lists(message_like, max_size=3),
+    st.fixed_dictionaries({"Messages": st.lists(message_like | json_values, max_size=3)}),
+)
+WELL_FORMED_ERROR = {"ErrorCode", "Message"}
+
+
+def assert_answered_well(response: requests.Response, log: list[logging.LogRecord]) -> None:
+    assert response.status_code < 500, response.text
+    answer = response.json()
+    if response.status_code >= 400:
+        assert set(answer) >= WELL_FORMED_ERROR
+        assert isinstance(answer["ErrorCode"], int)
+        assert isinstance(answer["Message"], str)
+    elif isinstance(answer, list):  # a batch: one result per message, each with its code
+        assert all(set(item) >= WELL_FORMED_ERROR for item in answer)
+    assert log == [], [r.getMessage() for r in log]
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(endpoint=st.sampled_from(EVERY_ENDPOINT), body=json_bodies)
+def test_any_json_body_gets_a_postmark_answer_never_a_500(
+    shared_server: FakePostmark,
+    server_log: list[logging.LogRecord],
+    endpoint: tuple[str, str],
+    body: Any,
+) -> None:
+    method, path = endpoint
+    shared_server.reset()  # keep WELCOME to edit, and room for new templates
+    server_log.clear()  # one example's log at a time
+
+    response = raw_post(shared_server, path, to_json(body), method=method)
+
+    assert_answered_well(response, server_log)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    endpoint=st.sampled_from(EVERY_ENDPOINT),
+    body=st.binary(max_size=200)
+    | st.builds(lambda n, tail: b"[" * n + tail, st.integers(1, 5000), st.binary(max_size=5))
+    | st.builds(
+        lambda good, cut, junk: good[:cut] + junk,
+        st.sampled_from([json.dumps(welcome()).encode(), json.dumps([welcome()]).encode()]),
+        st.integers(0, 400),
+        st.binary(max_size=20),
+    ),
+)
+def test_any_bytes_get_a_postmark_answer_never_a_500(
+    shared_server: FakePostmark,
+    server_log: list[logging.LogRecord],
+    endpoint: tuple[str, str],
+    body: bytes,
+) -> None:
+    method, path = endpoint
+    server_log.clear()  # one example's log at a time
+
+    response = raw_post(shared_server, path, body, method=method)
+
+    assert_answered_well(response, server_log)
+
+
+local_parts = st.from_regex(r"[a-z0-9]{1,8}([._+-][a-z0-9]{1,8}){0,2}", fullmatch=True)
+addresses = st.builds(
+    "{}@{}.test".format, local_parts, st.from_regex(r"[a-z]{1,10}", fullmatch=True)
+)
+# Anything a person's name may hold, but control characters (line breaks, NUL) and lone
+# surrogates, which are not names and which the server refuses wherever they stand.
+display_names = st.text(st.characters(blacklist_categories=["Cc", "Cs"]), max_size=30)
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    people=st.lists(st.tuples(display_names, addresses), min_size=1, max_size=4),
+    sender_name=display_names,
+)
+def test_any_display_name_quoted_by_formataddr_is_accepted_and_read_back(
+    shared_server: FakePostmark, people: list[tuple[str, str]], sender_name: str
+) -> None:
+    client = PostmarkClient(server_token=TOKEN, root_api_url=shared_server.url)
+    to = ", ".join(formataddr(person) for person in people)
+
+    answer = send(client, welcome(To=to, From=formataddr((sender_name, "notifications@acme.test"))))
+
+    received = shared_server.message(answer["MessageID"])
+    assert received.recipients == [address for _, address in people]
