@@ -975,6 +975,8 @@ ENDPOINTS = ["/email", "/email/batch", "/email/withTemplate", "/email/batchWithT
 BAD_ADDRESSES = {
     "crlf-header": "b@acme.test\r\nBcc: c@x.test",
     "lf": "b@acme.test\nc@x.test",
+    "trailing-crlf": "b@acme.test\r\n",
+    "crlf-in-name": "Bob\r\n <b@acme.test>",
     "nul": "b@acme.test\x00",
     "tab": "Ada\t<b@acme.test>",
     "comment-redirect": "x <evil@attacker.test> ( <victim@acme.test>",
