@@ -1144,19 +1144,28 @@ def raw_post(
     )
 
 
+class _Kept(logging.Handler):
+    """Keeps what is logged at INFO and above, or with a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.INFO or record.exc_info is not None:
+            self.records.append(record)
+
+
 @pytest.fixture
 def server_log() -> Iterator[list[logging.LogRecord]]:
     """What the server logs at INFO and above, or with a traceback, while the test runs."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = records.append  # type: ignore[method-assign]
-    handler.addFilter(lambda r: r.levelno >= logging.INFO or r.exc_info is not None)
+    kept = _Kept()
     log = logging.getLogger("emailevents.testing.fake_postmark")
     level = log.level
-    log.addHandler(handler)
+    log.addHandler(kept)
     log.setLevel(logging.DEBUG)
-    yield records
-    log.removeHandler(handler)
+    yield kept.records
+    log.removeHandler(kept)
     log.setLevel(level)
 
 
