@@ -1237,6 +1237,7 @@ def test_json_nested_64_deep_is_accepted_and_65_is_not(server: FakePostmark) -> 
         pytest.param("/email/withTemplate", welcome(Headers="X: y"), 403, id="headers-a-string"),
         pytest.param("/email/withTemplate", welcome(Headers=[{"Name": 1}]), 403, id="header-name"),
         pytest.param("/email/withTemplate", welcome(TrackLinks=True), 403, id="tracklinks"),
+        pytest.param("/email/withTemplate", welcome(TrackLinks=[]), 403, id="tracklinks-a-list"),
         pytest.param("/email/withTemplate", welcome(TrackOpens="yes"), 403, id="trackopens"),
         pytest.param("/email/withTemplate", welcome(TemplateModel=[1]), 403, id="model-a-list"),
         pytest.param(
@@ -1406,7 +1407,7 @@ def assert_answered_well(response: requests.Response, log: list[logging.LogRecor
 
 
 @settings(
-    max_examples=150,
+    max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -497,7 +497,7 @@ def _check_headers(value: Any) -> None:
 
 def _check_tracking(message: Mapping[str, Any]) -> None:
     links, opens = message.get("TrackLinks"), message.get("TrackOpens")
-    if links is not None and links not in _TRACK_LINKS:
+    if links is not None and (not isinstance(links, str) or links not in _TRACK_LINKS):
         raise _ApiError(403, f"'TrackLinks' must be one of {', '.join(sorted(_TRACK_LINKS))}.")
     if opens is not None and not isinstance(opens, bool):
         raise _ApiError(403, "'TrackOpens' must be true or false.")
