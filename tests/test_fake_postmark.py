@@ -7,12 +7,16 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from email.utils import formataddr
 from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from postmarker.core import PostmarkClient
 from postmarker.exceptions import ClientError
 
@@ -963,3 +967,521 @@ def test_stopping_cuts_an_answer_held_by_latency_short() -> None:
     sender.join(10)
     assert not sender.is_alive()
     assert time.perf_counter() - started < 10
+
+
+# -- strictness: addresses -----------------------------------------------------------------------
+
+ENDPOINTS = ["/email", "/email/batch", "/email/withTemplate", "/email/batchWithTemplates"]
+BAD_ADDRESSES = {
+    "crlf-header": "b@acme.test\r\nBcc: c@x.test",
+    "lf": "b@acme.test\nc@x.test",
+    "trailing-crlf": "b@acme.test\r\n",
+    "crlf-in-name": "Bob\r\n <b@acme.test>",
+    "nul": "b@acme.test\x00",
+    "tab": "Ada\t<b@acme.test>",
+    "comment-redirect": "x <evil@attacker.test> ( <victim@acme.test>",
+    "comment": "b@acme.test (Bob)",
+    "two-angles": "x <evil@attacker.test> <victim@acme.test>",
+    "unclosed-angle": "Bob <b@acme.test",
+    "stray-closing-angle": "b@acme.test>",
+    "unbalanced-quote": '"Bob <b@acme.test>',
+    "group": "friends: b@acme.test;",
+    "semicolon-list": "b@acme.test; c@acme.test",
+    "empty-item": "b@acme.test,,c@acme.test",
+    "trailing-comma": "b@acme.test,",
+    "unquoted-comma-in-name": "Lovelace, Ada <ada@acme.test>",
+    "route": "<@relay.test:b@acme.test>",
+    "no-at": "bob",
+}
+
+
+def message_for(endpoint: str, **changes: Any) -> dict[str, Any]:
+    """A valid message for ``endpoint`` (templated or plain), with changes."""
+    if "Template" in endpoint:
+        return welcome(**changes)
+    return {
+        "From": "Acme <notifications@acme.test>",
+        "To": "ada@acme.test",
+        "Subject": "Hello",
+        "TextBody": "Hi",
+        **changes,
+    }
+
+
+def answer_for(client: PostmarkClient, endpoint: str, message: dict[str, Any]) -> dict[str, Any]:
+    """Post ``message`` alone (single endpoints) or between two good ones (batches).
+
+    Returns its own result: Postmark's error body for a refused single send (checked to come
+    with HTTP 422), or its item of the batch's 200 answer (the good neighbours checked sent).
+    """
+    if "batch" not in endpoint:
+        try:
+            answer: dict[str, Any] = client.call("POST", endpoint, data=message)
+        except ClientError as error:
+            refused = error
+        else:
+            return answer
+        assert http_status(refused) == 422
+        return {"ErrorCode": refused.error_code, "Message": str(refused).split("] ", 1)[1]}
+    good = message_for(endpoint, To="neighbour@acme.test")
+    messages = [good, message, good]
+    body = {"Messages": messages} if "Template" in endpoint else messages
+    answers = client.call("POST", endpoint, data=body)
+    assert [answers[0]["ErrorCode"], answers[2]["ErrorCode"]] == [0, 0]
+    result: dict[str, Any] = answers[1]
+    return result
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("field", ["To", "Cc", "Bcc", "From", "ReplyTo"])
+@pytest.mark.parametrize("bad", BAD_ADDRESSES.values(), ids=BAD_ADDRESSES.keys())
+def test_an_address_field_holding_anything_but_addresses_is_refused_with_300_naming_it(
+    server: FakePostmark, client: PostmarkClient, endpoint: str, field: str, bad: str
+) -> None:
+    answer = answer_for(client, endpoint, message_for(endpoint, **{field: bad}))
+
+    assert answer["ErrorCode"] == 300
+    assert answer["Message"].startswith(f"Error parsing '{field}': Illegal email address")
+    assert "MessageID" not in answer
+    # In a batch only the neighbours went; nothing of the bad message was kept.
+    assert [m.to for m in server.messages] == (
+        ["neighbour@acme.test"] * 2 if "batch" in endpoint else []
+    )
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_commas_inside_quoted_names_do_not_split_an_address_list(
+    server: FakePostmark, client: PostmarkClient, endpoint: str
+) -> None:
+    to = (
+        '"Lovelace, Ada" <ada@acme.test>, bob@acme.test, "Grace \\"Amazing\\" Hopper" <g@acme.test>'
+    )
+
+    answer = answer_for(client, endpoint, message_for(endpoint, To=to, Cc='"A, B" <c@acme.test>'))
+    received = server.message(answer["MessageID"])
+    details = client.call("GET", f"/messages/outbound/{answer['MessageID']}/details")
+    page = requests.get(server.url, timeout=5).text
+
+    assert answer["ErrorCode"] == 0
+    assert received.recipients == ["ada@acme.test", "bob@acme.test", "g@acme.test", "c@acme.test"]
+    assert details["To"][0] == {"Email": "ada@acme.test", "Name": "Lovelace, Ada"}
+    assert details["Recipients"] == received.recipients
+    # The page shows the addresses as the server read them, name and address apart.
+    shown = "Lovelace, Ada &lt;ada@acme.test&gt;, bob@acme.test, Grace &quot;Amazing&quot; Hopper"
+    assert shown in page
+
+
+def test_fifty_recipients_are_counted_across_to_cc_and_bcc(
+    server: FakePostmark, client: PostmarkClient
+) -> None:
+    def some(prefix: str, n: int) -> str:
+        return ", ".join(f"{prefix}{i}@acme.test" for i in range(n))
+
+    accepted = send(client, welcome(To=some("to", 20), Cc=some("cc", 20), Bcc=some("bcc", 10)))
+    with pytest.raises(ClientError) as error:
+        send(client, welcome(To=some("to", 20), Cc=some("cc", 20), Bcc=some("bcc", 11)))
+
+    assert accepted["ErrorCode"] == 0
+    assert len(server.messages[0].recipients) == 50
+    assert error.value.error_code == 300
+    assert "at most 50 recipients" in str(error.value)
+    assert len(server.messages) == 1
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param([{"Name": "X-Note", "Value": "a\r\nBcc: c@x.test"}], id="crlf-in-value"),
+        pytest.param([{"Name": "X-Note", "Value": "a\nb"}], id="lf-in-value"),
+        pytest.param([{"Name": "X-Note\r\nBcc", "Value": "c@x.test"}], id="crlf-in-name"),
+        pytest.param([{"Name": "X-Note: y", "Value": "z"}], id="colon-in-name"),
+        pytest.param([{"Name": "", "Value": "z"}], id="empty-name"),
+    ],
+)
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_a_header_with_a_line_break_is_refused_with_300(
+    server: FakePostmark, client: PostmarkClient, endpoint: str, headers: list[Any]
+) -> None:
+    answer = answer_for(client, endpoint, message_for(endpoint, Headers=headers))
+
+    assert answer["ErrorCode"] == 300
+    assert "'Headers'" in answer["Message"]
+    assert len(server.messages) == (2 if "batch" in endpoint else 0)
+
+
+def test_well_formed_headers_are_accepted(server: FakePostmark, client: PostmarkClient) -> None:
+    headers = [{"Name": "X-Campaign", "Value": "Spring: 10% off, \t today"}]
+
+    send(client, welcome(Headers=headers))
+
+    assert server.messages[0].request["Headers"] == headers
+
+
+# -- strictness: bodies ----------------------------------------------------------------------------
+
+
+def nested(depth: int) -> Any:
+    """A JSON value nested ``depth`` levels deep (lists in an object in lists ...)."""
+    value: Any = "bottom"
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+def raw_post(
+    server: FakePostmark,
+    path: str,
+    body: bytes,
+    content_type: str = "application/json",
+    method: str = "POST",
+) -> requests.Response:
+    return requests.request(
+        method,
+        f"{server.url}{path.lstrip('/')}",
+        data=body,
+        headers={"X-Postmark-Server-Token": TOKEN, "Content-Type": content_type},
+        timeout=10,
+    )
+
+
+class _Kept(logging.Handler):
+    """Keeps what is logged at INFO and above, or with a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.INFO or record.exc_info is not None:
+            self.records.append(record)
+
+
+@pytest.fixture
+def server_log() -> Iterator[list[logging.LogRecord]]:
+    """What the server logs at INFO and above, or with a traceback, while the test runs."""
+    kept = _Kept()
+    log = logging.getLogger("emailevents.testing.fake_postmark")
+    level = log.level
+    log.addHandler(kept)
+    log.setLevel(logging.DEBUG)
+    yield kept.records
+    log.removeHandler(kept)
+    log.setLevel(level)
+
+
+def deep_template_body(depth: int) -> bytes:
+    """A /email/withTemplate body whose JSON is ``depth`` levels deep in all."""
+    # The body object is level 1, TemplateModel level 2, each nested() level one more.
+    return json.dumps(welcome(TemplateModel={"deep": nested(depth - 2)})).encode()
+
+
+UNPARSABLE = {
+    "truncated": b'{"From": ',
+    "not-utf8": b'{"To": "\xff\xfe@acme.test"}',
+    "lone-surrogate": b'{"TemplateAlias": "welcome", "TemplateModel": {"name": "\\ud800"}}',
+    "nan": b'{"TemplateAlias": "welcome", "TemplateModel": {"name": NaN}}',
+    "infinity": b'{"TemplateAlias": "welcome", "TemplateModel": {"n": -Infinity}}',
+    "overflowing-float": b'{"TemplateAlias": "welcome", "TemplateModel": {"n": 1e999}}',
+    "5000-digits": b'{"TemplateAlias": "welcome", "TemplateModel": {"n": ' + b"9" * 5000 + b"}}",
+    "bom": b'\xef\xbb\xbf{"From": "a@acme.test"}',
+    "deep-100000": b"[" * 100_000 + b"]" * 100_000,
+    "deep-900": deep_template_body(900),
+    "deep-65": deep_template_body(65),
+    "deep-65-in-a-string-free-way": b'{"a": ' + b"[" * 64 + b"]" * 64 + b"}",
+}
+
+
+@pytest.mark.parametrize("body", UNPARSABLE.values(), ids=UNPARSABLE.keys())
+@pytest.mark.parametrize(
+    "path",
+    [*ENDPOINTS, "/templates", "/templates/validate", "/templates/42"],
+)
+def test_a_body_that_does_not_parse_is_402_never_a_500(
+    server: FakePostmark, server_log: list[logging.LogRecord], path: str, body: bytes
+) -> None:
+    method = "PUT" if path == "/templates/42" else "POST"
+
+    response = raw_post(server, path, body, method=method)
+
+    assert (response.status_code, response.json()) == (
+        422,
+        {"ErrorCode": 402, "Message": "Received invalid JSON input."},
+    )
+    assert server.messages == []
+    assert server_log == []
+
+
+def test_json_nested_64_deep_is_accepted_and_65_is_not(server: FakePostmark) -> None:
+    brackets_in_strings = welcome(TemplateModel={"name": "[[[[{{{{" * 100})
+
+    assert raw_post(server, "/email/withTemplate", deep_template_body(64)).status_code == 200
+    assert raw_post(server, "/email/withTemplate", deep_template_body(65)).status_code == 422
+    ok = raw_post(server, "/email/withTemplate", json.dumps(brackets_in_strings).encode())
+    assert ok.status_code == 200
+    assert len(server.messages) == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "code"),
+    [
+        pytest.param("/email/withTemplate", [], 403, id="list-for-an-object"),
+        pytest.param("/email/withTemplate", "x", 403, id="string-for-an-object"),
+        pytest.param("/email/batch", {"Messages": []}, 403, id="object-for-a-list"),
+        pytest.param("/email/batchWithTemplates", [], 403, id="list-for-an-object-of-messages"),
+        pytest.param("/email/batchWithTemplates", {"Messages": 3}, 403, id="messages-not-a-list"),
+        pytest.param("/email/withTemplate", welcome(To=["a@acme.test"]), 403, id="to-a-list"),
+        pytest.param("/email/withTemplate", welcome(To=5), 403, id="to-a-number"),
+        pytest.param("/email/withTemplate", welcome(From={"a": 1}), 403, id="from-an-object"),
+        pytest.param("/email/withTemplate", welcome(Cc=True), 403, id="cc-a-boolean"),
+        pytest.param("/email/withTemplate", welcome(Tag=7), 403, id="tag-a-number"),
+        pytest.param("/email/withTemplate", welcome(Headers="X: y"), 403, id="headers-a-string"),
+        pytest.param("/email/withTemplate", welcome(Headers=[{"Name": 1}]), 403, id="header-name"),
+        pytest.param("/email/withTemplate", welcome(TrackLinks=True), 403, id="tracklinks"),
+        pytest.param("/email/withTemplate", welcome(TrackLinks=[]), 403, id="tracklinks-a-list"),
+        pytest.param("/email/withTemplate", welcome(TrackOpens="yes"), 403, id="trackopens"),
+        pytest.param("/email/withTemplate", welcome(TemplateModel=[1]), 403, id="model-a-list"),
+        pytest.param(
+            "/email/withTemplate",
+            welcome(TemplateAlias=None, TemplateId="²"),
+            1101,
+            id="template-id-a-superscript-digit",
+        ),
+        pytest.param("/email", message_for("/email", TextBody=["x"]), 403, id="textbody-a-list"),
+    ],
+)
+def test_a_field_of_the_wrong_type_is_refused_with_postmarks_code(
+    server: FakePostmark,
+    server_log: list[logging.LogRecord],
+    path: str,
+    body: Any,
+    code: int,
+) -> None:
+    response = raw_post(server, path, json.dumps(body).encode())
+
+    assert response.status_code == 422
+    assert response.json()["ErrorCode"] == code
+    assert server.messages == []
+    assert server_log == []
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "application/jsonx", "text/json", ""],
+)
+def test_a_body_that_is_not_declared_json_is_409(server: FakePostmark, content_type: str) -> None:
+    response = raw_post(server, "/email/withTemplate", json.dumps(welcome()).encode(), content_type)
+
+    assert response.status_code == 422
+    assert response.json()["ErrorCode"] == 409
+    assert server.messages == []
+
+
+def test_a_charset_parameter_on_the_json_type_is_fine(server: FakePostmark) -> None:
+    body = json.dumps(welcome()).encode()
+
+    response = raw_post(server, "/email/withTemplate", body, "Application/JSON; charset=utf-8")
+
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/templates", "/templates/validate"])
+def test_a_template_nested_past_64_levels_is_invalid_not_a_500(
+    client: PostmarkClient, server_log: list[logging.LogRecord], path: str
+) -> None:
+    deep = "{{#each a}}" * 1000 + "x" + "{{/each}}" * 1000
+    long_path = "{{" + ".".join(["a"] * 2000) + "}}"
+
+    if path == "/templates":
+        for text in (deep, long_path):
+            with pytest.raises(ClientError) as error:
+                client.call("POST", path, data={"Name": "Deep", "Subject": "S", "TextBody": text})
+            assert error.value.error_code == 1122
+            assert "nested more than 64 levels" in str(error.value)
+    else:
+        answer = client.call("POST", path, data={"Subject": long_path, "TextBody": deep})
+        assert answer["AllContentIsValid"] is False
+        assert "nested more than 64 levels" in answer["TextBody"]["ValidationErrors"][0]["Message"]
+    assert server_log == []
+
+
+# -- strictness, searched for with hypothesis ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared_server() -> Iterator[FakePostmark]:
+    """One server for many generated examples (hypothesis runs them in one test call)."""
+    with FakePostmark(templates=[WELCOME, RECEIPT, NOTE], max_messages=100) as running:
+        yield running
+
+
+EVERY_ENDPOINT = [
+    ("POST", "/email"),
+    ("POST", "/email/batch"),
+    ("POST", "/email/withTemplate"),
+    ("POST", "/email/batchWithTemplates"),
+    ("POST", "/templates"),
+    ("PUT", "/templates/42"),
+    ("POST", "/templates/validate"),
+    ("GET", "/templates"),
+    ("GET", "/templates/welcome"),
+    ("DELETE", "/templates/999"),
+    ("GET", "/messages/outbound"),
+    ("GET", "/message-streams"),
+]
+FIELDS = [
+    *("From", "To", "Cc", "Bcc", "ReplyTo", "Subject", "HtmlBody", "TextBody", "Tag"),
+    *("Headers", "Metadata", "MessageStream", "TrackOpens", "TrackLinks", "TemplateId"),
+    *("TemplateAlias", "TemplateModel", "Name", "Alias", "TestRenderModel", "Messages"),
+]
+
+
+@dataclass(frozen=True)
+class Deep:
+    """``depth`` nested lists in a generated body, written out by :func:`to_json`."""
+
+    depth: int
+
+    @property
+    def marker(self) -> str:
+        return f"<deep {self.depth} {id(self)}>"
+
+
+def to_json(body: Any) -> bytes:
+    """``body`` as JSON, each ``Deep`` as its nested lists (json.dumps itself would recurse)."""
+    deep: list[Deep] = []
+
+    def placeholder(value: Any) -> str:
+        assert isinstance(value, Deep)
+        deep.append(value)
+        return value.marker
+
+    text = json.dumps(body, default=placeholder)
+    for value in deep:
+        text = text.replace(json.dumps(value.marker), "[" * value.depth + "]" * value.depth, 1)
+    return text.encode()
+
+
+# Any text, lone surrogates included (JSON escapes them as "\\ud800"), and some that trip
+# careless code: digits int() refuses, too many digits, addresses with line breaks.
+any_text = st.text(st.characters(exclude_categories=()), max_size=40) | st.sampled_from(
+    ["a@acme.test", "welcome", "42", "\u00b2", "9" * 5000, "{{name}}", "a@acme.test\r\nBcc: b"]
+)
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()  # NaN and infinities included: json.dumps writes them, JSON has no such thing
+    | any_text,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(any_text, inner, max_size=4)
+        | st.integers(60, 3000).map(Deep)  # deeper than a recursive parser goes
+    ),
+    max_leaves=20,
+)
+# A good message with some fields replaced by anything: gets past the first checks.
+message_like = st.builds(
+    lambda base, changes: {**base, **changes},
+    st.sampled_from([welcome(), message_for("/email")]),
+    st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=3),
+)
+json_bodies = st.one_of(
+    json_values,
+    message_like,
+    st.lists(message_like, max_size=3),
+    st.fixed_dictionaries({"Messages": st.lists(message_like | json_values, max_size=3)}),
+)
+WELL_FORMED_ERROR = {"ErrorCode", "Message"}
+
+
+def assert_answered_well(response: requests.Response, log: list[logging.LogRecord]) -> None:
+    assert response.status_code < 500, response.text
+    answer = response.json()
+    if response.status_code >= 400:
+        assert set(answer) >= WELL_FORMED_ERROR
+        assert isinstance(answer["ErrorCode"], int)
+        assert isinstance(answer["Message"], str)
+    elif isinstance(answer, list):  # a batch: one result per message, each with its code
+        assert all(set(item) >= WELL_FORMED_ERROR for item in answer)
+    assert log == [], [r.getMessage() for r in log]
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(endpoint=st.sampled_from(EVERY_ENDPOINT), body=json_bodies)
+def test_any_json_body_gets_a_postmark_answer_never_a_500(
+    shared_server: FakePostmark,
+    server_log: list[logging.LogRecord],
+    endpoint: tuple[str, str],
+    body: Any,
+) -> None:
+    method, path = endpoint
+    shared_server.reset()  # keep WELCOME to edit, and room for new templates
+    server_log.clear()  # one example's log at a time
+
+    response = raw_post(shared_server, path, to_json(body), method=method)
+
+    assert_answered_well(response, server_log)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    endpoint=st.sampled_from(EVERY_ENDPOINT),
+    body=st.binary(max_size=200)
+    | st.builds(lambda n, tail: b"[" * n + tail, st.integers(1, 5000), st.binary(max_size=5))
+    | st.builds(
+        lambda good, cut, junk: good[:cut] + junk,
+        st.sampled_from([json.dumps(welcome()).encode(), json.dumps([welcome()]).encode()]),
+        st.integers(0, 400),
+        st.binary(max_size=20),
+    ),
+)
+def test_any_bytes_get_a_postmark_answer_never_a_500(
+    shared_server: FakePostmark,
+    server_log: list[logging.LogRecord],
+    endpoint: tuple[str, str],
+    body: bytes,
+) -> None:
+    method, path = endpoint
+    server_log.clear()  # one example's log at a time
+
+    response = raw_post(shared_server, path, body, method=method)
+
+    assert_answered_well(response, server_log)
+
+
+local_parts = st.from_regex(r"[a-z0-9]{1,8}([._+-][a-z0-9]{1,8}){0,2}", fullmatch=True)
+addresses = st.builds(
+    "{}@{}.test".format, local_parts, st.from_regex(r"[a-z]{1,10}", fullmatch=True)
+)
+# Anything a person's name may hold, but control characters (line breaks, NUL) and lone
+# surrogates, which are not names and which the server refuses wherever they stand.
+display_names = st.text(st.characters(blacklist_categories=["Cc", "Cs"]), max_size=30)
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    people=st.lists(st.tuples(display_names, addresses), min_size=1, max_size=4),
+    sender_name=display_names,
+)
+def test_any_display_name_quoted_by_formataddr_is_accepted_and_read_back(
+    shared_server: FakePostmark, people: list[tuple[str, str]], sender_name: str
+) -> None:
+    client = PostmarkClient(server_token=TOKEN, root_api_url=shared_server.url)
+    to = ", ".join(formataddr(person) for person in people)
+
+    answer = send(client, welcome(To=to, From=formataddr((sender_name, "notifications@acme.test"))))
+
+    received = shared_server.message(answer["MessageID"])
+    assert received.recipients == [address for _, address in people]

@@ -35,7 +35,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from email.utils import getaddresses
 from functools import cached_property, lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -43,9 +42,9 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import email_validator
 import yaml
 
+from ..addresses import AddressError, parse_address
 from ..errors import EmailEventsError
 from .mustache import Template, suggested_model
 
@@ -71,6 +70,10 @@ MAX_TEMPLATES = 100
 MAX_EMAIL_BYTES = 10 * 1024 * 1024  # "10 MB for our Email API"
 MAX_BATCH_BYTES = 50 * 1024 * 1024  # "and 50 MB total for batch"
 MAX_OTHER_BYTES = 1024 * 1024
+# Assumed: Postmark runs on .NET, whose JSON readers (System.Text.Json, Json.NET 13) refuse
+# documents nested deeper than 64 by default. Deeper bodies are refused before parsing, so
+# nothing downstream (copying, rendering) can recurse without bound.
+MAX_JSON_DEPTH = 64
 METADATA_MAX_FIELDS = 10
 METADATA_MAX_KEY = 20
 METADATA_MAX_VALUE = 80
@@ -138,6 +141,14 @@ _MESSAGE_PAGE = re.compile(
 _MESSAGE_DETAILS = re.compile(r"/messages/outbound/([^/]+)/details")
 _TEMPLATE_PATH = re.compile(r"/templates/([^/]+)")
 _STREAM_PATH = re.compile(r"/message-streams/([^/]+)")
+_JSON_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]++")
+_EMPTY_PAIR = re.compile(r"\[\]|\{\}")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# RFC 5322 field names: printable ASCII but the colon.
+_HEADER_NAME = re.compile(r"[!-9;-~]+")
+_HEADER_BREAKS = re.compile(r"[\r\n\0]")
+_TRACK_LINKS = frozenset({"None", "HtmlAndText", "HtmlOnly", "TextOnly"})
 
 #: Every Postmark server starts with these three streams ("outbound" is the default one).
 DEFAULT_STREAMS: Mapping[str, str] = {
@@ -325,8 +336,8 @@ class ReceivedMessage:
 
     @property
     def recipients(self) -> list[str]:
-        """Every address the message went to (To, Cc, Bcc)."""
-        return [a for f in (self.to, self.cc, self.bcc) if f for _, a in _parse_addresses(f)]
+        """Every address the message went to (To, Cc, Bcc), read as the server read them."""
+        return _recipients(self.to, self.cc, self.bcc)
 
     def summary(self) -> dict[str, Any]:
         """The item of ``GET /messages/outbound``, in Postmark's shape."""
@@ -363,50 +374,87 @@ class ReceivedMessage:
 def _people(field_value: str | None) -> list[dict[str, Any]]:
     if not field_value:
         return []
-    return [{"Email": a, "Name": n or None} for n, a in _parse_addresses(field_value)]
+    return [{"Email": a, "Name": n or None} for n, a in _address_list(field_value)]
+
+
+# -- addresses, read strictly in one place -------------------------------------------------------
+
+
+class _IllegalAddressError(AddressError):
+    """Raised when one item of an address list is not exactly one address; ``item`` is it."""
+
+    def __init__(self, item: str, reason: str) -> None:
+        super().__init__(reason)
+        self.item = item
+
+
+def _split_list(value: str) -> list[str]:
+    """A comma-separated list cut at the commas outside quoted display names."""
+    if '"' not in value:
+        return value.split(",")
+    items, start, in_quotes, escaped = [], 0, False, False
+    for i, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif char == "\\" and in_quotes:
+            escaped = True
+        elif char == '"':
+            in_quotes = not in_quotes
+        elif char == "," and not in_quotes:
+            items.append(value[start:i])
+            start = i + 1
+    items.append(value[start:])
+    return items
 
 
 # A batch sends the same From (and often the same To) hundreds of times: parsing and checking
 # an address is most of the work of accepting a message, and its answer never changes.
 @lru_cache(maxsize=65536)
-def _parse_addresses(value: str) -> tuple[tuple[str, str], ...]:
-    return tuple(getaddresses([value]))
+def _address_list(value: str) -> tuple[tuple[str, str], ...]:
+    """``'"Lovelace, Ada" <ada@acme.test>, bob@acme.test'`` -> ``(name, address)`` pairs.
+
+    The one reading of an address field, for the checks on a send, ``ReceivedMessage.recipients``
+    and the page alike. Each item between commas (outside quotes) must be exactly one address,
+    as :func:`emailevents.addresses.parse_address` reads one: a line break, NUL or any control
+    character, a comment, a group, an unbalanced bracket or quote, or an empty item is refused,
+    not repaired. A blank value is the empty list.
+
+    Raises:
+        _IllegalAddressError: an item is not one address; ``item`` is that item, stripped.
+    """
+    if not value.strip():
+        return ()
+    parsed = []
+    for item in _split_list(value):
+        try:
+            parsed.append(parse_address(item))
+        except AddressError as exc:
+            raise _IllegalAddressError(item.strip(), str(exc)) from None
+    return tuple(parsed)
 
 
 # -- validation, as Postmark does it ---------------------------------------------------------------
 
 
-def _addresses(value: Any, field_name: str) -> list[str]:
-    """A comma-separated address list, each address checked; at most 50."""
+def _addresses(value: Any, field_name: str) -> tuple[tuple[str, str], ...]:
+    """A comma-separated address list, each address read strictly; at least one."""
     if not isinstance(value, str):
         raise _ApiError(403, f"The '{field_name}' field must be a string of addresses.")
-    parsed = [(name, address) for name, address in _parse_addresses(value) if name or address]
-    if not parsed:
-        raise _ApiError(300, _ZERO_RECIPIENTS)
-    if len(parsed) > MAX_RECIPIENTS:
-        raise _ApiError(
-            300, f"Invalid '{field_name}': at most {MAX_RECIPIENTS} recipients are allowed."
-        )
-    # An address the parser could not make out is reported as it was given.
-    return [_check_address(address or value, field_name) for _, address in parsed]
-
-
-@lru_cache(maxsize=65536)
-def _check_address(address: str, field_name: str) -> str:
-    hint = "" if "@" in address else " It must contain the '@' symbol."
     try:
-        # `test_environment` lets the RFC 2606 `.test` domains through, as local setups need.
-        email_validator.validate_email(address, check_deliverability=False, test_environment=True)
-    except email_validator.EmailNotValidError:
+        parsed = _address_list(value)
+    except _IllegalAddressError as exc:
         # postmark-gem's spec records: "Error parsing 'To': Illegal email address
         # 'johne.xample.com'. It must contain the '@' symbol."
+        hint = "" if "@" in exc.item else " It must contain the '@' symbol."
         raise _ApiError(
-            300, f"Error parsing '{field_name}': Illegal email address '{address}'.{hint}"
+            300, f"Error parsing '{field_name}': Illegal email address '{exc.item}'.{hint}"
         ) from None
-    return address
+    if not parsed:
+        raise _ApiError(300, _ZERO_RECIPIENTS)
+    return parsed
 
 
-def _recipient_field(message: Mapping[str, Any], field_name: str) -> str | None:
+def _optional_addresses(message: Mapping[str, Any], field_name: str) -> str | None:
     value = message.get(field_name)
     if value is None or value == "":
         return None
@@ -420,11 +468,39 @@ def _check_from(message: Mapping[str, Any]) -> str:
         raise _ApiError(300, _MISSING_FROM)
     if not isinstance(value, str):
         raise _ApiError(403, "The 'From' field must be a string.")
-    parsed = _parse_addresses(value)
-    if len(parsed) != 1 or not parsed[0][1]:
+    if len(_addresses(value, "From")) != 1:
         raise _ApiError(300, f"Error parsing 'From': Illegal email address '{value}'.")
-    _check_address(parsed[0][1], "From")
     return value
+
+
+def _check_headers(value: Any) -> None:
+    # Postmark: "Headers: List of custom headers to include", each {"Name": ..., "Value": ...}.
+    # A line break in either would start a header of its own (or the body): refused, with the
+    # code Postmark gives an invalid request (300); a wrong shape is incompatible JSON (403).
+    if value is None:
+        return
+    if not isinstance(value, list):
+        raise _ApiError(403, "The 'Headers' field must be a list of {Name, Value} objects.")
+    for header in value:
+        if not isinstance(header, dict):
+            raise _ApiError(403, "Each header must be an object with 'Name' and 'Value'.")
+        name, text = header.get("Name"), header.get("Value")
+        if not isinstance(name, str) or not isinstance(text, str):
+            raise _ApiError(403, "A header's 'Name' and 'Value' must be strings.")
+        if not _HEADER_NAME.fullmatch(name) or _HEADER_BREAKS.search(text):
+            raise _ApiError(
+                300,
+                f"Invalid 'Headers': {name!r} is not a header name, or its value holds a line "
+                "break.",
+            )
+
+
+def _check_tracking(message: Mapping[str, Any]) -> None:
+    links, opens = message.get("TrackLinks"), message.get("TrackOpens")
+    if links is not None and (not isinstance(links, str) or links not in _TRACK_LINKS):
+        raise _ApiError(403, f"'TrackLinks' must be one of {', '.join(sorted(_TRACK_LINKS))}.")
+    if opens is not None and not isinstance(opens, bool):
+        raise _ApiError(403, "'TrackOpens' must be true or false.")
 
 
 def _check_metadata(value: Any) -> dict[str, str]:
@@ -497,19 +573,33 @@ class _Envelope:
         if to is None or (isinstance(to, str) and not to.strip()):
             raise _ApiError(300, _ZERO_RECIPIENTS)
         _addresses(to, "To")
-        return cls(
+        envelope = cls(
             to=str(to),
             from_=from_,
-            cc=_recipient_field(message, "Cc"),
-            bcc=_recipient_field(message, "Bcc"),
-            reply_to=_recipient_field(message, "ReplyTo"),
+            cc=_optional_addresses(message, "Cc"),
+            bcc=_optional_addresses(message, "Bcc"),
+            reply_to=_optional_addresses(message, "ReplyTo"),
             tag=_check_tag(message.get("Tag")),
             metadata=_check_metadata(message.get("Metadata")),
             message_stream=_check_stream(message.get("MessageStream")),
         )
+        _check_headers(message.get("Headers"))
+        _check_tracking(message)
+        if len(envelope.recipients()) > MAX_RECIPIENTS:
+            # Postmark: at most 50 recipients per message, counting To, Cc and Bcc together.
+            raise _ApiError(
+                300,
+                f"Invalid 'To': at most {MAX_RECIPIENTS} recipients are allowed, counting To, "
+                "Cc and Bcc together.",
+            )
+        return envelope
 
     def recipients(self) -> list[str]:
-        return [a for f in (self.to, self.cc, self.bcc) if f for _, a in _parse_addresses(f)]
+        return _recipients(self.to, self.cc, self.bcc)
+
+
+def _recipients(*fields: str | None) -> list[str]:
+    return [address for f in fields if f for _, address in _address_list(f)]
 
 
 # -- faults --------------------------------------------------------------------------------------
@@ -1159,7 +1249,7 @@ class FakePostmark:
 
     def _find_template(self, ref: str) -> StoredTemplate:
         with self._lock:
-            if ref.isdigit():
+            if _is_id(ref):
                 found = self._templates.get(int(ref))
             else:
                 found = next(
@@ -1174,7 +1264,7 @@ class FakePostmark:
         found: StoredTemplate | None = None
         if template_id is not None:
             error = _TEMPLATE_ID_NOT_FOUND
-            if isinstance(template_id, str) and template_id.isdigit():
+            if isinstance(template_id, str) and _is_id(template_id):
                 template_id = int(template_id)  # JSON deserialisers take "123" for 123
             if isinstance(template_id, int) and not isinstance(template_id, bool):
                 with self._lock:
@@ -1216,8 +1306,8 @@ class FakePostmark:
             return local
         if not self._authorized(headers.get("x-postmark-server-token")):
             return _json(401, {"ErrorCode": 10, "Message": _NO_TOKEN})
-        content_type = headers.get("content-type") or ""
-        if method in {"POST", "PUT"} and "json" not in content_type.lower():
+        media_type = (headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+        if method in {"POST", "PUT"} and media_type != "application/json":
             return _error(_ApiError(409, _JSON_REQUIRED))
         fault = self.faults._take()  # noqa: SLF001 - the server's own faults
         if fault is None:
@@ -1629,10 +1719,52 @@ def _copy(value: Any) -> Any:
 
 
 def _parse_json(body: bytes) -> Any:
+    """The body as JSON, or Postmark's 402: never a RecursionError, NaN or a lone surrogate."""
     try:
-        return json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        text = body.decode("utf-8")
+        too_deep = _nesting_over(text, MAX_JSON_DEPTH)
+        data = (
+            None if too_deep else json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+        )
+        # `"\ud800"` is valid JSON syntax but no text: it could not be answered or shown.
+        if _SURROGATE_ESCAPE.search(text):
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeError, over 4300 digits
         raise _ApiError(402, _INVALID_JSON) from None
+    if too_deep:
+        raise _ApiError(402, _INVALID_JSON)
+    return data
+
+
+def _nesting_over(text: str, limit: int) -> bool:
+    """Whether JSON ``text`` nests deeper than ``limit``, found without recursion.
+
+    Strings are cut out, then each pass removes the innermost ``[]`` and ``{}`` pairs: ``limit``
+    passes empty any text nested at most ``limit`` deep. Brackets that do not pair up (invalid
+    JSON) may count as deep; the parser refuses that text anyway.
+    """
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    for _ in range(limit):
+        if not brackets:
+            return False
+        brackets = _EMPTY_PAIR.sub("", brackets)  # one scan: only the pairs empty before it
+    return bool(brackets)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # Python's json reads NaN and Infinity; JSON does not
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def _is_id(text: str) -> bool:
+    # Not str.isdigit: "²" is a digit that int() refuses, and 5000 digits are past int()'s limit.
+    return text.isascii() and text.isdecimal() and len(text) <= 18  # noqa: PLR2004 - an int64
 
 
 def _param(query: Mapping[str, str], name: str) -> str | None:
@@ -1695,10 +1827,11 @@ def _fields(received: ReceivedMessage) -> str:
         else "none"
     )
     rows = [
-        ("To", received.to),
-        ("From", received.from_),
-        ("Cc", received.cc),
-        ("Bcc", received.bcc),
+        ("To", _shown(received.to)),
+        ("From", _shown(received.from_)),
+        ("Cc", _shown(received.cc)),
+        ("Bcc", _shown(received.bcc)),
+        ("Reply-To", _shown(received.reply_to)),
         ("Tag", received.tag),
         ("Stream", received.message_stream),
         ("Template", template),
@@ -1710,6 +1843,13 @@ def _fields(received: ReceivedMessage) -> str:
         f"<dt>{name}</dt><dd>{html.escape(value)}</dd>" for name, value in rows if value
     )
     return f"<dl>{cells}</dl>"
+
+
+def _shown(field_value: str | None) -> str | None:
+    """An address field as the server read it (the same reading as ``recipients``)."""
+    if not field_value:
+        return None
+    return ", ".join(f"{n} <{a}>" if n else a for n, a in _address_list(field_value))
 
 
 def _frame(html_body: str, css_class: str, title: str) -> str:

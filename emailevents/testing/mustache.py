@@ -58,6 +58,13 @@ _UNCLOSED = (
 _BAD_PATH_MESSAGE = (
     "The path '{}' is not valid. Please see documentation for examples of valid paths."
 )
+# Ours, not Mustachio's: the suggested model and the translation to Mustache recurse once per
+# level, so sections and path steps together are bounded (far above any real template).
+MAX_DEPTH = 64
+_TOO_DEEP = (
+    f"The path '{{}}' is nested more than {MAX_DEPTH} levels deep (sections and path steps "
+    "together)."
+)
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,7 @@ class _Block:
     kind: _Kind
     path: str
     body: list[_Node] = field(default_factory=list)
+    depth: int = 1  # the levels it adds: its path's steps
 
 
 _Node = str | _Value | _Block
@@ -118,6 +126,7 @@ class _Tokenizer:
         self._open: list[tuple[str, int]] = []  # Mustachio's scope stack: (entry, offset)
         self._tree: list[list[_Node]] = [self.root]
         self._blocks: list[_Block] = []
+        self._depth = 0  # the open blocks' levels, summed
 
     def run(self) -> None:
         offset = 0
@@ -181,18 +190,21 @@ class _Tokenizer:
         path = path.strip()
         if _BAD_PATH.search(path):
             self.errors.append((at, _BAD_PATH_MESSAGE.format(path)))
+        elif self._depth + len(_path_parts(path)) > MAX_DEPTH:
+            self.errors.append((at, _TOO_DEEP.format(path)))
         return path
 
     def _push(self, kind: _Kind, path: str) -> None:
-        block = _Block(kind, path)
+        block = _Block(kind, path, depth=max(1, len(_path_parts(path))))
         self._tree[-1].append(block)
         self._tree.append(block.body)
         self._blocks.append(block)
+        self._depth += block.depth
 
     def _pop(self) -> None:
         # With errors the tree is never used, so an unbalanced pop only needs to be harmless.
         if self._blocks:
-            self._blocks.pop()
+            self._depth -= self._blocks.pop().depth
             self._tree.pop()
 
     def located_errors(self) -> tuple[TemplateError, ...]:
