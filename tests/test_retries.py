@@ -6,10 +6,8 @@ HTTP, and the delivery log on a real database.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -134,27 +132,31 @@ def task_events(app: Celery) -> Iterator[list[dict[str, Any]]]:
     app.conf.worker_send_task_events = True
     seen: list[dict[str, Any]] = []
     listening = threading.Event()
-    stop = threading.Event()
+    with app.connection_for_read() as connection:
+        receiver = app.events.Receiver(connection, handlers={"*": seen.append})
+        consume_ready = receiver.on_consume_ready
 
-    def listen() -> None:
-        with app.connection_for_read() as connection:
-            receiver = app.events.Receiver(
-                connection, handlers={"*": seen.append}, app=app, queue_exclusive=False
-            )
-            consume = receiver.consume(limit=None, timeout=0.1, wakeup=False)
+        def on_consume_ready(*args: Any, **kwargs: Any) -> None:
+            consume_ready(*args, **kwargs)
             listening.set()
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError, socket.timeout):
-                    next(consume)
 
-    thread = threading.Thread(target=listen, daemon=True)
-    thread.start()
-    assert listening.wait(5)
-    try:
-        yield seen
-    finally:
-        stop.set()
-        thread.join(5)
+        receiver.on_consume_ready = on_consume_ready
+        thread = threading.Thread(
+            target=receiver.capture, kwargs={"limit": None, "wakeup": False}, daemon=True
+        )
+        thread.start()
+        assert listening.wait(5)
+        try:
+            yield seen
+        finally:
+            receiver.should_stop = True
+            thread.join(5)
+
+
+def wait_for(events: list[dict[str, Any]], kind: str) -> None:
+    deadline = time.monotonic() + 10
+    while not any(e["type"] == kind for e in events) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def test_a_run_whose_every_recipient_failed_is_a_failed_task_and_an_error_line(
@@ -166,9 +168,7 @@ def test_a_run_whose_every_recipient_failed_is_a_failed_task_and_an_error_line(
     with task_events(celery_app) as events, Runs() as runs, worker(celery_app):
         receipt = app.events.emit(key, **cuids)
         (result,) = runs.wait(receipt)
-        deadline = time.monotonic() + 10
-        while not any(e["type"] == "task-failed" for e in events) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(events, "task-failed")
         # The message was acknowledged, not left to be redelivered.
         assert (
             celery_app.connection_for_read()
@@ -203,16 +203,9 @@ def test_a_run_that_sent_to_someone_is_a_successful_task(
     with task_events(celery_app) as events, Runs() as runs, worker(celery_app):
         receipt = app.events.emit(key, **cuids)
         runs.wait(receipt)
-        deadline = time.monotonic() + 10
-        while (
-            not any(e["type"] == "task-succeeded" for e in events) and time.monotonic() < deadline
-        ):
-            time.sleep(0.05)
-    assert [
-        e["type"]
-        for e in events
-        if e["type"].startswith("task-") and e["type"] in ("task-succeeded", "task-failed")
-    ] == ["task-succeeded"]
+        wait_for(events, "task-succeeded")
+    ends = [e["type"] for e in events if e["type"] in ("task-succeeded", "task-failed")]
+    assert ends == ["task-succeeded"]
 
 
 def test_retries_run_out_and_the_recipient_is_recorded_failed(
