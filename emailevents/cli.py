@@ -16,15 +16,20 @@ import click
 
 from .errors import ConfigurationError, EmailEventsError, RegistryError
 from .outcomes import RunResult, Status
-from .registry import Registry, load_registry
 
+# Each command imports what it needs when it runs: `emailevents --help` imports neither Celery,
+# SQLAlchemy nor pydantic (tests/test_cli.py holds it to that).
 if TYPE_CHECKING:
     from .engine import EmailEvents
     from .lint import LintReport
     from .preview import Preview, Rendered
+    from .registry import Registry
     from .senders.postmark import PostmarkSender
 
 __all__ = ["main"]
+
+NO_COLOR = "NO_COLOR"
+"""Any non-empty value turns colour off (https://no-color.org); a pipe gets none either."""
 
 
 def _importable_cwd() -> None:
@@ -35,6 +40,8 @@ def _importable_cwd() -> None:
 
 
 def _registry(path: str) -> Registry:
+    from .registry import load_registry  # noqa: PLC0415
+
     _importable_cwd()
     try:
         return load_registry(path)
@@ -42,10 +49,18 @@ def _registry(path: str) -> Registry:
         raise click.ClickException(str(exc)) from exc
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
 @click.version_option(package_name="emailevents")
-def main() -> None:
-    """Transactional email as a declaration: events.yaml in, one Celery task per event out."""
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Transactional email as a declaration: events.yaml in, one Celery task per event out.
+
+    Shell completion (commands, options, event names): see docs/cli.md.
+    """
+    if os.environ.get(NO_COLOR):
+        ctx.color = False  # the subcommands' contexts inherit it; click.echo then strips ANSI
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help(), color=ctx.color)
 
 
 @main.command("list")
@@ -53,14 +68,30 @@ def main() -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "markdown"]),
+    type=click.Choice(["text", "markdown", "json"]),
     default="text",
     show_default=True,
-    help="A plain aligned table, or a Markdown table for docs.",
+    help="A plain aligned table, a Markdown table for docs, or one JSON document.",
 )
 def list_events(registry: str, fmt: str) -> None:
     """The table of events: task, toggle key, template, entities."""
     loaded = _registry(registry)
+    if fmt == "json":
+        document = {
+            "registry": registry,
+            "events": [
+                {
+                    "key": event.key,
+                    "task": event.task_name,
+                    "toggle": event.toggle,
+                    "template": event.template,
+                    "entities": {name: etype.name for name, etype in event.entities},
+                }
+                for event in loaded.events.values()
+            ],
+        }
+        click.echo(json.dumps(document, indent=2))
+        return
     header = ("Task", "Toggle Key", "Template", "Entities")
     rows = [
         (
@@ -79,7 +110,7 @@ def list_events(registry: str, fmt: str) -> None:
     "--dir",
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("emailevents-demo"),
+    default=Path("emailevents-demo"),  # run.DEFAULT_DIRECTORY, without importing the demo
     show_default=True,
     help="Where the demo's database and messages go: a new or empty folder, or one the demo made.",
 )
@@ -93,27 +124,36 @@ def list_events(registry: str, fmt: str) -> None:
 def demo(directory: Path, serve: bool, port: int, verbose: bool) -> None:
     """Run the 11 seed events through a real Celery worker and Postmark's protocol."""
     from .demo.run import REGISTRY, run_demo  # noqa: PLC0415 - only this command needs the demo
+    from .demo.seed import EXTRA_EMITS  # noqa: PLC0415
 
     _logging(verbose)
     try:
         with run_demo(directory, port=port) as report:
             sent = sum(len(r.with_status(Status.SENT)) for r in report.results)
             skipped = sum(1 for r in report.results if not r.with_status(Status.SENT))
+            keys = {r.event_key for r in report.results}
             click.echo(
-                f"emailevents demo: {len(report.results)} emits of the events in "
-                f"{REGISTRY.name}, each a real Celery task on a worker (in-memory broker, "
-                f"2 threads), sent with PostmarkSender to a local Postmark at "
-                f"{report.postmark.url}\n"
+                f"emailevents demo: {len(report.results)} emits of the {len(keys)} events in "
+                f"the demo's built-in registry ({REGISTRY}): one of each, and {EXTRA_EMITS}. "
+                f"Each is a real Celery task on a worker (in-memory broker, 2 threads), sent "
+                f"with PostmarkSender to a local Postmark at {report.postmark.url}\n"
             )
-            click.echo(_table(("Event", "Outcome", "Sent", "To / why"), _demo_rows(report.results)))
+            click.echo(
+                _table(
+                    ("Event", "Outcome", "Sent", "To / why"),
+                    _demo_rows(report.results),
+                    colour=1,
+                )
+            )
             click.echo(
                 f"\n{sent} messages sent in {len(report.postmark.requests)} Postmark API "
                 f"requests, {skipped} emits skipped, in {report.seconds:.1f} s.\n"
                 f"Rendered messages: {report.page} (open it in a browser)\n"
                 f"As received by Postmark: {report.outbox}/ (one JSON file per message)\n"
                 f"Why each email went out or not: table emailevents_deliveries in "
-                f"{report.database}"
+                f"{report.database}, or ask it:\n"
             )
+            click.echo("\n".join(_demo_commands(directory, report.results)))
             if serve:
                 click.echo(f"\nBrowse them at {report.postmark.url} ; Ctrl-C stops.")
                 _wait_for_interrupt()
@@ -170,6 +210,19 @@ def _wait_for_interrupt() -> None:
         click.echo("stopped")
 
 
+def _demo_commands(directory: Path, results: Sequence[RunResult]) -> list[str]:
+    """``explain`` (of a skipped emit) and ``stats`` on the demo's database, to copy and paste."""
+    import shlex  # noqa: PLC0415
+
+    from .demo.run import DIRECTORY_VARIABLE  # noqa: PLC0415
+
+    skipped = [r for r in results if not r.with_status(Status.SENT)]
+    example = (skipped or list(results))[-1].event_id
+    prefix = f"{DIRECTORY_VARIABLE}={shlex.quote(str(directory))} emailevents"
+    app = "--app emailevents.demo.app:events"
+    return [f"  {prefix} explain {example} {app}", f"  {prefix} stats {app}"]
+
+
 def _demo_rows(results: Iterable[RunResult]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for result in results:
@@ -185,7 +238,14 @@ def _demo_rows(results: Iterable[RunResult]) -> list[tuple[str, ...]]:
     return rows
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool = False) -> str:
+def _table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    markdown: bool = False,
+    colour: int | None = None,
+) -> str:
+    """An aligned table; the cells of column ``colour`` in the colour of their value."""
     if markdown:
 
         def line(cells: Sequence[str]) -> str:
@@ -193,12 +253,41 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bo
 
         return "\n".join([line(header), line(["---"] * len(header)), *map(line, rows)])
     widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
+
+    def cell(index: int, value: str, width: int, *, styled: bool) -> str:
+        # Padded outside the escape codes, so that the columns line up on a terminal.
+        shown = _coloured(value) if styled and index == colour else value
+        return shown + " " * (width - len(value))
+
     lines = [
-        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        "  ".join(
+            cell(i, str(c), w, styled=r is not header)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
         for r in (header, *rows)
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# Outcome statuses and lint severities, as a terminal shows them. click.echo drops the colour
+# when the output is not a terminal, and `main` when NO_COLOR is set.
+_COLOURS = {
+    "sent": "green",
+    "skipped": "yellow",
+    "failed": "red",
+    "unknown": "magenta",
+    "retry": "cyan",
+    "claimed": "cyan",
+    "error": "red",
+    "warning": "yellow",
+    "info": "cyan",
+}
+
+
+def _coloured(value: str) -> str:
+    colour = _COLOURS.get(value)
+    return click.style(value, fg=colour, bold=value in {"failed", "error"}) if colour else value
 
 
 # --- commands that need the application's EmailEvents ---------------------------------------

@@ -3,8 +3,10 @@
 A SQLite file database seeded with the demo world, a real Celery worker consuming real broker
 messages (kombu's in-memory transport, worker threads in this process), the local
 Postmark-compatible server, and ``PostmarkSender`` sending to it over HTTP with the real
-``postmarker`` client. The 11 seed events are emitted: one with its org toggle off, one with a
-missing entity, one fanned out to 31 people through Postmark's batch API.
+``postmarker`` client. Each of the 11 seed events is emitted once, one of them twice (see
+``seed.emits``): one emit with its org toggle off, one with a missing entity, one fanned out to 31
+people through Postmark's batch API. The database stays in the folder afterwards, for
+``emailevents explain`` and ``stats`` through ``emailevents.demo.app``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from ..testing.fake_postmark import DEMO_TEMPLATES, FakePostmark
 from . import hooks, models, seed
 
 __all__ = [
+    "DATABASE",
+    "DEFAULT_DIRECTORY",
+    "DIRECTORY_VARIABLE",
     "MARKER",
     "REGISTRY",
     "DemoReport",
@@ -44,6 +49,13 @@ __all__ = [
 ]
 
 REGISTRY = Path(__file__).with_name("events.yaml")
+"""The demo's built-in registry."""
+DEFAULT_DIRECTORY = Path("emailevents-demo")
+"""The folder ``emailevents demo`` uses unless given ``--dir``."""
+DATABASE = "demo.sqlite3"
+"""The demo's SQLite database, in its folder."""
+DIRECTORY_VARIABLE = "EMAILEVENTS_DEMO_DIR"
+"""Where ``emailevents.demo.app`` finds the demo's folder (default: ``DEFAULT_DIRECTORY``)."""
 MARKER = ".emailevents-demo"
 """The file that marks a folder as the demo's own: only such a folder is ever cleared."""
 # What a run leaves in its folder: all that a later run removes (SQLite may leave its journals).
@@ -76,7 +88,7 @@ def run_demo(directory: Path, *, port: int = 0, concurrency: int = 2) -> Iterato
     until the end."""
     started = time.perf_counter()
     prepare_directory(directory)
-    database = directory / "demo.sqlite3"
+    database = directory / DATABASE
 
     engine = sa.create_engine(f"sqlite:///{database}", connect_args={"timeout": 30})
     session_factory, world = seed_database(engine, toggles_off=True)

@@ -201,6 +201,10 @@ def seed(session: Session) -> DemoWorld:
     )
 
 
+#: What ``emits`` adds to one emit per event, in words.
+EXTRA_EMITS = "model_finding_created once more, for a finding deleted before the worker ran"
+
+
 def emits(world: DemoWorld) -> list[tuple[str, dict[str, str]]]:
     """Return the demo's emits in order: one per seed event, then one whose finding is missing."""
     acme = {"user": world.acme_admin, "org": world.acme_org}
@@ -231,6 +235,7 @@ def toggles_off(world: DemoWorld) -> list[tuple[str, str]]:
 
 __all__ = [
     "ACME_GENERATED_MEMBERS",
+    "EXTRA_EMITS",
     "MISSING_FINDING_CUID",
     "DemoWorld",
     "emits",
