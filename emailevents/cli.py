@@ -7,12 +7,13 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from click.shell_completion import CompletionItem
 
 from .errors import ConfigurationError, EmailEventsError, RegistryError
 from .outcomes import RunResult, Status
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from .senders.postmark import PostmarkSender
 
 __all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 NO_COLOR = "NO_COLOR"
 """Any non-empty value turns colour off (https://no-color.org); a pipe gets none either."""
@@ -55,7 +58,10 @@ def _registry(path: str) -> Registry:
 def main(ctx: click.Context) -> None:
     """Transactional email as a declaration: events.yaml in, one Celery task per event out.
 
-    Shell completion (commands, options, event names): see docs/cli.md.
+    \b
+    Shell completion of commands, options and event names, for bash:
+        eval "$(_EMAILEVENTS_COMPLETE=bash_source emailevents)"
+    (zsh_source for zsh, fish_source for fish; docs/quickstart.md).
     """
     if os.environ.get(NO_COLOR):
         ctx.color = False  # the subcommands' contexts inherit it; click.echo then strips ANSI
@@ -287,7 +293,7 @@ _COLOURS = {
 
 def _coloured(value: str) -> str:
     colour = _COLOURS.get(value)
-    return click.style(value, fg=colour, bold=value in {"failed", "error"}) if colour else value
+    return click.style(value, fg=colour) if colour else value
 
 
 # --- commands that need the application's EmailEvents ---------------------------------------
@@ -304,6 +310,27 @@ app_option = click.option(
     help=f"The application's EmailEvents instance, like `myapp.emails:events` (or set "
     f"{APP_VARIABLE}).",
 )
+
+
+def _complete_events(
+    ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of an event key: from the app's registry with --app (or the
+    environment), else from --registry or ./events.yaml, read without importing anything."""
+    keys: Iterable[str] = ()
+    try:
+        app_ref = ctx.params.get("app_ref") or os.environ.get(APP_VARIABLE)
+        path = ctx.params.get("registry_path") or "events.yaml"
+        if app_ref and not ctx.params.get("sample"):
+            keys = _load_app(app_ref).registry.events
+        elif Path(path).is_file():
+            import yaml  # noqa: PLC0415
+
+            declared = yaml.safe_load(Path(path).read_text(encoding="utf-8")).get("events")
+            keys = [str(key) for key in declared] if isinstance(declared, dict) else ()
+    except Exception:  # noqa: BLE001 - a completion offers nothing rather than a traceback
+        keys = ()
+    return [CompletionItem(key) for key in keys if key.startswith(incomplete)]
 
 
 def _load_app(ref: str) -> EmailEvents:
@@ -331,10 +358,34 @@ def _load_app(ref: str) -> EmailEvents:
     return found
 
 
+def _format_option(*formats: str, help: str) -> Callable[[F], F]:  # noqa: A002 - click's name
+    """``--format``, the same on every command: text first and the default."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["text", *formats]),
+        default="text",
+        show_default=True,
+        help=help,
+    )
+
+
+def _timestamp(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC; the engine writes UTC, and SQLite gives it back without a zone."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+
+
+def _echo_json(document: object) -> None:
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
 @main.command()
 @click.argument("event_id")
 @app_option
-def explain(event_id: str, app_ref: str) -> None:
+@_format_option("json", help="A table, or one JSON document (docs/operations.md).")
+def explain(event_id: str, app_ref: str, fmt: str) -> None:
     """Every recipient's outcome for one emit, and why."""
     from . import store  # noqa: PLC0415
 
@@ -346,6 +397,9 @@ def explain(event_id: str, app_ref: str) -> None:
             f"nothing is recorded for event id {event_id}: it was never emitted through "
             "this database, or the worker has not run it yet"
         )
+    if fmt == "json":
+        _echo_json(_explanation_document(event_id, explanation))
+        return
     if explanation.emit is not None:
         emit = explanation.emit
         state = emit.state
@@ -370,7 +424,36 @@ def explain(event_id: str, app_ref: str) -> None:
         )
         for d in explanation.deliveries
     ]
-    click.echo(_table(("Recipient", "Status", "Reason", "Message ID / why", "At"), rows))
+    click.echo(_table(("Recipient", "Status", "Reason", "Message ID / why", "At"), rows, colour=1))
+
+
+def _explanation_document(event_id: str, explanation: Any) -> dict[str, Any]:
+    emit = explanation.emit
+    return {
+        "event_id": event_id,
+        "event": emit.event_key if emit is not None else explanation.deliveries[0].event_key,
+        "emit": None
+        if emit is None
+        else {
+            "state": emit.state,
+            "attempts": emit.attempts,
+            "last_error": emit.last_error,
+            "created_at": _timestamp(emit.created_at),
+            "published_at": _timestamp(emit.published_at),
+        },
+        "deliveries": [
+            {
+                "recipient": d.recipient,
+                "status": d.status,
+                "reason": d.reason,
+                "detail": d.detail,
+                "message_id": d.message_id,
+                "created_at": _timestamp(d.created_at),
+                "updated_at": _timestamp(d.updated_at),
+            }
+            for d in explanation.deliveries
+        ],
+    }
 
 
 @main.command()
@@ -381,20 +464,41 @@ def explain(event_id: str, app_ref: str) -> None:
     show_default=True,
     help="The time window: a number and a unit, like 30m, 24h or 7d.",
 )
-@click.option("--event", "event_key", default=None, help="Only this event.")
-def stats(app_ref: str, since: str, event_key: str | None) -> None:
+@click.option(
+    "--event",
+    "event_key",
+    default=None,
+    shell_complete=_complete_events,
+    help="Only this event.",
+)
+@_format_option("json", help="A table, or one JSON document (docs/operations.md).")
+def stats(app_ref: str, since: str, event_key: str | None, fmt: str) -> None:
     """Outcomes per event and reason over a time window."""
     from . import store  # noqa: PLC0415
 
     window = _duration(since)
     events = _load_app(app_ref)
+    start = datetime.now(UTC) - window
     with events.session_factory() as session:
-        counts = store.stats(session, since=datetime.now(UTC) - window, event_key=event_key)
+        counts = store.stats(session, since=start, event_key=event_key)
+    if fmt == "json":
+        _echo_json(
+            {
+                "since": since,
+                "from": _timestamp(start),
+                "event": event_key,
+                "counts": [
+                    {"event": c.event_key, "status": c.status, "reason": c.reason, "count": c.count}
+                    for c in counts
+                ],
+            }
+        )
+        return
     if not counts:
         click.echo(f"no outcomes recorded in the last {since}")
         return
     rows = [(c.event_key, c.status, c.reason, str(c.count)) for c in counts]
-    click.echo(_table(("Event", "Status", "Reason", "Count"), rows))
+    click.echo(_table(("Event", "Status", "Reason", "Count"), rows, colour=1))
 
 
 @main.command("relay")
@@ -625,7 +729,10 @@ def lint_command(  # noqa: PLR0917 - one parameter per option
         click.echo(_scrub(json.dumps(document, indent=2), secret))
     else:
         for finding in report.findings:
-            click.echo(_scrub(str(finding), secret))
+            # The code in its severity's colour: red errors, yellow warnings, cyan infos.
+            code = click.style(finding.code, fg=_COLOURS[finding.severity.value])
+            line = _scrub(str(finding), secret)
+            click.echo(line.replace(f": {finding.code} ", f": {code} ", 1))
         for line in [*notes, *_lint_summary(path, report)]:
             click.echo(_scrub(line, secret), err=True)
     threshold = Severity(fail_on).rank
@@ -672,7 +779,7 @@ def _lint_summary(path: str, report: LintReport) -> list[str]:
 
 
 @main.command("preview")
-@click.argument("event_key", metavar="EVENT")
+@click.argument("event_key", metavar="EVENT", shell_complete=_complete_events)
 @click.option(
     "--cuid",
     "cuids",

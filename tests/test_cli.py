@@ -1,8 +1,11 @@
-"""The `emailevents` command line: demo and list."""
+"""The `emailevents` command line: demo, list, help, colour and completion."""
 
 from __future__ import annotations
 
 import json
+import os
+import pty
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +21,8 @@ from postmarker.exceptions import ClientError
 
 from emailevents.cli import main
 from emailevents.demo.run import MARKER, REGISTRY
+
+COMMAND = [sys.executable, "-c", "from emailevents.cli import main; main(prog_name='emailevents')"]
 
 SEED_TASKS = [
     "on_inventory_model_created", "on_organization_user_added", "on_model_user_deleted",
@@ -168,9 +173,8 @@ def test_fake_postmark_command_serves_postmarks_api_until_interrupted() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-c", "from emailevents.cli import main; main()"]
     process = subprocess.Popen(  # noqa: S603 - our own command
-        [*command, "fake-postmark", "--port", str(port), "--token", "tok-1"],
+        [*COMMAND, "fake-postmark", "--port", str(port), "--token", "tok-1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -205,3 +209,157 @@ def test_fake_postmark_command_serves_postmarks_api_until_interrupted() -> None:
     assert f"A Postmark-compatible API at http://127.0.0.1:{port}/ (11 templates" in output
     assert "tok-1" not in output
     assert process.returncode == 0
+
+
+def test_help_imports_neither_celery_sqlalchemy_nor_pydantic() -> None:
+    probe = (
+        "import sys\n"
+        "from emailevents.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('celery', 'kombu', 'sqlalchemy', 'pydantic', 'yaml', 'postmarker', 'requests')\n"
+        "print(sorted(name for name in heavy if name in sys.modules), file=sys.stderr)\n"
+    )
+    done = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert "Usage: " in done.stdout
+    assert done.stderr.strip() == "[]"
+
+
+def test_bare_emailevents_prints_help_and_succeeds() -> None:
+    result = CliRunner().invoke(main, [])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Usage: ")
+    assert "stats" in result.output
+
+
+def test_list_prints_one_json_document() -> None:
+    result = CliRunner().invoke(main, ["list", str(REGISTRY), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["registry"] == str(REGISTRY)
+    assert len(document["events"]) == 11
+    invited = next(e for e in document["events"] if e["key"] == "user_invited")
+    assert invited == {
+        "key": "user_invited",
+        "task": "tasks.notifications.email.on_user_invited",
+        "toggle": None,
+        "template": "user-invited",
+        "entities": {"user": "User", "org": "Organization", "invitation": "Invitation"},
+    }
+
+
+# --- colour ---------------------------------------------------------------------------------
+
+BROKEN = "version: 1\ndefaults: {from: a@b.test}\nentities: {}\nevents:\n  e:\n    templat: x\n"
+RED_CODE = "\x1b[31mEE005\x1b[0m"
+
+
+def test_lint_colours_findings_by_severity_unless_no_color(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "events.yaml").write_text(BROKEN)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    coloured = CliRunner().invoke(main, ["lint", "--offline"], color=True)
+    assert coloured.exit_code == 1
+    assert f"events.yaml:6:5: {RED_CODE} events.e: unknown field 'templat'" in coloured.output
+    plain = CliRunner().invoke(main, ["lint", "--offline"], color=False)
+    assert "events.yaml:6:5: EE005 events.e" in plain.output
+    assert "\x1b[" not in plain.output
+    for value in ("1", "true", "0"):  # any non-empty value, https://no-color.org
+        monkeypatch.setenv("NO_COLOR", value)
+        refused = CliRunner().invoke(main, ["lint", "--offline"], color=True)
+        assert "events.yaml:6:5: EE005 events.e" in refused.output
+        assert "\x1b[" not in refused.output
+    monkeypatch.setenv("NO_COLOR", "")
+    empty = CliRunner().invoke(main, ["lint", "--offline"], color=True)
+    assert RED_CODE in empty.output
+
+
+def _run_on_a_terminal(args: list[str], cwd: Path, **env: str) -> str:
+    """What a command prints to a terminal (a pseudo-terminal), with ``env`` set."""
+    leader, follower = pty.openpty()
+    environment = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | env
+    try:
+        subprocess.run(  # noqa: S603 - our own command
+            [*COMMAND, *args], stdout=follower, cwd=cwd, env=environment, check=False, timeout=60
+        )
+    finally:
+        os.close(follower)
+    chunks = []
+    with open(leader, "rb") as terminal:  # noqa: PTH123 - a file descriptor
+        try:
+            while chunk := terminal.read1(65536):
+                chunks.append(chunk)
+        except OSError:  # the terminal is closed once everything was read (Linux: EIO)
+            pass
+    return b"".join(chunks).decode()
+
+
+def test_colour_reaches_a_terminal_but_not_a_pipe_nor_no_color(tmp_path: Path) -> None:
+    (tmp_path / "events.yaml").write_text(BROKEN)
+    lint = ["lint", "--offline"]
+    assert RED_CODE in _run_on_a_terminal(lint, tmp_path)
+    refused = _run_on_a_terminal(lint, tmp_path, NO_COLOR="1")
+    assert "events.yaml:6:5: EE005 events.e" in refused
+    assert "\x1b[" not in refused
+    piped = subprocess.run(  # noqa: S603 - our own command
+        [*COMMAND, *lint], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert "events.yaml:6:5: EE005 events.e" in piped.stdout
+    assert "\x1b[" not in piped.stdout
+
+
+def test_demo_colours_outcomes_on_a_terminal(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["demo", "--dir", str(tmp_path / "d")], color=True)
+    assert result.exit_code == 0, result.output
+    assert "\x1b[32msent\x1b[0m     31    ada@acme.test" in result.output
+    assert "\x1b[33mskipped\x1b[0m  0     entity_missing" in result.output
+
+
+# --- shell completion -----------------------------------------------------------------------
+
+
+def _complete(words: str, cwd: Path | None = None, **env: str) -> list[str]:
+    """What bash completion offers for the last of ``words``, asked as bash asks it."""
+    argv = words.split(" ")
+    environment = {
+        **os.environ,
+        "_EMAILEVENTS_COMPLETE": "bash_complete",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(argv) - 1),
+        **env,
+    }
+    done = subprocess.run(  # noqa: S603 - our own command
+        [*COMMAND], capture_output=True, text=True, cwd=cwd, env=environment, check=True
+    )
+    return [line.split(",", 1)[1] for line in done.stdout.splitlines() if line]
+
+
+def test_preview_completes_event_names_from_the_registry(tmp_path: Path) -> None:
+    shutil.copy(REGISTRY, tmp_path / "events.yaml")
+    assert _complete("emailevents preview model_", tmp_path) == [
+        "model_user_deleted",
+        "model_user_added",
+        "model_finding_created",
+        "model_comment_added",
+    ]
+    elsewhere = f"emailevents preview --sample --registry {REGISTRY} user_"
+    assert _complete(elsewhere) == ["user_invited"]
+    (tmp_path / "empty").mkdir()
+    assert _complete("emailevents preview model_", tmp_path / "empty") == []
+
+
+def test_the_shell_script_comes_from_click() -> None:
+    done = subprocess.run(  # noqa: S603 - our own command
+        COMMAND,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "_EMAILEVENTS_COMPLETE": "bash_source"},
+        check=True,
+    )
+    assert "_emailevents_completion()" in done.stdout
