@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import shutil
 import signal
 import socket
@@ -363,3 +364,63 @@ def test_the_shell_script_comes_from_click() -> None:
         check=True,
     )
     assert "_emailevents_completion()" in done.stdout
+
+
+# --- the demo's database, asked with explain and stats ------------------------------------
+
+DEMO_COMMAND = re.compile(r"^  (EMAILEVENTS_DEMO_DIR=.+? emailevents (explain|stats) .*)$")
+
+
+def _shell(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``command`` as a user pastes it into bash, with this interpreter's ``emailevents``."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return subprocess.run(  # noqa: S603 - the command the demo printed
+        ["bash", "-c", command],  # noqa: S607 - the user's shell
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PATH": path},
+        check=False,
+        timeout=120,
+    )
+
+
+def test_the_demo_prints_explain_and_stats_commands_that_work_on_its_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["demo", "--dir", "my demo"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(
+        "emailevents demo: 12 emits of the 11 events in the demo's built-in registry "
+        f"({REGISTRY}): one of each, and model_finding_created once more, for a finding "
+        "deleted before the worker ran."
+    )
+    printed = {
+        match[2]: match[1] for match in map(DEMO_COMMAND.match, result.output.splitlines()) if match
+    }
+    assert set(printed) == {"explain", "stats"}
+    assert printed["stats"].startswith("EMAILEVENTS_DEMO_DIR='my demo' emailevents stats")
+
+    explained = _shell(printed["explain"], tmp_path)
+    assert explained.returncode == 0, explained.stderr
+    assert explained.stdout.startswith("event model_finding_created, id ")
+    assert "(the whole emit)  skipped  entity_missing  finding: no Finding with cuid=" in (
+        explained.stdout
+    )
+    counted = _shell(printed["stats"], tmp_path)
+    assert counted.returncode == 0, counted.stderr
+    rows = {tuple(line.split()[:3]): line.split()[3] for line in counted.stdout.splitlines()[2:]}
+    assert rows[("broadcast_notification", "sent", "sent")] == "31"
+    assert rows[("inventory_model_monitoring_breach", "skipped", "toggle_off")] == "1"
+    assert rows[("model_finding_created", "skipped", "entity_missing")] == "1"
+    assert len(rows) == 12
+
+
+def test_the_demo_app_says_to_run_the_demo_first(tmp_path: Path) -> None:
+    command = "EMAILEVENTS_DEMO_DIR=nowhere emailevents stats --app emailevents.demo.app:events"
+    done = _shell(command, tmp_path)
+    assert done.returncode == 2
+    assert "no demo database in nowhere: run `emailevents demo --dir nowhere` first" in (
+        done.stderr
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import uuid
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from click.shell_completion import ShellComplete
 from click.testing import CliRunner
 
 from emailevents.cli import main
@@ -56,8 +58,8 @@ def world(app: Any) -> seed.DemoWorld:
     return world
 
 
-def invoke(*args: str) -> Any:
-    return CliRunner().invoke(main, list(args))
+def invoke(*args: str, color: bool = False) -> Any:
+    return CliRunner().invoke(main, list(args), color=color)
 
 
 def test_explain_prints_every_recipients_outcome(app: Any, world: seed.DemoWorld) -> None:
@@ -213,3 +215,114 @@ def test_the_app_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
     result = invoke("stats")
     assert result.exit_code == 2
     assert "Missing option '--app'" in result.output
+
+
+def test_explain_prints_one_json_document(app: Any, world: seed.DemoWorld) -> None:
+    key, cuids = seed.emits(world)[6]
+    app.events.run(key, "ev-comment", **cuids)
+    key, cuids = seed.emits(world)[11]
+    app.events.run(key, "ev-missing", **cuids)
+    result = invoke("explain", "ev-comment", "--app", app.ref, "--format", "json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert (document["event_id"], document["event"], document["emit"]) == (
+        "ev-comment",
+        "model_comment_added",
+        None,
+    )
+    first = document["deliveries"][0]
+    assert set(first) == {
+        "recipient", "status", "reason", "detail", "message_id", "created_at", "updated_at"
+    }  # fmt: skip
+    assert [(d["recipient"], d["status"]) for d in document["deliveries"]] == [
+        ("owen@acme.test", "sent"),
+        ("priya@acme.test", "sent"),
+        ("sam@acme.test", "sent"),
+    ]
+    assert first["message_id"]
+    assert datetime.fromisoformat(first["updated_at"]).utcoffset() == timedelta(0)
+    skipped = json.loads(invoke("explain", "ev-missing", "-A", app.ref, "--format", "json").output)
+    (whole,) = skipped["deliveries"]
+    assert (whole["recipient"], whole["status"], whole["reason"]) == (
+        "",
+        "skipped",
+        "entity_missing",
+    )
+    assert whole["detail"].startswith("finding: no Finding with cuid=")
+
+
+def test_explain_json_of_a_pending_emit_shows_the_emit(app: Any, world: seed.DemoWorld) -> None:
+    key, cuids = seed.emits(world)[5]
+    write_emit(app, "ev-p", key, cuids, state="pending", attempts=2, last_error="refused")
+    result = invoke("explain", "ev-p", "--app", app.ref, "--format", "json")
+    document = json.loads(result.output)
+    assert document["deliveries"] == []
+    assert document["emit"]["state"] == "pending"
+    assert (document["emit"]["attempts"], document["emit"]["last_error"]) == (2, "refused")
+    assert document["emit"]["published_at"] is None
+
+
+def test_stats_prints_one_json_document(app: Any, world: seed.DemoWorld) -> None:
+    for number, (key, cuids) in enumerate(seed.emits(world)):
+        app.events.run(key, f"ev-{number}", **cuids)
+    before = datetime.now(UTC)
+    result = invoke("stats", "--app", app.ref, "--since", "1h", "--format", "json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert (document["since"], document["event"]) == ("1h", None)
+    start = datetime.fromisoformat(document["from"])
+    assert timedelta(minutes=59) < before - start < timedelta(minutes=61)
+    counts = {(c["event"], c["status"], c["reason"]): c["count"] for c in document["counts"]}
+    assert counts[("broadcast_notification", "sent", "sent")] == 31
+    assert counts[("model_finding_created", "skipped", "entity_missing")] == 1
+    only = invoke("stats", "-A", app.ref, "--event", "user_invited", "--format", "json")
+    assert json.loads(only.output)["counts"] == [
+        {"event": "user_invited", "status": "sent", "reason": "sent", "count": 1}
+    ]
+    nothing = invoke("stats", "-A", app.ref, "--event", "nope", "--format", "json")
+    assert nothing.exit_code == 0
+    assert json.loads(nothing.output)["counts"] == []
+
+
+def test_statuses_are_coloured_on_a_terminal_unless_no_color(
+    app: Any, world: seed.DemoWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    for number, (key, cuids) in enumerate(seed.emits(world)):
+        app.events.run(key, f"ev-{number}", **cuids)
+    coloured = invoke("stats", "--app", app.ref, color=True).output
+    assert "broadcast_notification             \x1b[32msent\x1b[0m     sent" in coloured
+    assert "\x1b[33mskipped\x1b[0m  entity_missing" in coloured
+    explained = invoke("explain", "ev-11", "--app", app.ref, color=True).output
+    assert "(the whole emit)  \x1b[33mskipped\x1b[0m  entity_missing" in explained
+    assert "\x1b[" not in invoke("stats", "--app", app.ref).output  # not a terminal
+    as_json = invoke("stats", "--app", app.ref, "--format", "json", color=True).output
+    assert "\x1b[" not in as_json
+    monkeypatch.setenv("NO_COLOR", "1")
+    refused = invoke("stats", "--app", app.ref, color=True).output
+    assert "broadcast_notification             sent     sent" in refused
+    assert "\x1b[" not in refused
+
+
+def completions(args: list[str], incomplete: str) -> list[str]:
+    """What click's shell completion offers after ``args``."""
+    complete = ShellComplete(main, {}, "emailevents", "_EMAILEVENTS_COMPLETE")
+    return [item.value for item in complete.get_completions(args, incomplete)]
+
+
+def test_stats_event_completes_from_the_apps_registry(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert completions(["stats", "--app", app.ref, "--event"], "model_") == [
+        "model_user_deleted",
+        "model_user_added",
+        "model_finding_created",
+        "model_comment_added",
+    ]
+    monkeypatch.setenv("EMAILEVENTS_APP", app.ref)
+    assert completions(["preview"], "workflow") == [
+        "workflow_transition_user_action",
+        "workflow_transition_status_set",
+    ]
+    monkeypatch.setenv("EMAILEVENTS_APP", "nosuchmodule_xyz:events")
+    assert completions(["stats", "--event"], "model_") == []
