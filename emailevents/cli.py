@@ -140,9 +140,10 @@ def demo(directory: Path, serve: bool, port: int, verbose: bool) -> None:
             keys = {r.event_key for r in report.results}
             click.echo(
                 f"emailevents demo: {len(report.results)} emits of the {len(keys)} events in "
-                f"the demo's built-in registry ({REGISTRY}): one of each, and {EXTRA_EMITS}. "
-                f"Each is a real Celery task on a worker (in-memory broker, 2 threads), sent "
-                f"with PostmarkSender to a local Postmark at {report.postmark.url}\n"
+                f"the demo's built-in registry ({_in_package(REGISTRY)}): one of each, and "
+                f"{EXTRA_EMITS}. Each is a real Celery task on a worker (in-memory broker, "
+                f"2 threads), sent with PostmarkSender to a local Postmark at "
+                f"{report.postmark.url}\n"
             )
             click.echo(
                 _table(
@@ -214,6 +215,11 @@ def _wait_for_interrupt() -> None:
             time.sleep(3600)
     except KeyboardInterrupt:
         click.echo("stopped")
+
+
+def _in_package(path: Path) -> str:
+    """``path`` from the folder that holds the package: the same wherever it is installed."""
+    return path.relative_to(Path(__file__).parent.parent).as_posix()
 
 
 def _demo_commands(directory: Path, results: Sequence[RunResult]) -> list[str]:

@@ -393,8 +393,8 @@ def test_the_demo_prints_explain_and_stats_commands_that_work_on_its_database(
     assert result.exit_code == 0, result.output
     assert result.output.startswith(
         "emailevents demo: 12 emits of the 11 events in the demo's built-in registry "
-        f"({REGISTRY}): one of each, and model_finding_created once more, for a finding "
-        "deleted before the worker ran."
+        "(emailevents/demo/events.yaml): one of each, and model_finding_created once more, "
+        "for a finding deleted before the worker ran."
     )
     printed = {
         match[2]: match[1] for match in map(DEMO_COMMAND.match, result.output.splitlines()) if match

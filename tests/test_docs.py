@@ -18,7 +18,9 @@ before it (invisible when the Markdown is rendered):
   which must still load.
 - ```` ```console ````: each ``$ emailevents ...`` line runs through click's ``CliRunner`` and each
   ``$ pytest ...`` line in a subprocess; the lines up to the next ``$`` are their output. Run
-  times (``in 0.8s``) and local port numbers (``127.0.0.1:38517``) are not compared.
+  times (``in 0.8s``), local port numbers (``127.0.0.1:38517``), timestamps
+  (``2024-06-03 09:12:44``, ``2024-06-03T09:12:44.123456+00:00``) and UUIDs (event ids) are not
+  compared: the documents show real ones, a run makes new ones.
 - ``<!-- no-test -->``: shown, not run (``pip install``, a worker that needs a broker). Blocks in
   other languages (``text``, ``sql``, ``json``) are shown, not run, unless marked as output.
 
@@ -56,6 +58,8 @@ _TITLE = re.compile(r"""\btitle=(?P<quote>["']?)(?P<title>[^"'\s]+)(?P=quote)"""
 _MARKER = re.compile(r"^<!--\s*(?P<name>[\w-]+)(?:\s*:\s*(?P<value>[^>]*?))?\s*-->$")
 _DURATION = re.compile(r"\bin \d+(?:\.\d+)? ?s\b")
 _LOCAL_PORT = re.compile(r"\b(127\.0\.0\.1|localhost):\d+")
+_TIMESTAMP = re.compile(r"\b\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d|Z)?")
+_UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 _RUNNABLE = frozenset({"python", "yaml", "console", "bash", "shell", "sh"})
 _MARKERS = {"no-test": {""}, "output": {""}, "registry": {"", "rejects", "fragment"}}
 
@@ -305,10 +309,10 @@ def compare(project: Project, expected: Block, actual: str, *, what: str) -> Non
 
 
 def _normalise(text: str) -> str:
-    lines = [
-        _LOCAL_PORT.sub(r"\1:<port>", _DURATION.sub("in <time>", line.rstrip()))
-        for line in text.splitlines()
-    ]
+    lines = []
+    for line in text.splitlines():
+        plain = _LOCAL_PORT.sub(r"\1:<port>", _DURATION.sub("in <time>", line.rstrip()))
+        lines.append(_UUID.sub("<uuid>", _TIMESTAMP.sub("<timestamp>", plain)))
     return "\n".join(lines).strip("\n")
 
 
