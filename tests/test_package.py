@@ -39,6 +39,14 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
         emailevents.Nope  # type: ignore[attr-defined]  # noqa: B018
 
 
+def test_a_submodule_is_an_attribute_as_before() -> None:
+    probe = "import emailevents\nprint(emailevents.store.metadata is emailevents.metadata)\n"
+    done = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "True"
+
+
 def test_importing_the_package_imports_no_dependency_until_a_name_is_used() -> None:
     probe = (
         "import sys, emailevents\n"
