@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .preview import Preview, Rendered
     from .registry import Registry
     from .senders.postmark import PostmarkSender
+    from .store import Explanation
 
 __all__ = ["main"]
 
@@ -69,14 +70,34 @@ def main(ctx: click.Context) -> None:
         click.echo(ctx.get_help(), color=ctx.color)
 
 
+def _format_option(*formats: str, help: str) -> Callable[[F], F]:  # noqa: A002 - click's name
+    """``--format``, the same on every command: text first and the default."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["text", *formats]),
+        default="text",
+        show_default=True,
+        help=help,
+    )
+
+
+def _timestamp(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC; the engine writes UTC, and SQLite gives it back without a zone."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+
+
+def _echo_json(document: object) -> None:
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
 @main.command("list")
 @click.argument("registry", default="events.yaml", type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "markdown", "json"]),
-    default="text",
-    show_default=True,
+@_format_option(
+    "markdown",
+    "json",
     help="A plain aligned table, a Markdown table for docs, or one JSON document.",
 )
 def list_events(registry: str, fmt: str) -> None:
@@ -96,7 +117,7 @@ def list_events(registry: str, fmt: str) -> None:
                 for event in loaded.events.values()
             ],
         }
-        click.echo(json.dumps(document, indent=2))
+        _echo_json(document)
         return
     header = ("Task", "Toggle Key", "Template", "Entities")
     rows = [
@@ -149,7 +170,7 @@ def demo(directory: Path, serve: bool, port: int, verbose: bool) -> None:
                 _table(
                     ("Event", "Outcome", "Sent", "To / why"),
                     _demo_rows(report.results),
-                    colour=1,
+                    colour_column=1,
                 )
             )
             click.echo(
@@ -255,9 +276,9 @@ def _table(
     rows: Sequence[Sequence[str]],
     *,
     markdown: bool = False,
-    colour: int | None = None,
+    colour_column: int | None = None,
 ) -> str:
-    """An aligned table; the cells of column ``colour`` in the colour of their value."""
+    """An aligned table; the cells of ``colour_column`` in the colour of their value."""
     if markdown:
 
         def line(cells: Sequence[str]) -> str:
@@ -268,7 +289,7 @@ def _table(
 
     def cell(index: int, value: str, width: int, *, styled: bool) -> str:
         # Padded outside the escape codes, so that the columns line up on a terminal.
-        shown = _coloured(value) if styled and index == colour else value
+        shown = _coloured(value) if styled and index == colour_column else value
         return shown + " " * (width - len(value))
 
     lines = [
@@ -364,29 +385,6 @@ def _load_app(ref: str) -> EmailEvents:
     return found
 
 
-def _format_option(*formats: str, help: str) -> Callable[[F], F]:  # noqa: A002 - click's name
-    """``--format``, the same on every command: text first and the default."""
-    return click.option(
-        "--format",
-        "fmt",
-        type=click.Choice(["text", *formats]),
-        default="text",
-        show_default=True,
-        help=help,
-    )
-
-
-def _timestamp(moment: datetime | None) -> str | None:
-    """ISO 8601 in UTC; the engine writes UTC, and SQLite gives it back without a zone."""
-    if moment is None:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
-
-
-def _echo_json(document: object) -> None:
-    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
-
-
 @main.command()
 @click.argument("event_id")
 @app_option
@@ -430,10 +428,12 @@ def explain(event_id: str, app_ref: str, fmt: str) -> None:
         )
         for d in explanation.deliveries
     ]
-    click.echo(_table(("Recipient", "Status", "Reason", "Message ID / why", "At"), rows, colour=1))
+    click.echo(
+        _table(("Recipient", "Status", "Reason", "Message ID / why", "At"), rows, colour_column=1)
+    )
 
 
-def _explanation_document(event_id: str, explanation: Any) -> dict[str, Any]:
+def _explanation_document(event_id: str, explanation: Explanation) -> dict[str, Any]:
     emit = explanation.emit
     return {
         "event_id": event_id,
@@ -504,7 +504,7 @@ def stats(app_ref: str, since: str, event_key: str | None, fmt: str) -> None:
         click.echo(f"no outcomes recorded in the last {since}")
         return
     rows = [(c.event_key, c.status, c.reason, str(c.count)) for c in counts]
-    click.echo(_table(("Event", "Status", "Reason", "Count"), rows, colour=1))
+    click.echo(_table(("Event", "Status", "Reason", "Count"), rows, colour_column=1))
 
 
 @main.command("relay")
