@@ -663,14 +663,7 @@ def _org_settings(app: EmailEvents) -> tuple[dict[str, int] | None, str]:
     help="Import nothing the registry names, so that none of its code runs; skip the checks "
     "that need it.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="One finding per line, or one JSON document.",
-)
+@_format_option("json", help="One finding per line, or one JSON document.")
 @click.option(
     "--fail-on",
     type=click.Choice(FAIL_ON),
@@ -815,14 +808,7 @@ def _lint_summary(path: str, report: LintReport) -> list[str]:
     default=None,
     help="Write the rendered HTML body to this file instead of printing it.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Readable sections, or one JSON document.",
-)
+@_format_option("json", help="Readable sections, or one JSON document.")
 def preview_command(  # noqa: PLR0917 - one parameter per option
     event_key: str,
     cuids: tuple[str, ...],
