@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from typing import Any
+
+_EXCERPT_WIDTH = 100
 
 
 class EmailEventsError(Exception):
@@ -15,7 +18,9 @@ class Problem:
     """One problem found in a registry, with where it is.
 
     ``code`` is the problem's stable lint code (``EE001`` when no more specific one applies);
-    ``docs/lint.md`` lists every code. It is not part of the printed message.
+    ``docs/lint.md`` lists every code. It is not part of the printed message. ``source_line``,
+    when set, is the line of the file the problem is on, printed under the message with a caret
+    under the column (YAML syntax errors have it).
     """
 
     message: str
@@ -24,11 +29,31 @@ class Problem:
     column: int = 0
     hint: str = ""
     code: str = "EE001"
+    source_line: str = ""
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
         hint = f" ({self.hint})" if self.hint else ""
-        return f"{where}: {self.message}{hint}"
+        return f"{where}: {self.message}{hint}{excerpt(self.source_line, self.column)}"
+
+
+def excerpt(source_line: str, column: int) -> str:
+    """``source_line`` and a caret under ``column`` (1-based), as lines to print after a message.
+
+    Empty when there is no line to show. Characters a terminal would not print show as '?', and
+    a long line is cut around the column, so that the caret stays under its character.
+    """
+    if not source_line.strip() or column < 1:
+        return ""
+    shown = "".join(c if c.isprintable() or c == "\t" else "?" for c in source_line).rstrip()
+    start = 0
+    if len(shown) > _EXCERPT_WIDTH:
+        start = max(0, min(column - 1 - _EXCERPT_WIDTH // 2, len(shown) - _EXCERPT_WIDTH))
+        end = start + _EXCERPT_WIDTH
+        shown = ("..." if start else "") + shown[start:end] + ("..." if end < len(shown) else "")
+        start -= 3 if start else 0
+    pad = "".join(c if c == "\t" else " " for c in shown[: column - 1 - start])
+    return f"\n    {shown}\n    {pad}^"
 
 
 class RegistryError(EmailEventsError, ValueError):
@@ -38,7 +63,7 @@ class RegistryError(EmailEventsError, ValueError):
         self.problems = tuple(problems)
         count = len(problems)
         head = f"{count} problem{'s' if count != 1 else ''} in the email registry:"
-        super().__init__("\n".join([head, *(f"  {p}" for p in problems)]))
+        super().__init__("\n".join([head, *(textwrap.indent(str(p), "  ") for p in problems)]))
 
 
 class ConfigurationError(EmailEventsError, RuntimeError):

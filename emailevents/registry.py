@@ -61,6 +61,7 @@ SUPPORTED_VERSIONS = (1,)
 RESERVED_NAMES = frozenset({"session", "event_id", "recipient", "subject"})
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 _TOGGLE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*\Z")
+_EXPRESSION_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 
@@ -467,6 +468,15 @@ class _Compiler:
                 where,
                 f"{_dotted(where)}: must be a mapping of fields, not {_kind(value)}",
                 hint=expected,
+                code="EE007",
+            )
+        elif unquoted := _unquoted_expression(error.get("input")):
+            quoted = f'["{unquoted}"]' if isinstance(error.get("input"), list) else f'"{unquoted}"'
+            example = f"`{where[-1]}: {quoted}`" if len(where) > len(path) else quoted
+            self.problem(
+                where,
+                f"{_dotted(where)}: YAML reads {unquoted} unquoted as a mapping, not an expression",
+                hint=f"quote expressions: {example}",
                 code="EE007",
             )
         else:
@@ -1040,6 +1050,16 @@ _KINDS: tuple[tuple[type | tuple[type, ...], str], ...] = (
 def _kind(value: Any) -> str:
     """What a YAML value is, in words: 'a number', 'a list', ..."""
     return next((name for cls, name in _KINDS if isinstance(value, cls)), type(value).__name__)
+
+
+def _unquoted_expression(value: Any) -> str | None:
+    """``{org.name}`` when YAML read an unquoted ``{org.name}`` (alone, in a list) as a mapping."""
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, dict) and len(item) == 1:
+            ((key, inner),) = item.items()
+            if inner is None and isinstance(key, str) and _EXPRESSION_PATH.match(key):
+                return f"{{{key}}}"
+    return None
 
 
 def _raw_org(defaults: Any) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from .errors import Problem
+from .yamlsyntax import source_lines, syntax_problem
 
 __all__ = ["Document", "Location", "load_document"]
 
@@ -100,18 +101,14 @@ def load_document(text: str, filename: str) -> Document:
                 line,
                 column,
                 code="EE002",
+                source_line=source_lines(text)[line - 1],
             )
         )
         return doc
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        message = " ".join(str(part) for part in (exc.context, exc.problem) if part)
-        doc.problems.append(
-            Problem(f"invalid YAML: {message}", filename, line, column, code="EE002")
-        )
+        doc.problems.append(syntax_problem(text, filename, exc))
         return doc
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
         doc.problems.append(Problem(f"invalid YAML: {exc}", filename, code="EE002"))
