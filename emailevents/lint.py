@@ -36,7 +36,7 @@ import requests
 from postmarker.exceptions import ClientError
 from pydantic import ValidationError
 
-from .errors import ConfigurationError, EmailEventsError, Problem, RegistryError
+from .errors import ConfigurationError, EmailEventsError, Problem, RegistryError, excerpt
 from .expressions import Path
 from .introspect import PathError, PathInfo, describe_path
 from .registry import (
@@ -158,7 +158,11 @@ _NOT_A_POSTMARK_ANSWER = frozenset({404, 405})
 
 @dataclass(frozen=True)
 class Finding:
-    """One thing lint found, and where: ``path:line:col: EE0NN message (hint)``."""
+    """One thing lint found, and where: ``path:line:col: EE0NN message (hint)``.
+
+    ``source_line`` is the line of the file it is on, when the finding shows it (YAML syntax
+    errors): printed on the lines after, with a caret under the column.
+    """
 
     code: str
     severity: Severity
@@ -167,6 +171,7 @@ class Finding:
     file: str = ""
     line: int = 0
     column: int = 0
+    source_line: str = ""
 
     @classmethod
     def of(
@@ -185,19 +190,21 @@ class Finding:
     @classmethod
     def from_problem(cls, problem: Problem) -> Finding:
         code = problem.code if problem.code in CODES else "EE001"
-        return cls.of(
+        return cls(
             code,
+            CODES[code][0],
             problem.message,
-            hint=problem.hint,
-            file=problem.file,
-            line=problem.line,
-            column=problem.column,
+            problem.hint,
+            problem.file,
+            problem.line,
+            problem.column,
+            problem.source_line,
         )
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
         hint = f" ({self.hint})" if self.hint else ""
-        return f"{where}: {self.code} {self.message}{hint}"
+        return f"{where}: {self.code} {self.message}{hint}{excerpt(self.source_line, self.column)}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -208,6 +215,7 @@ class Finding:
             "file": self.file,
             "line": self.line,
             "column": self.column,
+            "source_line": self.source_line,
         }
 
 
