@@ -24,6 +24,8 @@ __all__ = ["source_lines", "syntax_problem"]
 _LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
 _QUOTES = {'"': "double", "'": "single"}
 _CLOSERS = {"{": "}", "[": "]"}
+# What an expression left unquoted looks like: `{org.name}`.
+_EXPRESSION = re.compile(r"\{\s*[A-Za-z_][A-Za-z0-9_.]*\s*\}\Z")
 # Wider keys are cut when a hint names them.
 _NAME_WIDTH = 40
 
@@ -83,7 +85,7 @@ class _Diagnosis:
             self._tab,
             self._missing_colon,
             self._after_plain_value,
-            self._less_indented,
+            self._misindented_block,
         )
         for rule in rules if self.diagnose else ():
             said = rule()
@@ -169,18 +171,23 @@ class _Diagnosis:
                 opened = token
             elif isinstance(token, yaml.FlowMappingEndToken) and opened is not None:
                 closed = token
-                if closed.end_mark.line == self.line and i == len(self.tokens) - 1:
+                braces = self._line(self.line)[opened.start_mark.column : closed.end_mark.column]
+                if (
+                    closed.end_mark.line == self.line == opened.start_mark.line
+                    and i == len(self.tokens) - 1
+                    and _EXPRESSION.match(braces)
+                ):
                     return self._expression_at(opened.start_mark, closed.end_mark)
                 opened = None
         return None
 
     def _expression_at(self, start: Any, end: Any) -> _Said:
         line = self._line(start.line)
-        braces = line[start.column : end.column] if start.line == end.line else "{"
         return _Said(
             start.line,
             start.column,
-            f"YAML reads {_short(braces)} unquoted as a mapping, not an expression",
+            f"YAML reads {line[start.column : end.column]} unquoted as a mapping, not an "
+            "expression",
             f"quote expressions: `{_key_of(line)}: {_quoted(_code(line[start.column :]))}`",
         )
 
@@ -260,35 +267,15 @@ class _Diagnosis:
                 "a ':' followed by a space inside an unquoted value",
                 f"quote the value: {_key_of(line)}: {_quoted(value)}",
             )
-        return self._indented_more(before.start_mark.line)
+        # A key indented too far, read as more of the value above it.
+        return self._out_of_line(before.start_mark.line, between=[])
 
-    def _indented_more(self, owner: int) -> _Said:
-        """The key on the error line is indented past ``owner``, the key whose value is above."""
-        line = self._line(self.line)
-        indent, owner_indent = _indent(line), _indent(self._line(owner))
-        above = self._content_line_before(owner)
-        if above is not None and _indent(self._line(above)) == indent:
-            # The keys above and below line up with each other: the owner is the odd one out.
-            return _Said(
-                owner,
-                owner_indent,
-                "this key is indented less than the keys above and below it",
-                f"line it up with '{_key_of(self._line(above))}' on line {above + 1}",
-            )
-        return _Said(
-            self.line,
-            indent,
-            f"this {_noun(line)} is indented more than the {_noun(line)}s above it",
-            f"line it up with '{_key_of(self._line(owner))}' on line {owner + 1}",
-        )
-
-    def _less_indented(self) -> _Said | None:
-        """A key that starts a mapping of its own, left of the keys it follows."""
+    def _misindented_block(self) -> _Said | None:
+        """A key that starts a mapping of its own because it is not in line with its siblings."""
         found = re.search(r"but found '<block (mapping|sequence) start>'", self.what)
         parent = self.exc.context_mark
         if not found or parent is None:
             return None
-        indent = self.column
         owner = next(
             (
                 i
@@ -299,39 +286,67 @@ class _Diagnosis:
         )
         if owner is None:
             return None
-        block = []
-        for i in range(owner + 1, len(self.lines)):
-            if not self._is_content(i):
-                continue
-            if _indent(self._line(i)) <= parent.column:
-                break
-            block.append(i)
-        between = [i for i in block if i < self.line]
-        if not between:
-            return None
-        sibling = min(_indent(self._line(i)) for i in between)
-        if sibling <= indent:
-            return None
-        at_sibling = [i for i in block if _indent(self._line(i)) == sibling]
-        at_found = [i for i in block if _indent(self._line(i)) == indent]
+        between = [i for i in range(owner + 1, self.line) if self._is_content(i)]
+        return self._out_of_line(owner, between)
+
+    def _out_of_line(self, owner: int, between: list[int]) -> _Said | None:
+        """Which of the key on the error line and the keys before it is out of line.
+
+        ``owner`` is the nearest line above at most as far right as the mapping PyYAML was in;
+        ``between`` the lines after it. PyYAML reports the first key out of line with the keys
+        before it; the mistake is where fewer keys line up: when more keys line up with the
+        reported one than with those before it, the ones before are the mistake.
+        """
         line = self._line(self.line)
-        if len(at_found) > len(at_sibling):
-            # More keys line up with this one than with those above: they are the mistake.
-            first = at_sibling[0]
+        indent = _indent(line)
+        if between:  # the keys above are further right, below a key at the mapping's column
+            sibling = min(_indent(self._line(i)) for i in between)
+            above = [i for i in between if _indent(self._line(i)) == sibling]
+        else:  # the key above is the previous value's own key
+            sibling = _indent(self._line(owner))
+            before = self._content_line_before(owner)
+            if sibling < indent and before is not None and _indent(self._line(before)) == indent:
+                # The keys above and below line up with each other: the owner is the odd one.
+                return _Said(
+                    owner,
+                    sibling,
+                    f"this {_noun(self._line(owner))} is indented less than the "
+                    f"{_noun(line)}s above and below it",
+                    f"line it up with '{_key_of(self._line(before))}' on line {before + 1}",
+                )
+            above = self._aligned(owner, sibling, -1)[::-1]
+        if sibling == indent or not above:
+            return None
+        below = self._aligned(self.line, indent, 1)
+        if len(below) > len(above):
             return _Said(
-                first,
+                above[0],
                 sibling,
-                f"this {_noun(self._line(first))} is indented more than the "
-                f"{_noun(line)}s below it",
+                f"this {_noun(self._line(above[0]))} is indented "
+                f"{'more' if sibling > indent else 'less'} than the {_noun(line)}s below it",
                 f"line it up with '{_key_of(line)}' on line {self.line + 1}",
             )
-        last = [i for i in at_sibling if i < self.line][-1]
         return _Said(
             self.line,
             indent,
-            f"this {_noun(line)} is indented less than the {_noun(line)}s above it",
-            f"line it up with '{_key_of(self._line(last))}' on line {last + 1}",
+            f"this {_noun(line)} is indented {'less' if indent < sibling else 'more'} than the "
+            f"{_noun(line)}s above it",
+            f"line it up with '{_key_of(self._line(above[-1]))}' on line {above[-1] + 1}",
         )
+
+    def _aligned(self, start: int, column: int, step: int) -> list[int]:
+        """The lines from ``start`` on (by ``step``) at ``column``, until one further left."""
+        lines = []
+        i = start
+        while 0 <= i < len(self.lines):
+            if self._is_content(i):
+                indent = _indent(self._line(i))
+                if indent < column:
+                    break
+                if indent == column:
+                    lines.append(i)
+            i += step
+        return lines
 
     # -- helpers --
 
