@@ -80,6 +80,7 @@ class _Diagnosis:
         rules: tuple[Callable[[], _Said | None], ...] = (
             self._unclosed_quote,
             self._unknown_escape,
+            self._after_quoted_value,
             self._unclosed_flow,
             self._unquoted_expression,
             self._tab,
@@ -118,6 +119,26 @@ class _Diagnosis:
             mark.column,
             f"unclosed {kind} quote that starts at {where}".replace("  ", " "),
             f"close it with {quote} on the same line",
+        )
+
+    def _after_quoted_value(self) -> _Said | None:
+        """``subject: "He said "hi""``: a quote ends the value, and the line goes on."""
+        if not isinstance(self.exc, yaml.parser.ParserError) or not self.tokens:
+            return None
+        last = self.tokens[-1]
+        if not isinstance(last, yaml.ScalarToken) or last.style not in _QUOTES:
+            return None
+        end = last.end_mark
+        if end.line != self.line or end.column > self.column:
+            return None
+        quote = last.style
+        return _Said(
+            end.line,
+            end.column - 1,
+            "this quote ends the value, and more follows it on the line",
+            'write a quote inside "..." as \\", or put the value in single quotes'
+            if quote == '"'
+            else "write a quote inside '...' as ''",
         )
 
     def _unknown_escape(self) -> _Said | None:

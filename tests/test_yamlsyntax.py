@@ -84,6 +84,16 @@ def test_an_unclosed_quote_closed_by_a_later_lines_quote_is_reported_where_it_op
     assert problem.message == "invalid YAML: unclosed single quote that starts at 26:15"
 
 
+def test_a_quote_inside_a_quoted_value_is_reported_where_it_ends_the_value() -> None:
+    text = edit(SEED, SUBJECT, 'subject: "New "{inventory_model.name}" model"')
+    # PyYAML: 28:20, "expected <block end>, but found '{'".
+    assert said(syntax_error(text)) == (
+        *at(text, '"{inventory_model.name}" model'),
+        "this quote ends the value, and more follows it on the line",
+        'write a quote inside "..." as \\", or put the value in single quotes',
+    )
+
+
 def test_an_unknown_escape_in_double_quotes_is_reported_at_its_backslash() -> None:
     text = edit(SEED, SUBJECT, r'subject: "C:\models {inventory_model.name}"')
     assert said(syntax_error(text)) == (
@@ -134,6 +144,19 @@ def test_a_first_key_indented_more_than_the_keys_below_it_is_the_one_reported() 
     assert said(syntax_error(text)) == (
         *at(text, 'org_name: "{org.name}"', nth=1),
         "this key is indented more than the keys below it",
+        "line it up with 'actor_name' on line 32",
+    )
+
+
+def test_a_first_key_indented_less_than_the_keys_below_it_is_the_one_reported() -> None:
+    old = (
+        '      org_name: "{org.name}"\n      actor_name: "{user.full_name}"\n      model_name: "{i'
+    )
+    text = edit(SEED, old, old[1:])
+    # PyYAML: 32:7, "expected <block end>, but found '<block mapping start>'" at actor_name.
+    assert said(syntax_error(text)) == (
+        *at(text, 'org_name: "{org.name}"', nth=1),
+        "this key is indented less than the keys below it",
         "line it up with 'actor_name' on line 32",
     )
 
