@@ -84,6 +84,7 @@ class _Diagnosis:
             self._unclosed_flow,
             self._unquoted_expression,
             self._tab,
+            self._reserved,
             self._missing_colon,
             self._after_plain_value,
             self._misindented_block,
@@ -112,12 +113,12 @@ class _Diagnosis:
         return None
 
     def _unclosed(self, mark: Any, quote: str) -> _Said:
-        kind = _QUOTES.get(quote, "")
+        kind = f"{_QUOTES[quote]} " if quote in _QUOTES else ""
         where = f"{mark.line + 1}:{mark.column + 1}"
         return _Said(
             mark.line,
             mark.column,
-            f"unclosed {kind} quote that starts at {where}".replace("  ", " "),
+            f"unclosed {kind}quote that starts at {where}",
             f"close it with {quote} on the same line",
         )
 
@@ -214,7 +215,7 @@ class _Diagnosis:
 
     def _tab(self) -> _Said | None:
         if not self.what.startswith("found character '\\t'"):
-            return self._reserved()
+            return None
         if not self._line(self.line)[: self.column].strip(" \t"):
             return _Said(
                 self.line, self.column, "a tab in the indentation", "YAML indents with spaces only"
@@ -282,11 +283,12 @@ class _Diagnosis:
         if scalar.start_mark.line == self.line:
             line = self._line(self.line)
             value = _code(line[scalar.start_mark.column :])
+            where = "at the end of" if not _code(line[self.column + 1 :]) else "inside"
             return _Said(
                 self.line,
                 self.column,
-                "a ':' followed by a space inside an unquoted value",
-                f"quote the value: {_key_of(line)}: {_quoted(value)}",
+                f"a ':' {where} an unquoted value, which YAML takes for the ':' after a key",
+                f"quote the value: `{_key_of(line)}: {_quoted(value)}`",
             )
         # A key indented too far, read as more of the value above it.
         return self._out_of_line(before.start_mark.line, between=[])

@@ -248,8 +248,8 @@ def test_a_colon_inside_an_unquoted_value_is_reported_with_the_value_quoted() ->
     text = edit(SEED, SUBJECT, "subject: Note: {inventory_model.name} was created")
     assert said(syntax_error(text)) == (
         *at(text, ": {inventory_model.name} was"),
-        "a ':' followed by a space inside an unquoted value",
-        'quote the value: subject: "Note: {inventory_model.name} was created"',
+        "a ':' inside an unquoted value, which YAML takes for the ':' after a key",
+        'quote the value: `subject: "Note: {inventory_model.name} was created"`',
     )
 
 
