@@ -408,6 +408,18 @@ def test_lint_json_has_every_finding_with_its_severity(monkeypatch: pytest.Monke
     assert document["postmark"] is None
 
 
+def test_lint_json_gives_a_yaml_syntax_errors_line_as_a_field_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(CORPUS / "EE002-yaml-syntax")
+    result = CliRunner().invoke(main, ["lint", "--format", "json"])
+    assert result.exit_code == 1
+    (finding,) = json.loads(result.stdout)["findings"]
+    assert (finding["line"], finding["column"]) == (17, 7)
+    assert finding["message"] == "invalid YAML: missing ':' after the key 'to'"
+    assert finding["source_line"] == '    to "{user.email}"'
+
+
 def test_lint_usage_problems_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert invoke("lint").exit_code == 2  # no events.yaml here
