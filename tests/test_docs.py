@@ -284,7 +284,11 @@ def run_command(project: Project, block: Block, command: str) -> str:
             capture_output=True,
             text=True,
             check=False,
-            env={**os.environ, "COLUMNS": "80"},
+            # A reader's shell: none of the outer pytest's own variables (xdist's among them).
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")},
+                "COLUMNS": "80",
+            },
             timeout=300,
         )
         output, code = completed.stdout + completed.stderr, completed.returncode
