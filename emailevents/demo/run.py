@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from ..errors import ConfigurationError
 from ..outcomes import RunResult
 from ..senders.base import Sender
 from ..senders.postmark import PostmarkSender
-from ..testing import Runs, memory_app, worker
+from ..testing import Runs, inbox, memory_app, worker
 from ..testing.fake_postmark import DEMO_TEMPLATES, FakePostmark
 from . import hooks, models, seed
 
@@ -186,7 +185,7 @@ def seed_database(
 
 
 def _save_messages(postmark: FakePostmark, directory: Path) -> tuple[Path, Path]:
-    """Keep what the local Postmark received: one JSON file per message, and its web page."""
+    """Keep what the local Postmark received: a JSON file per message, and the inbox's page."""
     outbox = directory / "outbox"
     outbox.mkdir()
     for number, message in enumerate(postmark.messages, start=1):
@@ -198,6 +197,5 @@ def _save_messages(postmark: FakePostmark, directory: Path) -> tuple[Path, Path]
         name = f"{number:03d}-{message.tag}-{message.to.replace('@', '_at_')}.json"
         (outbox / name).write_text(json.dumps(record, indent=2), encoding="utf-8")
     page = directory / "messages.html"
-    with urllib.request.urlopen(postmark.url, timeout=10) as answer:  # noqa: S310 - our own server
-        page.write_bytes(answer.read())
+    page.write_text(inbox.snapshot(postmark.messages), encoding="utf-8")
     return outbox, page

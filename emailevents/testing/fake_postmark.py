@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import html
 import json
 import logging
 import math
@@ -46,6 +45,7 @@ import yaml
 
 from ..addresses import AddressError, parse_address
 from ..errors import EmailEventsError
+from . import inbox
 from .mustache import Template, suggested_model
 
 __all__ = [
@@ -84,7 +84,6 @@ MAX_QUEUED_FAULTS = 10_000
 MAX_FAULT_DELAY = 120.0
 
 _SERVER_ID = 1
-_PAGE_LIMIT = 200
 
 # Recorded answers: the team's Postmark reference notes, and the threads and clients cited.
 _NO_TOKEN = "No Account or Server API tokens were supplied in the HTTP headers."  # noqa: S105 - a message
@@ -338,6 +337,24 @@ class ReceivedMessage:
     def recipients(self) -> list[str]:
         """Every address the message went to (To, Cc, Bcc), read as the server read them."""
         return _recipients(self.to, self.cc, self.bcc)
+
+    def addresses(self, field_name: str) -> list[tuple[str, str]]:
+        """``(name, address)`` pairs of ``From``, ``To``, ``Cc``, ``Bcc`` or ``ReplyTo``.
+
+        Read as the server read them when it accepted the message; ``name`` is ``""`` when
+        there is none.
+
+        Raises:
+            KeyError: another field name.
+        """
+        fields = {
+            "From": self.from_,
+            "To": self.to,
+            "Cc": self.cc,
+            "Bcc": self.bcc,
+            "ReplyTo": self.reply_to,
+        }
+        return list(_address_list(fields[field_name] or ""))
 
     def summary(self) -> dict[str, Any]:
         """The item of ``GET /messages/outbound``, in Postmark's shape."""
@@ -815,16 +832,31 @@ def _error(exc: _ApiError) -> _Response:
     return _json(exc.status, exc.body())
 
 
+# The pages run one script, their own file (/__inbox.js), and no inline one; emails are shown
+# in sandboxed frames that cannot run any (a srcdoc frame also inherits this policy).
+_SCRIPT_RESPONSE = _Response(
+    200,
+    inbox.SCRIPT.encode("utf-8"),
+    content_type="text/javascript; charset=utf-8",
+    headers={"X-Content-Type-Options": "nosniff"},
+)
+_PAGE_POLICY = (
+    "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+
 def _page(status: int, body: str) -> _Response:
     return _Response(
         status,
         body.encode("utf-8"),
         content_type="text/html; charset=utf-8",
-        # The page runs no script; emails are shown in sandboxed frames that cannot run any.
-        headers={
-            "Content-Security-Policy": "script-src 'none'; object-src 'none'; base-uri 'none'"
-        },
+        headers={"Content-Security-Policy": _PAGE_POLICY, "Cache-Control": "no-store"},
     )
+
+
+def _see_other(location: str) -> _Response:
+    return _Response(303, b"", content_type="text/plain", headers={"Location": location})
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -1010,6 +1042,7 @@ class FakePostmark:
         self._stopping = threading.Event()
         self.faults = Faults(self._stopping)
         self._messages: deque[ReceivedMessage] = deque(maxlen=max_messages)
+        self._version = 0  # counts changes to the messages, for the inbox's live list
         self._requests: deque[tuple[str, str]] = deque(maxlen=100_000)
         self._templates: dict[int, StoredTemplate] = {}
         self._next_id = 1_000_001
@@ -1173,11 +1206,18 @@ class FakePostmark:
         """Forget messages, requests and faults; templates go back to those loaded at start."""
         with self._lock:
             self._messages.clear()
+            self._version += 1
             self._requests.clear()
             self._templates.clear()
             self._next_id = 1_000_001
             self._load(self._initial)
         self.faults.clear()
+
+    def clear_messages(self) -> None:
+        """Forget the messages received (the inbox's "Clear all"); keep everything else."""
+        with self._lock:
+            self._messages.clear()
+            self._version += 1
 
     def add_template(self, template: Mapping[str, Any]) -> StoredTemplate:
         """Add a template given with Postmark's field names (as in the YAML files).
@@ -1301,7 +1341,7 @@ class FakePostmark:
         body: bytes,
     ) -> _Response:
         route = path.rstrip("/") or "/"
-        local = self._local(method, route, body)
+        local = self._local(method, route, query, body)
         if local is not None:
             return local
         if not self._authorized(headers.get("x-postmark-server-token")):
@@ -1342,13 +1382,18 @@ class FakePostmark:
             or (method == "GET" and _MESSAGE_PAGE.fullmatch(route) is not None)
         )
 
-    def _local(self, method: str, route: str, body: bytes) -> _Response | None:
+    def _local(
+        self, method: str, route: str, query: dict[str, str], body: bytes
+    ) -> _Response | None:
         """Pages and control endpoints: no token, never faulted."""
         page = _MESSAGE_PAGE.fullmatch(route)
         if page and method == "GET":
-            return self._message_page(page.group(1))
+            return self._message_page(page.group(1), query.get("q", ""))
         local: dict[tuple[str, str], Callable[[bytes], _Response]] = {
-            ("GET", "/"): lambda _: _page(200, self._index_page()),
+            ("GET", "/"): lambda _: self._index_page(query.get("q", "")),
+            ("GET", "/__inbox"): lambda _: self._inbox_update(query),
+            ("GET", "/__inbox.js"): lambda _: _SCRIPT_RESPONSE,
+            ("POST", "/__clear"): self._clear_endpoint,
             ("GET", "/__health"): lambda _: _json(200, {"status": "ok"}),
             ("GET", "/__faults"): lambda _: _json(200, self.faults.snapshot()),
             ("POST", "/__faults"): self._configure_faults,
@@ -1371,12 +1416,48 @@ class FakePostmark:
         self.reset()
         return _json(200, {"status": "ok"})
 
-    def _message_page(self, message_id: str) -> _Response:
-        try:
-            received = self.message(message_id)
-        except KeyError:
-            return _page(404, _layout("Not found", "<p>No such message.</p>"))
-        return _page(200, _message_page(received))
+    # -- the inbox's pages (rendered by emailevents.testing.inbox) --
+
+    def _index_page(self, query: str) -> _Response:
+        with self._lock:
+            messages, version = list(self._messages), self._version
+        return _page(
+            200, inbox.index_page(messages, query=query, version=version, api_url=self.url)
+        )
+
+    def _inbox_update(self, query: dict[str, str]) -> _Response:
+        with self._lock:
+            messages, version = list(self._messages), self._version
+        answer = inbox.live_answer(
+            messages, query=query.get("q", ""), version=version, since=query.get("since")
+        )
+        response = _json(200, answer)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def _message_page(self, message_id: str, query: str) -> _Response:
+        found = inbox.search(self.messages, query)
+        ids = [m.message_id for m in found]
+        if message_id not in ids:
+            try:
+                received = self.message(message_id)  # opened from outside the search
+            except KeyError:
+                return _page(404, inbox.not_found_page())
+            return _page(200, inbox.message_page(received))
+        at = ids.index(message_id)
+        return _page(
+            200,
+            inbox.message_page(
+                found[at],
+                query=query,
+                newer=ids[at - 1] if at > 0 else None,
+                older=ids[at + 1] if at + 1 < len(ids) else None,
+            ),
+        )
+
+    def _clear_endpoint(self, _body: bytes) -> _Response:
+        self.clear_messages()
+        return _see_other("/")
 
     def _api(self, method: str, route: str, query: dict[str, str], body: bytes) -> _Response:
         try:
@@ -1487,6 +1568,7 @@ class FakePostmark:
         )
         with self._lock:
             self._messages.append(received)
+            self._version += 1
         return {
             "To": envelope.to,
             "SubmittedAt": received.received_at.isoformat(),
@@ -1679,25 +1761,6 @@ class FakePostmark:
             raise _ApiError(*_STREAM_NOT_FOUND)
         return _json(200, self._stream(stream_id))
 
-    # -- pages --
-
-    def _index_page(self) -> str:
-        messages = self.messages
-        shown = list(reversed(messages))[:_PAGE_LIMIT]
-        items = "\n".join(_message_card(m) for m in shown) or "<p>No messages yet.</p>"
-        more = (
-            f"<p>Showing the newest {_PAGE_LIMIT} of {len(messages)}.</p>"
-            if len(messages) > _PAGE_LIMIT
-            else ""
-        )
-        count = len(messages)
-        head = (
-            f"<p>{count} message{'s' if count != 1 else ''} received, newest first. "
-            f"{len(self.templates)} templates. Postmark API at "
-            f"<code>{html.escape(self.url if self._server else '')}</code>.</p>"
-        )
-        return _layout("FakePostmark", head + more + items)
-
 
 def _plain_content(message: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
     subject, html_body, text_body = (
@@ -1786,101 +1849,3 @@ def _int_param(query: Mapping[str, str], name: str, *, default: int, low: int, h
     if not low <= value <= high:
         raise _ApiError(403, f"'{name}' must be between {low} and {high}.")
     return value
-
-
-# -- HTML ------------------------------------------------------------------------------------------
-
-_STYLE = """
-body { font: 15px/1.4 system-ui, sans-serif; margin: 0; background: #f4f5f7; color: #1d2330; }
-header { background: #1d2330; color: #fff; padding: 12px 24px; }
-header a { color: #fff; text-decoration: none; }
-main { padding: 16px 24px; max-width: 1100px; }
-article { background: #fff; border: 1px solid #dde1e8; border-radius: 6px; margin: 0 0 16px;
-  padding: 12px 16px; }
-article h2 { font-size: 17px; margin: 0 0 6px; }
-dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; margin: 0 0 8px;
-  font-size: 13px; color: #4a5263; }
-dt { font-weight: 600; }
-dd { margin: 0; }
-iframe { width: 100%; border: 1px solid #dde1e8; background: #fff; }
-iframe.preview { height: 220px; }
-iframe.full { height: 560px; }
-pre { background: #f7f8fa; border: 1px solid #dde1e8; padding: 8px; overflow: auto;
-  white-space: pre-wrap; }
-"""
-
-
-def _layout(title: str, body: str) -> str:
-    return (
-        "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
-        "<header><a href='/'><strong>FakePostmark</strong></a> · a local "
-        "Postmark-compatible server</header>"
-        f"<main>{body}</main></body></html>\n"
-    )
-
-
-def _fields(received: ReceivedMessage) -> str:
-    template = (
-        received.template_alias or str(received.template_id)
-        if received.template_id is not None
-        else "none"
-    )
-    rows = [
-        ("To", _shown(received.to)),
-        ("From", _shown(received.from_)),
-        ("Cc", _shown(received.cc)),
-        ("Bcc", _shown(received.bcc)),
-        ("Reply-To", _shown(received.reply_to)),
-        ("Tag", received.tag),
-        ("Stream", received.message_stream),
-        ("Template", template),
-        ("Metadata", ", ".join(f"{k}={v}" for k, v in received.metadata.items()) or None),
-        ("Received", received.received_at.isoformat(timespec="seconds")),
-        ("MessageID", received.message_id),
-    ]
-    cells = "".join(
-        f"<dt>{name}</dt><dd>{html.escape(value)}</dd>" for name, value in rows if value
-    )
-    return f"<dl>{cells}</dl>"
-
-
-def _shown(field_value: str | None) -> str | None:
-    """An address field as the server read it (the same reading as ``recipients``)."""
-    if not field_value:
-        return None
-    return ", ".join(f"{n} <{a}>" if n else a for n, a in _address_list(field_value))
-
-
-def _frame(html_body: str, css_class: str, title: str) -> str:
-    # The email's HTML goes in a sandboxed frame (no scripts, no same origin) through srcdoc,
-    # escaped as an attribute value.
-    return (
-        f"<iframe class='{css_class}' sandbox='' loading='lazy' title='{html.escape(title)}' "
-        f'srcdoc="{html.escape(html_body, quote=True)}"></iframe>'
-    )
-
-
-def _message_card(received: ReceivedMessage) -> str:
-    subject = html.escape(received.subject or "(no subject)")
-    link = f"/messages/{received.message_id}"
-    if received.html_body:
-        body = _frame(received.html_body, "preview", f"HTML body of {received.subject}")
-    else:
-        body = f"<pre>{html.escape(received.text_body or '')}</pre>"
-    return f"<article><h2><a href='{link}'>{subject}</a></h2>{_fields(received)}{body}</article>"
-
-
-def _message_page(received: ReceivedMessage) -> str:
-    subject = received.subject or "(no subject)"
-    parts = [f"<article><h2>{html.escape(subject)}</h2>{_fields(received)}"]
-    if received.html_body:
-        parts.append("<h3>HTML</h3>")
-        parts.append(_frame(received.html_body, "full", f"HTML body of {subject}"))
-    if received.text_body:
-        parts.append(f"<h3>Text</h3><pre>{html.escape(received.text_body)}</pre>")
-    if received.template_model is not None:
-        model = json.dumps(received.template_model, indent=2, ensure_ascii=False)
-        parts.append(f"<h3>TemplateModel</h3><pre>{html.escape(model)}</pre>")
-    parts.append("</article>")
-    return _layout(subject, "".join(parts))
