@@ -775,12 +775,12 @@ def test_faults_are_taken_exactly_once_under_concurrency(server: FakePostmark) -
 # -- the page ------------------------------------------------------------------------------------
 
 
-def test_the_page_lists_messages_newest_first_with_their_html_escaped_in_a_sandbox(
+def test_the_inbox_lists_messages_newest_first_compactly_with_everything_escaped(
     server: FakePostmark, client: PostmarkClient
 ) -> None:
     send(client, welcome(TemplateModel={"name": "First"}))
-    evil = {"name": "Second", "signature": '<script>alert("x")</script>'}
-    send(client, welcome(TemplateModel=evil))
+    evil = {"name": "<b>Second</b>", "signature": '<script>alert("x")</script>'}
+    send(client, welcome(TemplateModel=evil, Tag="<i>tag</i>"))
 
     page = requests.get(server.url, timeout=5)
     second_id = server.messages[1].message_id
@@ -788,15 +788,87 @@ def test_the_page_lists_messages_newest_first_with_their_html_escaped_in_a_sandb
     missing = requests.get(f"{server.url}messages/{'0' * 8}-0000-0000-0000-{'0' * 12}", timeout=5)
 
     assert page.headers["Content-Type"].startswith("text/html")
-    assert page.text.index("Welcome, Second") < page.text.index("Welcome, First")
-    assert "sandbox=''" in page.text
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    # The subject template escapes the name ("&lt;b&gt;"); the page escapes that again.
+    assert page.text.index("Welcome, &amp;lt;b&amp;gt;Second") < page.text.index("Welcome, First")
+    assert "&lt;i&gt;tag&lt;/i&gt;" in page.text
+    assert "<iframe" not in page.text  # the list is a list: bodies only in a message's view
     assert "<script>" not in page.text
-    assert 'srcdoc="&lt;p&gt;Hi Second of &lt;/p&gt;&lt;script&gt;' in page.text
+    assert "<b>" not in page.text
     assert f"/messages/{second_id}" in page.text
     assert one.status_code == 200
-    assert "Welcome, Second" in one.text
     assert "<script>" not in one.text
+    assert "<iframe class='html' sandbox=''" in one.text
+    assert 'srcdoc="&lt;p&gt;Hi &amp;lt;b&amp;gt;Second&amp;lt;/b&amp;gt; of &lt;/p&gt;' in one.text
+    # The TemplateModel tab holds the model as pretty JSON, escaped.
+    model = "&quot;signature&quot;: &quot;&lt;script&gt;alert(\\&quot;x\\&quot;)&lt;/script&gt;"
+    assert model in one.text
     assert missing.status_code == 404
+
+
+def test_the_inbox_searches_recipient_subject_tag_and_event_id(
+    server: FakePostmark, client: PostmarkClient
+) -> None:
+    send(client, welcome(To="ada@acme.test", Tag="welcome", Metadata={"event_id": "ev-ada"}))
+    send(client, welcome(To="bob@acme.test", Tag="invite", Metadata={"event_id": "ev-bob"}))
+    send(client, welcome(To="cy@acme.test", TemplateModel={"name": "Cy"}))
+    ada, bob, cy = (m.message_id for m in server.messages)
+
+    def found(query: str) -> list[str]:
+        text = requests.get(server.url, params={"q": query}, timeout=5).text
+        return [i for i in (ada, bob, cy) if f"data-id='{i}'" in text]
+
+    assert found("") == [ada, bob, cy]
+    assert found("bob@") == [bob]
+    assert found("to:ada") == [ada]
+    assert found("tag:invite") == [bob]
+    assert found("ev-ada") == [ada]
+    assert found("event:ev-bob") == [bob]
+    assert found('subject:"welcome, cy"') == [cy]
+    assert found("welcome acme") == [ada, bob, cy]
+    assert found("to:ada tag:invite") == []
+    assert found('"unbalanced') == []
+    # A message opened from a search links back to it and to its neighbours in it.
+    view = requests.get(f"{server.url}messages/{bob}", params={"q": "acme"}, timeout=5).text
+    assert "href='/?q=acme'" in view
+    assert f"href='/messages/{cy}?q=acme' rel='prev'" in view
+    assert f"href='/messages/{ada}?q=acme' rel='next'" in view
+
+
+def test_the_live_list_answers_its_version_and_the_rows_only_when_they_changed(
+    server: FakePostmark, client: PostmarkClient
+) -> None:
+    first = requests.get(f"{server.url}__inbox", params={"q": ""}, timeout=5).json()
+    unchanged = requests.get(
+        f"{server.url}__inbox", params={"since": first["version"]}, timeout=5
+    ).json()
+    send(client, welcome())
+    changed = requests.get(
+        f"{server.url}__inbox", params={"since": first["version"]}, timeout=5
+    ).json()
+    script = requests.get(f"{server.url}__inbox.js", timeout=5)
+
+    assert "No messages." in first["rows"]
+    assert unchanged == {"version": first["version"]}
+    assert changed["version"] != first["version"]
+    assert server.messages[0].message_id in changed["rows"]
+    assert changed["title"] == "(1) Inbox · FakePostmark"
+    assert script.headers["Content-Type"].startswith("text/javascript")
+    assert "setTimeout(poll, 1000)" in script.text
+
+
+def test_clear_forgets_the_messages_only_and_sends_the_browser_back_to_the_inbox(
+    server: FakePostmark, client: PostmarkClient
+) -> None:
+    send(client, welcome())
+    server.faults.fail_next(2)
+
+    answer = requests.post(f"{server.url}__clear", timeout=5, allow_redirects=False)
+
+    assert (answer.status_code, answer.headers["Location"]) == (303, "/")
+    assert server.messages == []
+    assert len(server.faults.snapshot()["queued"]) == 2  # the page is never faulted
+    assert len(server.templates) == 3
 
 
 # -- the server's own API ------------------------------------------------------------------------
@@ -1060,13 +1132,13 @@ def test_commas_inside_quoted_names_do_not_split_an_address_list(
     answer = answer_for(client, endpoint, message_for(endpoint, To=to, Cc='"A, B" <c@acme.test>'))
     received = server.message(answer["MessageID"])
     details = client.call("GET", f"/messages/outbound/{answer['MessageID']}/details")
-    page = requests.get(server.url, timeout=5).text
+    page = requests.get(f"{server.url}messages/{answer['MessageID']}", timeout=5).text
 
     assert answer["ErrorCode"] == 0
     assert received.recipients == ["ada@acme.test", "bob@acme.test", "g@acme.test", "c@acme.test"]
     assert details["To"][0] == {"Email": "ada@acme.test", "Name": "Lovelace, Ada"}
     assert details["Recipients"] == received.recipients
-    # The page shows the addresses as the server read them, name and address apart.
+    # The message's view shows the addresses as the server read them, name and address apart.
     shown = "Lovelace, Ada &lt;ada@acme.test&gt;, bob@acme.test, Grace &quot;Amazing&quot; Hopper"
     assert shown in page
 
