@@ -160,7 +160,7 @@ def _table(rows: str, *, snapshot_links: bool) -> str:
 def _count(found: int, total: int, query: str) -> str:
     shown = f" (the newest {LIST_LIMIT} shown)" if found > LIST_LIMIT else ""
     if query:
-        return f"{found} of {total} messages match <q>{_e(query)}</q>{shown}."
+        return f"{found} of {total} messages match “{_e(query)}”{shown}."
     return f"{total} message{'' if total == 1 else 's'}, newest first{shown}."
 
 
