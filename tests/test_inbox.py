@@ -108,7 +108,7 @@ def shot(browser: WebDriver) -> Callable[[str], None]:
 
 
 def note(to: str, subject: str, **model: Any) -> Message:
-    event_id = model.pop("event_id", f"ev-{to.split('@')[0]}")
+    event_id = model.pop("event_id", f"ev-{to.split('@', maxsplit=1)[0]}")
     tag = model.pop("tag", "note_sent")
     return Message(
         event_key=tag,
@@ -222,7 +222,7 @@ def test_search_filters_by_recipient_subject_and_event_id(
 
     assert search_for("finding") == ["Another finding", "Finding raised"]
     shot("inbox-search")
-    assert browser.find_element(By.ID, "count").text == '2 of 3 messages match “finding”.'
+    assert browser.find_element(By.ID, "count").text == "2 of 3 messages match “finding”."
     assert search_for("to:ada") == ["Invitation"]
     assert search_for("ev-bob-2") == ["Finding raised"]
     assert search_for("nobody") == []
