@@ -41,8 +41,9 @@ def test_demo_sends_the_seed_events_through_postmarks_protocol_and_says_why_not(
     result = CliRunner().invoke(main, ["demo", "--dir", str(directory)])
     assert result.exit_code == 0, result.output
     out = result.output
-    # 9 single sends, one batch for the comment's 3 and one for the broadcast's 31.
-    assert "42 messages sent in 11 Postmark API requests, 2 emits skipped" in out
+    # 8 single sends, one batch for the comment's 3 and one for the broadcast's 31 (the count once
+    # included the demo's own request for the page it saved).
+    assert "42 messages sent in 10 Postmark API requests, 2 emits skipped" in out
     assert "toggle_off: toggle 'inventory_model_monitoring_breach' is off" in out
     assert "entity_missing: finding: no Finding with cuid='c-deleted-finding'" in out
     assert "broadcast_notification             sent     31" in out
@@ -63,6 +64,10 @@ def test_demo_sends_the_seed_events_through_postmarks_protocol_and_says_why_not(
     page = (directory / "messages.html").read_text()
     assert "New finding in Acme Risk: PD backtest" in page
     assert "Model inventory maintenance on Saturday" in page
+    # The inbox's snapshot: the list, then every message with its parts, needing no server.
+    assert page.count("<tr data-id=") == 42
+    assert page.count("<article class='message'") == 42
+    assert "/__inbox" not in page
 
 
 def test_demo_starts_afresh_each_time_and_keeps_what_it_did_not_make(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from postmarker.core import PostmarkClient
 
 from emailevents.senders import Message, SendStatus
 from emailevents.senders.postmark import PostmarkSender
+from emailevents.testing import inbox
 from emailevents.testing.fake_postmark import FakePostmark
 
 from .conftest import unavailable
@@ -307,3 +308,27 @@ def test_script_in_a_message_never_runs_and_is_shown_as_text(
     assert browser.execute_script("return window.pwned") is None
     assert browser.find_element(By.CSS_SELECTOR, "article h2").text == EVIL
     assert browser.find_element(By.CSS_SELECTOR, "pre.text").text == EVIL_TEXT
+
+
+def test_the_snapshot_needs_no_server_and_its_tabs_work(
+    browser: WebDriver, server: FakePostmark, shot: Callable[[str], None], tmp_path: Path
+) -> None:
+    send(server, note("ada@acme.test", "Older", html="<p>one</p>"))
+    send(server, note("bob@acme.test", "Newer", html="<p>two</p>", text="second text"))
+    older, newer = (m.message_id for m in server.messages)
+    page = tmp_path / "messages.html"
+    page.write_text(inbox.snapshot(server.messages), encoding="utf-8")
+
+    browser.get(page.as_uri())
+    assert subjects(browser) == ["Newer", "Older"]
+    browser.find_element(By.CSS_SELECTOR, "#rows td.to").click()
+    wait_for(browser, lambda b: b.current_url.endswith(f"#m-{newer}"))
+    message = browser.find_element(By.ID, f"m-{newer}")
+    message.find_element(By.CSS_SELECTOR, "[data-tab=text]").click()
+    shot("snapshot")
+
+    assert message.find_element(By.CSS_SELECTOR, "pre.text").text == "Newer\n\nsecond text"
+    assert not message.find_element(By.CSS_SELECTOR, "iframe.html").is_displayed()
+    # Each message's tabs are its own: the other one still shows its HTML.
+    assert browser.find_element(By.CSS_SELECTOR, f"#m-{older} iframe.html").is_displayed()
+    assert no_alert(browser)
