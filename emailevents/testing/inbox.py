@@ -327,7 +327,8 @@ def snapshot(messages: Sequence[ReceivedMessage]) -> str:
         "A snapshot: open a message from the list below.</p>"
         f"{_table(list_rows(found, anchors=True), snapshot_links=True)}{views}"
     )
-    return _layout(_title(len(messages)), body, script=f"<script>{SCRIPT}</script>", attributes="")
+    # The header's link goes to the top of this page: "/" would be the disk's root folder.
+    return _layout(_title(len(messages)), body, script=f"<script>{SCRIPT}</script>", home="#")
 
 
 # -- layout ----------------------------------------------------------------------------------------
@@ -472,14 +473,16 @@ SCRIPT = """
 """The pages' script, served at ``/__inbox.js``: tabs, the confirmation, the live list."""
 
 
-def _layout(title: str, body: str, *, script: str | None = None, attributes: str = "") -> str:
+def _layout(
+    title: str, body: str, *, script: str | None = None, attributes: str = "", home: str = "/"
+) -> str:
     live = "<span class='live' id='live'>live</span>" if "data-live" in attributes else ""
     script = script if script is not None else "<script src='/__inbox.js' defer></script>"
     return (
         "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body {attributes}>"
-        "<header><a href='/'><strong>FakePostmark</strong></a><span>a local "
+        f"<header><a href='{home}'><strong>FakePostmark</strong></a><span>a local "
         f"Postmark-compatible server</span>{live}</header>"
         f"<main>{body}</main>{script}</body></html>\n"
     )
