@@ -4,8 +4,8 @@
 JSON shapes, error codes and messages: template sends (single and batch), plain sends, the
 templates API (list, get, create, edit, delete, validate) and the outbound message search. It
 renders templates as Postmark does (see :mod:`emailevents.testing.mustache`), keeps every accepted
-message, shows them at ``/`` like a local mail catcher, and fails on demand (``server.faults``)
-so retry logic can be exercised over real HTTP::
+message, shows them in an inbox at ``/`` (:mod:`emailevents.testing.inbox`) like a local mail
+catcher, and fails on demand (``server.faults``) so retry logic can be exercised over real HTTP::
 
     with FakePostmark(templates=DEMO_TEMPLATES) as server:
         client = PostmarkClient(server_token="test-token", root_api_url=server.url)
@@ -834,12 +834,15 @@ def _error(exc: _ApiError) -> _Response:
 
 # The pages run one script, their own file (/__inbox.js), and no inline one; emails are shown
 # in sandboxed frames that cannot run any (a srcdoc frame also inherits this policy).
-_SCRIPT_RESPONSE = _Response(
-    200,
-    inbox.SCRIPT.encode("utf-8"),
-    content_type="text/javascript; charset=utf-8",
-    headers={"X-Content-Type-Options": "nosniff"},
-)
+def _script() -> _Response:
+    return _Response(
+        200,
+        inbox.SCRIPT.encode("utf-8"),
+        content_type="text/javascript; charset=utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
 _PAGE_POLICY = (
     "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
@@ -1392,7 +1395,7 @@ class FakePostmark:
         local: dict[tuple[str, str], Callable[[bytes], _Response]] = {
             ("GET", "/"): lambda _: self._index_page(query.get("q", "")),
             ("GET", "/__inbox"): lambda _: self._inbox_update(query),
-            ("GET", "/__inbox.js"): lambda _: _SCRIPT_RESPONSE,
+            ("GET", "/__inbox.js"): lambda _: _script(),
             ("POST", "/__clear"): self._clear_endpoint,
             ("GET", "/__health"): lambda _: _json(200, {"status": "ok"}),
             ("GET", "/__faults"): lambda _: _json(200, self.faults.snapshot()),
