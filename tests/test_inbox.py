@@ -60,7 +60,10 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     if webdriver is None:
         unavailable("selenium", "the package is not installed (pip install -e '.[dev]')")
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        unavailable("Chromium", "apt-get install chromium chromium-driver")
+        unavailable(
+            "Chromium",
+            f"{CHROMIUM} or {CHROMEDRIVER} is missing: apt-get install chromium chromium-driver",
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
