@@ -44,7 +44,7 @@ NOTE = {
     "TextBody": "{{title}}\n\n{{text}}",
 }
 # Every way a message could try to run script in the page, each setting a global if it ran.
-EVIL = "<script>window.pwned = 1; alert('subject')</script>"
+EVIL = "<script>window.pwned = 1; alert('subject')</script><img src=x onerror='window.pwned = 1'>"
 EVIL_HTML = (
     "<p>Body</p><script>parent.pwned = 2; top.pwned = 2; alert('html')</script>"
     "<img src='x' onerror=\"parent.pwned = 3; top.pwned = 3\">"
@@ -280,6 +280,7 @@ def test_script_in_a_message_never_runs_and_is_shown_as_text(
     browser: WebDriver, server: FakePostmark, shot: Callable[[str], None]
 ) -> None:
     client = PostmarkClient(server_token=TOKEN, root_api_url=server.url)
+    browser.get(server.url)  # so that the message comes in through the live list's update
     client.emails.send(
         From="Acme <notifications@acme.test>",
         To="ada@acme.test",
@@ -288,8 +289,10 @@ def test_script_in_a_message_never_runs_and_is_shown_as_text(
         TextBody=EVIL_TEXT,
         Tag="<b>tag</b>",
     )
-    browser.get(server.url)
-    time.sleep(1.2)  # a poll of the live list has come back and filled the rows again
+    wait_for(browser, lambda b: subjects(b) == [EVIL])
+    assert no_alert(browser)
+    assert browser.execute_script("return window.pwned") is None
+    browser.refresh()  # and as the server renders the list
 
     assert no_alert(browser)
     assert subjects(browser) == [EVIL]
