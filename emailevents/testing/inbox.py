@@ -107,8 +107,10 @@ def index_page(
     live = f"/__inbox?q={_e(_url_quote(query))}"
     body = (
         f"<div class='toolbar'>{search_form}{clear}</div>"
-        f"<p class='count' id='count'>{_count(len(found), len(messages), query)}</p>"
-        f"{_table(list_rows(found, query=query), snapshot_links=False)}"
+        # A screen reader reads the count out when the live list changes, not every row.
+        f"<p class='count' id='count' aria-live='polite'>"
+        f"{_count(len(found), len(messages), query)}</p>"
+        f"{_table(list_rows(found, query=query))}"
         f"<p class='api'>Postmark API at <code>{_e(api_url)}</code></p>"
     )
     attributes = f"data-live='{live}' data-version='{version}'"
@@ -148,11 +150,10 @@ def list_rows(found: Sequence[ReceivedMessage], *, query: str = "", anchors: boo
     return "".join(rows)
 
 
-def _table(rows: str, *, snapshot_links: bool) -> str:
-    hint = "" if snapshot_links else " aria-live='polite'"
+def _table(rows: str) -> str:
     return (
         "<table class='messages'><thead><tr><th>Time (UTC)</th><th>To</th><th>Subject</th>"
-        f"<th>Tag / event</th><th>Status</th></tr></thead><tbody id='rows'{hint}>{rows}</tbody>"
+        f"<th>Tag / event</th><th>Status</th></tr></thead><tbody id='rows'>{rows}</tbody>"
         "</table>"
     )
 
@@ -325,7 +326,7 @@ def snapshot(messages: Sequence[ReceivedMessage]) -> str:
     body = (
         f"<p class='count'>{_count(len(found), len(messages), '')} "
         "A snapshot: open a message from the list below.</p>"
-        f"{_table(list_rows(found, anchors=True), snapshot_links=True)}{views}"
+        f"{_table(list_rows(found, anchors=True))}{views}"
     )
     # The header's link goes to the top of this page: "/" would be the disk's root folder.
     return _layout(_title(len(messages)), body, script=f"<script>{SCRIPT}</script>", home="#")
