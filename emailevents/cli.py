@@ -592,10 +592,17 @@ def _postmark_sender(
 
     if token or api_url or os.environ.get(TOKEN_VARIABLE, "").strip():
         try:
-            return PostmarkSender(token, api_url=api_url)
+            sender = PostmarkSender(token, api_url=api_url)
+            sender.check()
         except ConfigurationError as exc:
             raise _ConfigurationProblem(str(exc)) from None
+        return sender
     if app is not None and isinstance(app.sender, PostmarkSender):
+        try:
+            app.sender.check()
+        except ConfigurationError:
+            # The environment has no token (checked above): the app's sender was given none.
+            return None
         return app.sender
     return None
 

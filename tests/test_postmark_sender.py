@@ -13,8 +13,11 @@ import logging
 import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import traceback
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -99,14 +102,29 @@ def no_postmark_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 @pytest.mark.parametrize("given", [None, "", "   \n"])
-def test_a_missing_token_is_a_configuration_error_naming_the_variable(
-    no_postmark_env: pytest.MonkeyPatch, given: str | None
+def test_a_missing_token_is_a_configuration_error_naming_the_variable_where_it_is_needed(
+    no_postmark_env: pytest.MonkeyPatch, fake_postmark: FakePostmark, given: str | None
 ) -> None:
+    sender = PostmarkSender(given, api_url=fake_postmark.url)  # a process that only emits
+    with pytest.raises(ConfigurationError, match="set the POSTMARK_SERVER_TOKEN environment"):
+        sender.check()
     with pytest.raises(ConfigurationError, match="POSTMARK_SERVER_TOKEN"):
-        PostmarkSender(given)
+        sender.send([message()])
+    assert sender.find_sent("ev-1", ["owen@acme.test"]) is None  # "cannot tell", as promised
+    assert fake_postmark.requests == []
     no_postmark_env.setenv("POSTMARK_SERVER_TOKEN", "")
     with pytest.raises(ConfigurationError, match="set the POSTMARK_SERVER_TOKEN environment"):
-        PostmarkSender()
+        sender.check()
+
+
+def test_the_environments_token_is_read_when_first_needed(
+    no_postmark_env: pytest.MonkeyPatch, fake_postmark: FakePostmark
+) -> None:
+    sender = PostmarkSender(api_url=fake_postmark.url)
+    no_postmark_env.setenv("POSTMARK_SERVER_TOKEN", TOKEN)
+    assert statuses(sender.send([message()])) == [SendStatus.SENT]
+    no_postmark_env.setenv("POSTMARK_SERVER_TOKEN", "changed-later")
+    assert statuses(sender.send([message()])) == [SendStatus.SENT]  # read once, then kept
 
 
 @pytest.mark.parametrize("given", [None, ""])
@@ -143,12 +161,14 @@ def test_a_token_that_cannot_be_a_header_is_refused_without_echoing_it(
     no_postmark_env: pytest.MonkeyPatch, token: str
 ) -> None:
     with pytest.raises(ConfigurationError, match="server_token has spaces") as error:
-        PostmarkSender(token)
+        PostmarkSender(token)  # given: checked at once
     assert token not in str(error.value)
     no_postmark_env.setenv("POSTMARK_SERVER_TOKEN", token)
-    with pytest.raises(ConfigurationError, match="POSTMARK_SERVER_TOKEN has spaces") as error:
-        PostmarkSender()
-    assert token not in str(error.value)
+    sender = PostmarkSender()  # from the environment: checked where it is needed
+    for needs_it in (sender.check, lambda: sender.send([message()]), lambda: sender.client):
+        with pytest.raises(ConfigurationError, match="POSTMARK_SERVER_TOKEN has spaces") as error:
+            needs_it()
+        assert token not in str(error.value)
 
 
 @pytest.mark.parametrize("url", ["localhost:9025", "ftp://postmark.test/", "http://", "9025"])
@@ -929,6 +949,106 @@ def test_the_seed_events_go_through_a_real_worker_to_postmark_rendered(
     assert {o.message_id for o in sent} == {m.message_id for m in received}
     (row,) = app.log(receipt_of["model_finding_created"].event_id)
     assert row == ("owen@acme.test", "sent", "sent", "", finding.message_id)
+
+
+TOKENLESS_APP = """
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+from celery import Celery
+from sqlalchemy.orm import sessionmaker
+
+from emailevents import EmailEvents, PostmarkSender
+from emailevents.demo import hooks
+from emailevents.demo.run import REGISTRY
+
+HERE = Path(__file__).parent
+celery = Celery("tokenless", broker="filesystem://", set_as_current=False)
+celery.conf.broker_transport_options = {
+    "data_folder_in": str(HERE / "broker"),
+    "data_folder_out": str(HERE / "broker"),
+    "control_folder": str(HERE / "broker" / "control"),
+    "polling_interval": 0.05,
+}
+engine = sa.create_engine(f"sqlite:///{HERE / 'app.sqlite3'}")
+events = EmailEvents(
+    REGISTRY,
+    celery=celery,
+    session_factory=sessionmaker(engine),
+    sender=PostmarkSender(),  # POSTMARK_SERVER_TOKEN and POSTMARK_API_URL, where mail is sent
+    context={"site_url": hooks.site_url},
+)
+"""
+
+
+@pytest.fixture
+def tokenless_app(
+    tmp_path: Path, no_postmark_env: pytest.MonkeyPatch, fake_postmark: FakePostmark
+) -> Iterator[Any]:
+    """An application module whose PostmarkSender gets no token; the environment has none."""
+    name = f"tokenless_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(TOKENLESS_APP)
+    (tmp_path / "broker").mkdir()
+    no_postmark_env.setenv("POSTMARK_API_URL", fake_postmark.url)
+    no_postmark_env.syspath_prepend(str(tmp_path))
+    module = __import__(name)  # importing the app needs no token
+    models.Base.metadata.create_all(module.engine)
+    module.events.create_tables(module.engine)
+    with module.events.session_factory() as session:
+        module.world = seed.seed(session)
+        session.commit()
+    yield module
+    module.engine.dispose()
+    sys.modules.pop(name, None)
+
+
+def test_a_process_that_only_emits_needs_no_token_and_a_worker_without_one_records_why(
+    tokenless_app: Any, fake_postmark: FakePostmark, tmp_path: Path
+) -> None:
+    key, cuids = seed.emits(tokenless_app.world)[5]  # model_finding_created -> owen@acme.test
+    script = (
+        f"import {tokenless_app.__name__} as app; "
+        f"print(app.events.emit({key!r}, **{cuids!r}).event_id)"
+    )
+    emitting = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "POSTMARK_SERVER_TOKEN"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert emitting.returncode == 0, emitting.stderr
+    event_id = emitting.stdout.strip()
+
+    with Runs() as runs, worker(tokenless_app.celery):
+        (result,) = runs.wait(event_id)
+
+    (outcome,) = result.outcomes
+    assert (outcome.status, outcome.reason) == (Status.FAILED, Reason.CONFIGURATION_ERROR)
+    assert "set the POSTMARK_SERVER_TOKEN environment variable" in outcome.detail
+    with tokenless_app.events.session_factory() as session:
+        row = session.execute(
+            sa.select(deliveries.c.status, deliveries.c.reason, deliveries.c.detail).where(
+                deliveries.c.event_id == event_id
+            )
+        ).one()
+    assert tuple(row) == ("failed", "configuration_error", outcome.detail)
+    assert fake_postmark.requests == []
+
+
+def test_a_bad_token_in_the_environment_is_recorded_without_showing_it(
+    tokenless_app: Any, no_postmark_env: pytest.MonkeyPatch, fake_postmark: FakePostmark
+) -> None:
+    no_postmark_env.setenv("POSTMARK_SERVER_TOKEN", "5ecret 70ken")
+    key, cuids = seed.emits(tokenless_app.world)[5]
+    (outcome,) = tokenless_app.events.run(key, "ev-bad-token", **cuids).outcomes
+    assert (outcome.status, outcome.reason) == (Status.FAILED, Reason.CONFIGURATION_ERROR)
+    assert outcome.detail.startswith("the Postmark server token from POSTMARK_SERVER_TOKEN has")
+    assert "5ecret" not in outcome.detail
+    assert fake_postmark.requests == []
 
 
 @pytest.fixture

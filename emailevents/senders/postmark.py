@@ -173,8 +173,11 @@ class _Client(PostmarkClient):  # type: ignore[misc]  # postmarker ships no type
 class PostmarkSender(Sender):
     """Sends through Postmark's template API, one message per recipient.
 
-    The token and URL are looked up when the sender is created: the argument, else the
-    environment variable; for the URL, else Postmark's own.
+    The URL is looked up when the sender is created: the argument, else ``POSTMARK_API_URL``,
+    else Postmark's own. The token is needed only where mail is sent: a token given as the
+    argument is checked at once; without one, ``POSTMARK_SERVER_TOKEN`` is read the first time
+    the sender sends, searches or is :meth:`check`-ed. So a process that only emits (the web
+    app) needs no token, and a worker without one records ``configuration_error`` outcomes.
 
     Args:
         server_token: the Server API token; ``POSTMARK_SERVER_TOKEN`` when not given.
@@ -189,9 +192,9 @@ class PostmarkSender(Sender):
             own, with its own connection; 1 sends them one after the other.
 
     Raises:
-        ConfigurationError: no token (name the variable to set), a token that cannot be sent
-            in an HTTP header, an API URL that is not ``http(s)://host...``, or a timeout or
-            concurrency that is not a positive number.
+        ConfigurationError: a ``server_token`` that cannot be sent in an HTTP header, an API
+            URL that is not ``http(s)://host...``, or a timeout or concurrency that is not a
+            positive number. A missing token is raised where it is needed (:meth:`check`).
     """
 
     max_batch: ClassVar[int] = 500
@@ -205,7 +208,11 @@ class PostmarkSender(Sender):
         timeout: float = 30.0,
         concurrency: int = 4,
     ) -> None:
-        self.__token = _Secret(_token(server_token))
+        given = (server_token or "").strip()
+        # None until needed: the environment's token is read on first use (see the docstring).
+        self.__token: _Secret | None = None
+        if given:
+            self.__token = _Secret(_checked_token(given, "server_token"))
         self.api_url = _api_url(api_url)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise ConfigurationError(
@@ -225,13 +232,33 @@ class PostmarkSender(Sender):
     def __repr__(self) -> str:
         return f"PostmarkSender(api_url={self.api_url!r})"
 
+    def check(self) -> None:
+        """Look up and check the server token now, rather than at the first send.
+
+        Raises:
+            ConfigurationError: no token (the message names ``POSTMARK_SERVER_TOKEN``), or one
+                that cannot be sent in an HTTP header (the message does not repeat it).
+        """
+        self._token()
+
+    def _token(self) -> str:
+        if self.__token is None:
+            # Not cached when missing: the error is raised again, at every send, until it is set.
+            found = os.environ.get(TOKEN_VARIABLE, "")
+            self.__token = _Secret(_checked_token(found, TOKEN_VARIABLE))
+        return self.__token.value
+
     @property
     def client(self) -> PostmarkClient:
-        """This thread's postmarker client, created on first use."""
+        """This thread's postmarker client, created on first use.
+
+        Raises:
+            ConfigurationError: see :meth:`check`.
+        """
         pid = os.getpid()
         if getattr(self._local, "pid", None) != pid:
             self._local.client = _Client(
-                server_token=self.__token.value,
+                server_token=self._token(),
                 root_api_url=self.api_url,
                 max_retries=0,  # retries are the engine's, with backoff and a delivery log
                 timeout=self.timeout,
@@ -241,6 +268,13 @@ class PostmarkSender(Sender):
         return self._local.client
 
     def send_batch(self, messages: Sequence[Message]) -> list[SendResult]:
+        """Send one chunk; one result per message.
+
+        Raises:
+            ConfigurationError: no usable token (see :meth:`check`); the engine records it as
+                ``configuration_error`` for every recipient.
+        """
+        token = self._token()
         results: list[SendResult | None] = [None] * len(messages)
         bodies: dict[int, dict[str, Any]] = {}
         for i, message in enumerate(messages):
@@ -253,7 +287,7 @@ class PostmarkSender(Sender):
                 )
         for i, result in zip(bodies, self._post(list(bodies.values())), strict=True):
             results[i] = result
-        return [_hidden(r, self.__token.value) for r in results if r is not None]
+        return [_hidden(r, token) for r in results if r is not None]
 
     def find_sent(self, event_id: str, recipients: Sequence[str]) -> dict[str, str] | None:
         """Search Postmark's outbound messages by the event id in their Metadata.
@@ -306,10 +340,9 @@ class PostmarkSender(Sender):
         return [_result(a, b) for a, b in zip(answers, bodies, strict=True)]
 
 
-def _token(given: str | None) -> str:
-    token, source = (given or "").strip(), "server_token"
-    if not token:  # not given, or empty: the environment's
-        token, source = os.environ.get(TOKEN_VARIABLE, "").strip(), TOKEN_VARIABLE
+def _checked_token(value: str, source: str) -> str:
+    """The token from ``source`` (the argument or the variable), trimmed and checked."""
+    token = value.strip()
     if not token:
         raise ConfigurationError(
             "PostmarkSender needs a Postmark server token: pass server_token=... or set the "
