@@ -478,6 +478,46 @@ def test_with_the_app_the_clean_registry_passes_at_its_postmark(
     assert TOKEN not in result.output
 
 
+@pytest.fixture
+def tokenless_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postmark: FakePostmark
+) -> Iterator[Any]:
+    """The same application, its PostmarkSender given no token (a web process's settings)."""
+    name = f"lintapp_{uuid.uuid4().hex[:8]}"
+    source = APP.format(db=tmp_path / "app.sqlite3", token="", url=postmark.url)
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("POSTMARK_SERVER_TOKEN", raising=False)
+    module = __import__(name)
+    module.ref = f"{name}:events"
+    yield module
+    module.engine.dispose()
+    sys.modules.pop(name, None)
+
+
+def test_an_app_whose_sender_has_no_token_is_linted_with_the_token_given(
+    tokenless_app: Any, postmark: FakePostmark
+) -> None:
+    offline = invoke("lint", "--app", tokenless_app.ref)
+    assert offline.exit_code == 0, offline.output
+    assert "templates not checked at Postmark: give --token" in offline.output
+    checked = invoke(
+        "lint", "--app", tokenless_app.ref, "--token", TOKEN, "--api-url", postmark.url
+    )
+    assert checked.exit_code == 0, checked.output
+    assert f"templates checked at Postmark ({postmark.url}): 11" in checked.output
+    from_env = invoke(
+        "lint",
+        "--app",
+        tokenless_app.ref,
+        env={"POSTMARK_SERVER_TOKEN": TOKEN, "POSTMARK_API_URL": postmark.url},
+    )
+    assert from_env.exit_code == 0, from_env.output
+    assert f"templates checked at Postmark ({postmark.url}): 11" in from_env.output
+    assert TOKEN not in offline.output + checked.output + from_env.output
+
+
 def test_with_the_app_org_settings_no_event_uses_are_reported(app: Any) -> None:
     with app.events.session_factory() as session:
         app.events.set_toggle(session, "c-org-1", "findings_digest", enabled=False)
