@@ -215,13 +215,22 @@ def fake_postmark(host: str, port: int, tokens: tuple[str, ...], templates: Path
         server = FakePostmark(host, port, tokens=tokens, templates=templates or DEMO_TEMPLATES)
     except EmailEventsError as exc:
         raise click.ClickException(str(exc)) from exc
-    with server:
+    try:
+        server.start()
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {exc.strerror}; choose another with --port"
+        ) from None
+    try:
         count = len(server.templates)
         click.echo(
-            f"A Postmark-compatible API at {server.url} ({count} templates, "
-            f"{len(tokens)} token(s)); received messages at {server.url} ; Ctrl-C stops."
+            f"A Postmark-compatible API at {server.url} ({count} template"
+            f"{'s' if count != 1 else ''}, {len(tokens)} token(s)); received messages at "
+            f"{server.url} ; Ctrl-C stops."
         )
         _wait_for_interrupt()
+    finally:
+        server.stop()
 
 
 def _logging(verbose: bool) -> None:

@@ -430,3 +430,15 @@ def test_the_demo_app_says_to_run_the_demo_first(tmp_path: Path) -> None:
     assert "no demo database in nowhere: run `emailevents demo --dir nowhere` first" in (
         done.stderr
     )
+
+
+def test_fake_postmark_on_a_port_in_use_says_so_and_how_to_choose_another() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["fake-postmark", "--port", str(port)])
+    assert result.exit_code == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.output
+    assert "choose another with --port" in result.output
+    assert "Traceback" not in result.output

@@ -24,8 +24,32 @@ before it (invisible when the Markdown is rendered):
 - ``<!-- no-test -->``: shown, not run (``pip install``, a worker that needs a broker). Blocks in
   other languages (``text``, ``sql``, ``json``) are shown, not run, unless marked as output.
 
-Set ``EMAILEVENTS_UPDATE_DOCS=1`` to rewrite the ``<!-- output -->`` blocks with what the code
-prints now (after a deliberate change of a message), then review the diff.
+A document whose first line is ``<!-- step-by-step -->`` (the quickstart) is run the way a
+reader follows it instead, in a new, empty folder, with none of the runner's own environment
+(no ``POSTMARK_*``, ``CELERY_BROKER_URL`` or ``DATABASE_URL``); nothing runs in this process:
+
+- a block with a ``title`` is a file to write, written when the reading reaches it (a later
+  block with the same title replaces the file, as the reader's editor would);
+- ```` ```console ```` (or ``bash``, ``shell``, ``sh``): each ``$ `` line is a command, run by
+  ``/bin/sh`` as a process of its own; the lines up to the next ``$`` are what it prints
+  (stdout and stderr, as a terminal shows them), compared as above. It must exit 0. A UUID
+  in a command that an earlier command printed is replaced by what that command really printed
+  (the reader copies it from the screen);
+- after ``<!-- eventually -->``, what the commands print depends on a worker in the
+  background: they are run again until it matches, for up to 20 seconds;
+- after ``<!-- background -->``, each command is a long-running process (a worker, the local
+  Postmark) that the reader starts in another terminal: it is started in the background, and
+  the lines shown must appear in what it prints, in order (``...`` in a line stands for any
+  text; a ``...`` line is left out) before the reading goes on. A background command for the
+  same program as a running one replaces it (Ctrl-C, then the new command). Every background
+  process is killed when the test ends, and must not have printed a traceback;
+- the local Postmark's port in the document, 9025, is replaced in commands and files by a
+  free one, so that a test run never depends on 9025 being free;
+- other Python or YAML blocks must be files (a title) or ``<!-- no-test -->``.
+
+Set ``EMAILEVENTS_UPDATE_DOCS=1`` to rewrite the ``<!-- output -->`` blocks (and the console
+blocks of step-by-step documents) with what the code prints now (after a deliberate change of
+a message), then review the diff.
 """
 
 from __future__ import annotations
@@ -35,8 +59,12 @@ import io
 import os
 import re
 import shlex
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,10 +86,36 @@ _TITLE = re.compile(r"""\btitle=(?P<quote>["']?)(?P<title>[^"'\s]+)(?P=quote)"""
 _MARKER = re.compile(r"^<!--\s*(?P<name>[\w-]+)(?:\s*:\s*(?P<value>[^>]*?))?\s*-->$")
 _DURATION = re.compile(r"\bin \d+(?:\.\d+)? ?s\b")
 _LOCAL_PORT = re.compile(r"\b(127\.0\.0\.1|localhost):\d+")
-_TIMESTAMP = re.compile(r"\b\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d|Z)?")
+_TIMESTAMP = re.compile(r"\b\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:[+-]\d\d:\d\d|Z)?")
 _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 _RUNNABLE = frozenset({"python", "yaml", "console", "bash", "shell", "sh"})
-_MARKERS = {"no-test": {""}, "output": {""}, "registry": {"", "rejects", "fragment"}}
+_MARKERS = {
+    "no-test": {""},
+    "output": {""},
+    "registry": {"", "rejects", "fragment"},
+    "background": {""},
+    "eventually": {""},
+}
+_CONSOLE = frozenset({"console", "bash", "shell", "sh"})
+_STEP_BY_STEP = "<!-- step-by-step -->"
+_DOC_PORT = re.compile(r"\b9025\b")
+_ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+# What a reader's shell would not have: the settings of the environment running the tests.
+_NOT_THE_READERS = frozenset(
+    {
+        "POSTMARK_SERVER_TOKEN",
+        "POSTMARK_API_URL",
+        "CELERY_BROKER_URL",
+        "DATABASE_URL",
+        "EMAILEVENTS_APP",
+        "EMAILEVENTS_DEMO_DIR",
+        "NO_COLOR",
+    }
+)
+EVENTUALLY = 20.0
+"""Seconds an ``<!-- eventually -->`` block is given to print what the document shows."""
+BACKGROUND_READY = 30.0
+"""Seconds a background process is given to print the lines the document shows."""
 
 
 @dataclass
@@ -148,11 +202,19 @@ def project(
 
 @pytest.mark.parametrize("project", documents(), ids=lambda p: p.name, indirect=True)
 def test_document_examples_run(project: Project) -> None:
-    blocks = parse_blocks(project.doc.read_text(encoding="utf-8"))
+    text = project.doc.read_text(encoding="utf-8")
+    blocks = parse_blocks(text)
     assert blocks, f"{project.doc.name} has no code blocks"
     for block in blocks:
         known = block.marker is None or block.marker_value in _MARKERS.get(block.marker, ())
         assert known, f"{block.where(project.doc)}: unknown marker {block.marker!r}"
+    if text.startswith(_STEP_BY_STEP):
+        run_steps(project, blocks)
+        return
+    for block in blocks:
+        assert block.marker not in {"background", "eventually"}, (
+            f"{block.where(project.doc)}: <!-- {block.marker} --> is for step-by-step documents"
+        )
     # The application's files first: a registry near the top may name a module shown below it.
     for block in blocks:
         if block.title is not None and block.lang != "yaml" and block.marker != "no-test":
@@ -247,7 +309,8 @@ def merge(base: Any, change: Any) -> Any:
     return change
 
 
-def run_console(project: Project, block: Block) -> None:
+def console_commands(project: Project, block: Block) -> list[tuple[str, list[str]]]:
+    """Each ``$ command`` of a console block, with the lines shown after it."""
     where = block.where(project.doc)
     commands: list[tuple[str, list[str]]] = []
     for line in block.source.splitlines():
@@ -257,6 +320,12 @@ def run_console(project: Project, block: Block) -> None:
             assert commands, f"{where}: console output before any '$ command'"
             commands[-1][1].append(line)
     assert commands, f"{where}: a console block without a '$ command'"
+    return commands
+
+
+def run_console(project: Project, block: Block) -> None:
+    where = block.where(project.doc)
+    commands = console_commands(project, block)
     printed: list[str] = []
     for command, expected in commands:
         output = run_command(project, block, command)
@@ -299,6 +368,217 @@ def run_command(project: Project, block: Block, command: str) -> str:
         )
     assert code == 0, f"{where}: '{command}' exited with {code}:\n{output}"
     return output
+
+
+# -- step-by-step documents -----------------------------------------------------------------------
+
+
+@dataclass
+class Background:
+    """A long-running command of the document, and everything it printed so far."""
+
+    command: str
+    program: str
+    process: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+
+@dataclass
+class Reader:
+    """The reader's shell: a folder, an environment, the processes left running."""
+
+    project: Project
+    port: int
+    env: dict[str, str]
+    uuids: dict[str, str] = field(default_factory=dict)
+    """UUIDs the document shows -> those the commands really printed."""
+    background: list[Background] = field(default_factory=list)
+
+    def typed(self, command: str) -> str:
+        """The command as the reader types it: UUIDs copied from the screen, the free port."""
+        command = _UUID.sub(lambda m: self.uuids.get(m[0], m[0]), command)
+        return _DOC_PORT.sub(str(self.port), command)
+
+    def run(self, command: str) -> tuple[int, str]:
+        completed = subprocess.run(  # noqa: S602 - the document's command, as a shell runs it
+            self.typed(command),
+            shell=True,
+            cwd=self.project.root,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        return completed.returncode, completed.stdout
+
+    def start(self, command: str) -> Background:
+        program = _program(command)
+        for running in [b for b in self.background if b.program == program]:
+            _kill(running)  # the reader's Ctrl-C in that terminal
+            self.background.remove(running)
+        process = subprocess.Popen(  # noqa: S602 - the document's command, as a shell runs it
+            self.typed(command),
+            shell=True,
+            cwd=self.project.root,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its own process group: killed with its children
+        )
+        started = Background(command, program, process)
+        started.reader = threading.Thread(target=_read_lines, args=(started,), daemon=True)
+        started.reader.start()
+        self.background.append(started)
+        return started
+
+    def learn(self, shown: str, printed: str) -> None:
+        """Pair the UUIDs the document shows with those really printed, in order."""
+        documented, real = _UUID.findall(shown), _UUID.findall(printed)
+        if len(documented) == len(real):
+            self.uuids.update(zip(documented, real, strict=True))
+
+    def stop_all(self) -> None:
+        for running in self.background:
+            _kill(running)
+
+
+def _program(command: str) -> str:
+    words = [w for w in shlex.split(command) if not _ENV_ASSIGNMENT.match(w)]
+    return words[0] if words else command
+
+
+def _read_lines(running: Background) -> None:
+    assert running.process.stdout is not None
+    for line in running.process.stdout:
+        running.lines.append(line.rstrip("\n"))
+
+
+def _kill(running: Background) -> None:
+    """Kill the process and its children (a worker's pool); a Celery warm shutdown takes
+    seconds, and nothing is left to finish once the document moved on."""
+    if running.process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(running.process.pid, signal.SIGKILL)
+    running.process.wait(10)
+    if running.reader is not None:
+        running.reader.join(5)
+    if running.process.stdout is not None:
+        running.process.stdout.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _readers_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_THE_READERS}
+    # `python`, `celery` and `emailevents` are this interpreter's, as in the reader's virtualenv.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    # A terminal shows each line as it is printed; a pipe would hold them in Python's buffer.
+    env["PYTHONUNBUFFERED"] = "1"
+    env["COLUMNS"] = "80"
+    return env
+
+
+def run_steps(project: Project, blocks: list[Block]) -> None:
+    """Follow a step-by-step document as its reader does: files written, commands run."""
+    reader = Reader(project, _free_port(), _readers_env())
+    try:
+        for block in blocks:
+            where = block.where(project.doc)
+            if block.marker == "no-test":
+                continue
+            assert block.marker != "output", (
+                f"{where}: in a step-by-step document, output goes in the console block"
+            )
+            if block.title is not None:
+                path = project.root / block.title
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(_DOC_PORT.sub(str(reader.port), block.source), encoding="utf-8")
+                if block.lang == "python":
+                    compile(block.source, block.title, "exec")
+            elif block.lang in _CONSOLE and block.marker == "background":
+                for command, shown in console_commands(project, block):
+                    wait_for(reader, reader.start(command), shown, where)
+            elif block.lang in _CONSOLE:
+                run_step(reader, block)
+            else:
+                assert block.lang not in _RUNNABLE, (
+                    f"{where}: a {block.lang} block in a step-by-step document is a file to write "
+                    '(give it a title="path") or a command (a console block); or mark it '
+                    "<!-- no-test -->"
+                )
+    finally:
+        reader.stop_all()
+    for running in reader.background:
+        assert "Traceback (most recent call last)" not in running.output(), (
+            f"'{running.command}' printed a traceback:\n{running.output()}"
+        )
+    if project.updates:
+        rewrite_outputs(project.doc, project.updates)
+
+
+def run_step(reader: Reader, block: Block) -> None:
+    where = block.where(reader.project.doc)
+    deadline = time.monotonic() + (EVENTUALLY if block.marker == "eventually" else 0)
+    printed: list[str] = []
+    for command, shown in console_commands(reader.project, block):
+        expected = "\n".join(shown)
+        while True:
+            code, output = reader.run(command)
+            matches = code == 0 and _normalise(output) == _normalise(expected)
+            if matches or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        if UPDATE:
+            printed += [f"$ {reader.typed(command)}", *output.rstrip("\n").splitlines()]
+        else:
+            assert code == 0, f"{where}: '{command}' exited with {code}:\n{output}"
+            assert matches, f"{where}: '{command}' printed:\n{output}"
+        reader.learn(expected, output)
+    if UPDATE:
+        text = "\n".join(printed).replace(f":{reader.port}", ":9025")
+        if text != block.source.rstrip("\n"):
+            reader.project.updates.append((block, text))
+
+
+def wait_for(reader: Reader, running: Background, shown: list[str], where: str) -> None:
+    """Wait until a background process printed the lines shown, in order."""
+    wanted = [line for line in shown if line.strip() not in {"", "..."}]
+    patterns = [_pattern(line) for line in wanted]
+    deadline = time.monotonic() + BACKGROUND_READY
+    while True:
+        found = 0
+        for line in list(running.lines):
+            if found < len(patterns) and patterns[found].fullmatch(_normalise(line)):
+                found += 1
+        if found == len(patterns):
+            reader.learn("\n".join(wanted), running.output())
+            return
+        exited = running.process.poll() is not None
+        if exited or time.monotonic() >= deadline:
+            what = "exited" if exited else f"did not print it in {BACKGROUND_READY:.0f} s"
+            pytest.fail(
+                f"{where}: '{running.command}' {what}; waited for {wanted[found]!r} "
+                f"after:\n{running.output()}"
+            )
+        time.sleep(0.05)
+
+
+def _pattern(line: str) -> re.Pattern[str]:
+    """A line a background process must print; ``...`` in it stands for any text."""
+    parts = _normalise(line).split("...")
+    return re.compile(".*".join(re.escape(part) for part in parts))
 
 
 def compare(project: Project, expected: Block, actual: str, *, what: str) -> None:
