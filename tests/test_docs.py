@@ -636,3 +636,80 @@ def test_block_parser_reads_titles_markers_and_lines() -> None:
     assert (first.line, first.end, first.source) == (6, 7, "version: 1\n")
     assert (second.lang, second.marker, second.source) == ("text", "output", "1 problem\n")
     assert (third.lang, third.source) == ("python", "```\n")
+
+
+# -- the step-by-step runner itself ----------------------------------------------------------------
+
+
+runner_only = pytest.mark.skipif(UPDATE, reason="EMAILEVENTS_UPDATE_DOCS rewrites documents")
+
+
+def steps(tmp_path: Path, text: str) -> Project:
+    """Run ``text`` as a step-by-step document in a fresh folder under ``tmp_path``."""
+    root = tmp_path / "reader"
+    root.mkdir(parents=True)
+    project = Project(root=root, doc=tmp_path / "doc.md")
+    run_steps(project, parse_blocks(_STEP_BY_STEP + "\n" + text))
+    return project
+
+
+@runner_only
+def test_step_by_step_files_are_written_and_commands_compared_with_what_they_print(
+    tmp_path: Path,
+) -> None:
+    doc = '```text title="notes/hello.txt"\nhello 2024-06-03 09:12:44\n```\n'
+    doc += "```console\n$ cat notes/hello.txt\nhello 2030-01-01 00:00:00\n```\n"
+    steps(tmp_path, doc)  # timestamps are not compared
+    with pytest.raises(AssertionError, match="printed"):
+        steps(tmp_path / "x", doc.replace("hello 2030", "goodbye 2030"))
+
+
+@runner_only
+def test_step_by_step_commands_run_without_the_runners_settings_and_must_succeed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTMARK_SERVER_TOKEN", "the-runners-token")
+    steps(tmp_path, '```console\n$ echo "[${POSTMARK_SERVER_TOKEN:-unset}]"\n[unset]\n```\n')
+    with pytest.raises(AssertionError, match="exited with 3"):
+        steps(tmp_path / "x", "```console\n$ exit 3\n```\n")
+
+
+@runner_only
+def test_a_uuid_an_earlier_command_printed_is_the_one_a_later_command_is_given(
+    tmp_path: Path,
+) -> None:
+    shown = "94b48740-4236-4bbf-84c2-85a1be9628cd"
+    steps(
+        tmp_path,
+        "```console\n"
+        "$ python -c \"import uuid; u = str(uuid.uuid4()); open('id', 'w').write(u); print(u)\"\n"
+        f"{shown}\n"
+        f"$ grep -c {shown} id\n"
+        "1\n"
+        "```\n",
+    )
+
+
+@runner_only
+def test_background_processes_are_awaited_then_killed_with_their_children(
+    tmp_path: Path,
+) -> None:
+    doc = (
+        "<!-- background -->\n```console\n"
+        "$ sleep 60 & echo $! > child; echo 'listening on 127.0.0.1:9025, at ...'; wait\n"
+        "listening on 127.0.0.1:9025, at ...\n```\n"
+    )
+    steps(tmp_path, doc)
+    child = int((tmp_path / "reader" / "child").read_text())
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{child}").exists() and "zombie" not in _state(child):
+        assert time.monotonic() < deadline, "the background command's child is still running"
+        time.sleep(0.05)
+    with pytest.raises(pytest.fail.Exception, match="exited; waited for 'ready'"):
+        steps(tmp_path / "x", "<!-- background -->\n```console\n$ echo started\nready\n```\n")
+
+
+def _state(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/status").read_text()
+    return ""
