@@ -11,7 +11,8 @@ before it (invisible when the Markdown is rendered):
   block runs. That directory is the working directory and is importable, as it is for
   ``celery -A`` and ``emailevents``.
 - ```` ```yaml title="events.yaml" ```` or a ``yaml`` block after ``<!-- registry -->``: a
-  registry, written to its title (``events.yaml`` without one) and loaded with
+  registry (a ``yaml`` block with another title is a file, as above), written to its title
+  (``events.yaml`` without one) and loaded with
   ``load_registry``; it must load. After ``<!-- registry: rejects -->`` it must not, and the next
   block, marked ``<!-- output -->``, is the error exactly as printed. After
   ``<!-- registry: fragment -->`` it is an edit: merged into the document's last registry file,
@@ -217,7 +218,7 @@ def test_document_examples_run(project: Project) -> None:
         )
     # The application's files first: a registry near the top may name a module shown below it.
     for block in blocks:
-        if block.title is not None and block.lang != "yaml" and block.marker != "no-test":
+        if block.title is not None and not is_registry(block) and block.marker != "no-test":
             write_file(project, block)
     i = 0
     while i < len(blocks):
@@ -235,13 +236,13 @@ def test_document_examples_run(project: Project) -> None:
 
 def run_block(project: Project, block: Block, expected: Block | None) -> None:
     where = block.where(project.doc)
-    if block.title is not None and block.lang != "yaml":
+    if block.title is not None and not is_registry(block):
         if block.lang == "python":  # written already; at least it must be Python
             compile(block.source, block.title, "exec")
         return
     if block.lang == "python":
         output = run_python(project, block)
-    elif block.lang == "yaml" and (block.title is not None or block.marker == "registry"):
+    elif is_registry(block):
         output = load_yaml_registry(project, block)
     elif block.lang in ("console", "bash", "shell", "sh"):
         run_console(project, block)
@@ -258,6 +259,12 @@ def run_block(project: Project, block: Block, expected: Block | None) -> None:
         compare(project, expected, output, what=where)
     else:
         assert not output.strip(), f"{where} printed what the document does not show:\n{output}"
+
+
+def is_registry(block: Block) -> bool:
+    """A ``yaml`` block titled ``events.yaml`` (or ``.../events.yaml``), or marked registry."""
+    titled = block.title is not None and Path(block.title).name == "events.yaml"
+    return block.lang == "yaml" and (titled or block.marker == "registry")
 
 
 def write_file(project: Project, block: Block) -> Path:
