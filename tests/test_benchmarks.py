@@ -11,6 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 PROFILE_SECTIONS = {"throughput", "fanout", "emit", "sql", "scaleout", "io_bound"}
 

@@ -179,8 +179,12 @@ def parse_blocks(text: str) -> list[Block]:
     return blocks
 
 
-def documents() -> list[Path]:
-    return sorted(DOCS.glob("*.md"))
+def documents() -> list[Any]:
+    """Each document; the quickstart, run step by step as processes, is among the slow tests."""
+    return [
+        pytest.param(path, marks=pytest.mark.slow) if path.name == "quickstart.md" else path
+        for path in sorted(DOCS.glob("*.md"))
+    ]
 
 
 @pytest.fixture
