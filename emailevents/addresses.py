@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import formataddr, getaddresses
 from typing import Any
@@ -35,6 +35,7 @@ __all__ = [
     "display_name",
     "format_address",
     "parse_address",
+    "split_addresses",
 ]
 
 # Characters that never stand in a bare address as we accept it: RFC 5322 specials (they make
@@ -117,15 +118,8 @@ def parse_address(value: str) -> tuple[str, str]:
 
 def _split_angle(text: str, value: str) -> tuple[str, str]:
     """``name <address>`` -> (name, address), the ``<`` found outside any quoted name."""
-    in_quotes = escaped = False
-    for i, char in enumerate(text):
-        if escaped:
-            escaped = False
-        elif char == "\\" and in_quotes:
-            escaped = True
-        elif char == '"':
-            in_quotes = not in_quotes
-        elif char == "<" and not in_quotes:
+    for i, char in _outside_quotes(text):
+        if char == "<":
             rest = text[i + 1 :]
             if not rest.endswith(">") or "<" in rest or ">" in rest[:-1]:
                 raise AddressError(
@@ -134,6 +128,29 @@ def _split_angle(text: str, value: str) -> tuple[str, str]:
                 )
             return text[:i], rest[:-1]
     raise AddressError(f"{value!r} has unbalanced quotes or angle brackets")
+
+
+def split_addresses(value: str) -> list[str]:
+    """A comma-separated list of addresses cut at the commas outside quoted display names.
+
+    Each item is still to be checked (:func:`parse_address`): this only finds where they are.
+    """
+    cuts = [i for i, char in _outside_quotes(value) if char == ","]
+    return [value[a + 1 : b] for a, b in zip([-1, *cuts], [*cuts, len(value)], strict=True)]
+
+
+def _outside_quotes(text: str) -> Iterator[tuple[int, str]]:
+    """Each character of ``text`` that stands outside a quoted string, with its index."""
+    in_quotes = escaped = False
+    for i, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\" and in_quotes:
+            escaped = True
+        elif char == '"':
+            in_quotes = not in_quotes
+        elif not in_quotes:
+            yield i, char
 
 
 def _phrase(text: str, value: str) -> str:

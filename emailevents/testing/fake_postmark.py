@@ -43,7 +43,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 
-from ..addresses import AddressError, parse_address
+from ..addresses import AddressError, parse_address, split_addresses
 from ..errors import EmailEventsError
 from . import inbox
 from .mustache import Template, suggested_model
@@ -405,25 +405,6 @@ class _IllegalAddressError(AddressError):
         self.item = item
 
 
-def _split_list(value: str) -> list[str]:
-    """A comma-separated list cut at the commas outside quoted display names."""
-    if '"' not in value:
-        return value.split(",")
-    items, start, in_quotes, escaped = [], 0, False, False
-    for i, char in enumerate(value):
-        if escaped:
-            escaped = False
-        elif char == "\\" and in_quotes:
-            escaped = True
-        elif char == '"':
-            in_quotes = not in_quotes
-        elif char == "," and not in_quotes:
-            items.append(value[start:i])
-            start = i + 1
-    items.append(value[start:])
-    return items
-
-
 # A batch sends the same From (and often the same To) hundreds of times: parsing and checking
 # an address is most of the work of accepting a message, and its answer never changes.
 @lru_cache(maxsize=65536)
@@ -442,7 +423,7 @@ def _address_list(value: str) -> tuple[tuple[str, str], ...]:
     if not value.strip():
         return ()
     parsed = []
-    for item in _split_list(value):
+    for item in split_addresses(value):
         try:
             parsed.append(parse_address(item))
         except AddressError as exc:
