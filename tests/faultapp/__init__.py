@@ -3,10 +3,11 @@
 A test writes a registry and a configuration, then starts
 ``python -m celery -A tests.faultapp worker ...`` with ``FAULTAPP_CONFIG`` holding that
 configuration as JSON. Importing this module then builds what a real application would: a Celery
-app on the test's Redis with the settings ``docs/operations.md`` gives, a sessionmaker on the
-test's PostgreSQL schema, and an ``EmailEvents`` whose ``PostmarkSender`` talks to the local
-Postmark-compatible server of the test process over HTTP. The test process builds the same thing
-with :func:`build` to emit, and ``emailevents relay --app tests.faultapp:events`` finds it here.
+app on the test's broker (Redis or RabbitMQ) with the settings ``docs/operations.md`` gives, a
+sessionmaker on the test's PostgreSQL schema, and an ``EmailEvents`` whose ``PostmarkSender``
+talks to the local Postmark-compatible server of the test process over HTTP. The test process
+builds the same thing with :func:`build` to emit, and
+``emailevents relay --app tests.faultapp:events`` finds it here.
 
 Every task run is logged to the configuration's ``runlog`` (one JSON line per start and end), so a
 test can tell which worker ran what, and when.
@@ -139,23 +140,37 @@ def build(config: Config) -> tuple[Celery, EmailEvents, sa.Engine]:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
-        broker_transport_options={
-            "visibility_timeout": config.visibility_timeout,
-            "socket_timeout": 5,
-            "socket_connect_timeout": 2,
-            # Look for unacknowledged messages to restore every second, not every hundred
-            # (a sweep every 10 s that scans on every 10th sweep, by default); and let go of
-            # the restore lock soon should a worker be killed while holding it.
-            "unacked_restore_interval": 1,
-            "unacked_restore_throttle": 1,
-            "unacked_mutex_expire": 10,
-            **config.transport,
-        },
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=2,
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
+    if config.broker.startswith("amqp"):
+        celery.conf.update(
+            # docs/operations.md, RabbitMQ: quorum queues (replicated, and a delivery count);
+            # a topic exchange, so that countdowns (retries) wait in RabbitMQ's delayed-delivery
+            # queues instead of unacknowledged in the worker.
+            task_default_queue_type="quorum",
+            task_default_exchange_type="topic",
+            # A publish returns once RabbitMQ has the message (publisher confirms): one sent
+            # into a connection that just died raises, and the emit stays pending for the relay.
+            broker_transport_options={"confirm_publish": True, **config.transport},
+        )
+    else:
+        celery.conf.update(
+            broker_transport_options={
+                "visibility_timeout": config.visibility_timeout,
+                "socket_timeout": 5,
+                "socket_connect_timeout": 2,
+                # Look for unacknowledged messages to restore every second, not every hundred
+                # (a sweep every 10 s that scans on every 10th sweep, by default); and let go
+                # of the restore lock soon should a worker be killed while holding it.
+                "unacked_restore_interval": 1,
+                "unacked_restore_throttle": 1,
+                "unacked_mutex_expire": 10,
+                **config.transport,
+            },
+        )
     engine = make_engine(config)
     events = EmailEvents(
         config.registry,

@@ -1,0 +1,232 @@
+"""Brokers for the fault tests that are not the test's own process: a TCP proxy a test can cut,
+and a RabbitMQ virtual host of the test's own.
+
+The machine's RabbitMQ is shared (other test runs, other projects): a test never stops it. It
+gets a virtual host of its own, and reaches it through :class:`TcpProxy`, which the test cuts
+(every connection dropped, new ones refused) and restores, as a broker outage looks to clients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from urllib.parse import quote
+
+from tests.conftest import unavailable
+
+RABBITMQ_HOST = os.environ.get("EMAILEVENTS_TEST_RABBITMQ_HOST", "127.0.0.1")
+RABBITMQ_PORT = int(os.environ.get("EMAILEVENTS_TEST_RABBITMQ_PORT", "5672"))
+RABBITMQ_USER = os.environ.get("EMAILEVENTS_TEST_RABBITMQ_USER", "guest")
+RABBITMQ_PASSWORD = os.environ.get("EMAILEVENTS_TEST_RABBITMQ_PASSWORD", "guest")
+
+
+class TcpProxy:
+    """A TCP forwarder on a free local port, to ``upstream``; ``cut()`` and ``restore()`` it.
+
+    One thread accepts and copies bytes both ways for every connection (a selector, no thread
+    per connection). ``cut()`` closes every connection at once (the clients see a reset or an
+    end of stream, as when a broker dies) and closes the listening socket, so that new
+    connections are refused; ``restore()`` listens again on the same port.
+    """
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = 0
+        self.cuts = 0
+        self._listener: socket.socket | None = None
+        self._pairs: dict[socket.socket, socket.socket] = {}
+        self._selector = selectors.DefaultSelector()
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._stopping = False
+        self._listen()
+        self._thread = threading.Thread(target=self._run, name="tcp-proxy", daemon=True)
+        self._thread.start()
+
+    # control, from the test's thread
+
+    def cut(self) -> None:
+        """Drop every connection, and refuse new ones until ``restore()``."""
+        with self._lock:
+            self.cuts += 1
+            if self._listener is not None:
+                self._selector.unregister(self._listener)
+                self._listener.close()
+                self._listener = None
+            for sock in list(self._pairs):
+                self._drop(sock)
+        self._wake()
+
+    def restore(self) -> None:
+        """Accept connections again, on the same port."""
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with self._lock:
+                    self._listen()
+                break
+            except OSError:
+                # The port is in TIME_WAIT for a moment on some kernels; never taken by another
+                # listener while SO_REUSEADDR holds it for us.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self._wake()
+
+    def close(self) -> None:
+        self._stopping = True
+        self.cut()
+        self._thread.join(5)
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    @property
+    def connections(self) -> int:
+        return len(self._pairs) // 2
+
+    # the forwarding thread
+
+    def _listen(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        listener.setblocking(False)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        self._selector.register(listener, selectors.EVENT_READ, "accept")
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def _run(self) -> None:
+        while not self._stopping:
+            for key, _ in self._selector.select(timeout=0.5):
+                with self._lock:
+                    if key.data == "wake":
+                        with contextlib.suppress(OSError):
+                            self._wake_r.recv(4096)
+                    elif key.data == "accept":
+                        self._accept()
+                    else:
+                        self._forward(key.fileobj)  # type: ignore[arg-type]
+
+    def _accept(self) -> None:
+        if self._listener is None:
+            return
+        try:
+            client, _ = self._listener.accept()
+        except (BlockingIOError, OSError):
+            return
+        try:
+            upstream = socket.create_connection(self.upstream, timeout=5)
+        except OSError:
+            client.close()
+            return
+        for sock in (client, upstream):
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._pairs[client] = upstream
+        self._pairs[upstream] = client
+        self._selector.register(client, selectors.EVENT_READ, "data")
+        self._selector.register(upstream, selectors.EVENT_READ, "data")
+
+    def _forward(self, sock: socket.socket) -> None:
+        peer = self._pairs.get(sock)
+        if peer is None:
+            return
+        try:
+            data = sock.recv(65536)
+            if data:
+                peer.settimeout(5)
+                peer.sendall(data)
+                peer.setblocking(False)
+                return
+        except OSError:
+            pass
+        self._drop(sock)
+
+    def _drop(self, sock: socket.socket) -> None:
+        peer = self._pairs.pop(sock, None)
+        for s in (sock, peer):
+            if s is None:
+                continue
+            self._pairs.pop(s, None)
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(s)
+            with contextlib.suppress(OSError):
+                # A reset, not a polite end of stream: what a client sees of a broker that died.
+                s.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
+            s.close()
+
+
+def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("rabbitmqctl")
+    if binary is None:
+        unavailable("RabbitMQ", "no rabbitmqctl on PATH (apt-get install rabbitmq-server)")
+    return subprocess.run(  # noqa: S603 - rabbitmqctl, fixed arguments
+        [str(binary), "-q", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+class RabbitVhost:
+    """A virtual host of the test's own on the machine's RabbitMQ, reached through a proxy."""
+
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.settimeout(2)
+            if probe.connect_ex((RABBITMQ_HOST, RABBITMQ_PORT)) != 0:
+                unavailable(
+                    "RabbitMQ",
+                    f"nothing listens on {RABBITMQ_HOST}:{RABBITMQ_PORT} "
+                    "(start it: rabbitmq-server -detached)",
+                )
+        self.name = f"emailevents-{uuid.uuid4().hex[:12]}"
+        created = _rabbitmqctl("add_vhost", self.name)
+        if created.returncode != 0:
+            unavailable("RabbitMQ", f"rabbitmqctl add_vhost failed: {created.stderr.strip()}")
+        allowed = _rabbitmqctl("set_permissions", "-p", self.name, RABBITMQ_USER, ".*", ".*", ".*")
+        if allowed.returncode != 0:
+            self.delete()
+            unavailable("RabbitMQ", f"rabbitmqctl set_permissions failed: {allowed.stderr.strip()}")
+        self.proxy = TcpProxy((RABBITMQ_HOST, RABBITMQ_PORT))
+
+    @property
+    def url(self) -> str:
+        """The vhost's URL, through the proxy."""
+        return (
+            f"amqp://{RABBITMQ_USER}:{RABBITMQ_PASSWORD}@127.0.0.1:{self.proxy.port}/"
+            f"{quote(self.name, safe='')}"
+        )
+
+    def queues(self) -> dict[str, tuple[int, int]]:
+        """Every queue of the vhost: (messages ready, messages delivered and not acknowledged)."""
+        listed = _rabbitmqctl(
+            "list_queues", "-p", self.name, "name", "messages_ready", "messages_unacknowledged"
+        )
+        assert listed.returncode == 0, listed.stderr
+        found: dict[str, tuple[int, int]] = {}
+        for line in listed.stdout.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3 and parts[1].isdigit():
+                found[parts[0]] = (int(parts[1]), int(parts[2]))
+        return found
+
+    def delete(self) -> None:
+        _rabbitmqctl("delete_vhost", self.name)
+
+    def close(self) -> None:
+        self.proxy.close()
+        self.delete()
