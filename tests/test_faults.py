@@ -853,6 +853,13 @@ def test_workers_killed_mid_run_lose_nothing_and_send_nothing_twice(
             progress=harness.progress,
         )
         if kind == "child":
+            # A worker started again a moment ago may not have forked its pool yet.
+            harness.wait(
+                lambda: bool(worker.children()),
+                "the worker's pool processes",
+                timeout=60,
+                progress=harness.progress,
+            )
             assert worker.kill_child(), harness.tails()
         else:
             worker.kill()
@@ -1161,6 +1168,8 @@ def test_postmark_failing_30_percent_of_calls_delivers_each_once_and_a_permanent
 def test_one_message_delivered_to_two_workers_at_once_sends_once(
     harness: Harness, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # The second copy waits for the first one's claim to go stale before it looks again.
+    reconfigure(harness, claim_timeout=3.0)
     harness.worker("a", pool="prefork", concurrency=1)
     harness.worker("b", pool="prefork", concurrency=1)
     # Single sends and team batches; half as many on RabbitMQ, where the same code runs.
