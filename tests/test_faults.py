@@ -413,9 +413,13 @@ class Worker:
                     self._start()
 
     def _last_error(self) -> str:
-        for line in reversed(self.tail(200).splitlines()):
-            if "CRITICAL" in line or "Unrecoverable" in line or "Error" in line:
-                return line.strip()[-200:]
+        """The line Celery logs when it gives up (``CRITICAL ... Unrecoverable error``), or else
+        the last error logged."""
+        lines = self.tail(300).splitlines()
+        for marker in ("CRITICAL", "Error"):
+            for line in reversed(lines):
+                if marker in line:
+                    return line.split("] ", 1)[-1].strip()[:240]
         return "no error logged"
 
     def children(self) -> list[int]:
@@ -819,10 +823,11 @@ def test_workers_killed_mid_run_lose_nothing_and_send_nothing_twice(
         # RabbitMQ gives a dead worker's messages back at once, with no visibility timeout to
         # wait for: the relay may look again sooner (above claim_timeout + retry_backoff_max),
         # and a third of the emits is enough for the four kills to land mid-run.
-        reconfigure(harness, redeliver_after=12.0)
+        reconfigure(harness, redeliver_after=10.0)
         emits_total = 300
     else:
-        reconfigure(harness, redeliver_after=30.0)
+        # Above visibility_timeout + claim_timeout + retry_backoff_max (10 + 6 + 2).
+        reconfigure(harness, redeliver_after=20.0)
         emits_total = 1000
     per_commit, dropped = 50, 3
     for start in range(0, emits_total, per_commit):
@@ -1393,3 +1398,43 @@ def test_database_connections_cut_mid_run_lose_nothing_and_send_nothing_twice(
     assert cuts > 0
     harness.assert_each_sent_once(figures, emits=total_emits)
     assert figures["recipients"] == total
+
+
+def test_a_worker_that_gives_up_on_the_broker_is_started_again_by_its_supervisor(
+    harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Celery tries to reach a lost broker ``broker_connection_max_retries`` times (100 by
+    default), then the worker exits: only a supervisor brings it back. One try here."""
+    reconfigure(harness, settings={"broker_connection_max_retries": 1})
+    worker = harness.worker("w1", pool="threads", concurrency=4)
+    before = 20
+    for i in range(before):
+        harness.emit(i)
+    harness.settle()
+    outage = time.monotonic()
+    harness.broker.cut()
+    # The broker cannot be asked how many messages it holds while it is away.
+    harness.wait(
+        lambda: worker.restarts >= 2,
+        "the worker to give up on the broker, twice",
+        timeout=60,
+        progress=lambda: f"restarts={worker.restarts} exits={worker.exits}",
+    )
+    harness.broker.restore()
+    outage = time.monotonic() - outage
+    for i in range(before, 2 * before):
+        harness.emit(i)
+    harness.settle()
+
+    figures = harness.figures()
+    report(
+        capsys,
+        f"fault e: emits={figures['emits']} outage={outage:.1f}s starts={worker.starts} "
+        f"sent={figures['sent']} duplicates={figures['duplicates']} lost={figures['lost']} "
+        f"seconds={harness.elapsed():.1f}",
+        harness,
+    )
+    # Gave up once while running, and once more at startup, while the broker was still away.
+    assert worker.restarts >= 2
+    assert worker.starts == worker.restarts + 1
+    harness.assert_each_sent_once(figures, emits=2 * before)

@@ -62,6 +62,7 @@ class Config:
     redeliver_after: float = 20.0
     application_name: str = "emailevents-faultapp"
     transport: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # Celery settings, applied last
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -171,6 +172,7 @@ def build(config: Config) -> tuple[Celery, EmailEvents, sa.Engine]:
                 **config.transport,
             },
         )
+    celery.conf.update(config.settings)
     engine = make_engine(config)
     events = EmailEvents(
         config.registry,
