@@ -1,15 +1,18 @@
 """Delivery guarantees under real faults: no email lost, none sent twice, none for rolled-back data.
 
-Real components only: PostgreSQL (a fresh schema per test), a ``redis-server`` each test starts on
-a free port of its own (so stopping it cannot disturb anything else), Celery workers in processes
-of their own running the application in ``tests/faultapp``, and the local Postmark-compatible
-server in this process, reached by the workers over HTTP. Faults are real too: SIGKILL, a stopped
-Redis, failures injected at the HTTP server. Messages are counted where they arrive, at the
-server, per (event id from Metadata, recipient).
+Real components only: PostgreSQL (a fresh schema per test), a broker of the test's own (a
+``redis-server`` each test starts on a free port, so stopping it cannot disturb anything else; or,
+for faults 1, 2 and 5, a virtual host on the machine's RabbitMQ behind a proxy the test cuts, see
+``tests/brokers.py``), Celery workers in processes of their own running the application in
+``tests/faultapp``, and the local Postmark-compatible server in this process, reached by the
+workers over HTTP. Faults are real too: SIGKILL, a stopped Redis, RabbitMQ's connections cut,
+failures injected at the HTTP server. Messages are counted where they arrive, at the server, per
+(event id from Metadata, recipient). Workers run supervised, as in production: one that exits is
+started again, and counted.
 
-Each test prints one line of figures and asserts exact counts. They skip with a reason when
-PostgreSQL, Redis or its Python client are missing, and fail instead under
-``EMAILEVENTS_REQUIRE_SERVICES=1`` (CI).
+Each test prints one line of figures (with the broker and the workers' restarts) and asserts exact
+counts. They skip with a reason when PostgreSQL, Redis, its Python client or RabbitMQ are missing,
+and fail instead under ``EMAILEVENTS_REQUIRE_SERVICES=1`` (CI).
 """
 
 from __future__ import annotations
@@ -33,9 +36,9 @@ from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
-import kombu
 import pytest
 import sqlalchemy as sa
+from kombu.connection import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from emailevents import EmailEvents, store
@@ -180,7 +183,7 @@ class RabbitBroker:
 
     def take(self, queue: str) -> bool:
         """Take the next message out of ``queue`` for good (``basic.get`` and ``basic.ack``)."""
-        with kombu.Connection(self.url) as connection, connection.channel() as channel:
+        with Connection(self.url) as connection, connection.channel() as channel:  # type: ignore[no-untyped-call]
             message = channel.basic_get(queue, no_ack=False)
             if message is None:
                 return False
