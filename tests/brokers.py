@@ -1,9 +1,13 @@
-"""Brokers for the fault tests that are not the test's own process: a TCP proxy a test can cut,
-and a RabbitMQ virtual host of the test's own.
+"""The fault tests' brokers, each the test's own: a Redis server, or a RabbitMQ virtual host.
+
+Both offer what the tests do to a broker: ``pending(queue)`` (messages waiting, and delivered
+but not acknowledged), ``take(queue)`` (lose a message for good), ``cut()`` and ``restore()``
+(an outage and its end), ``close()``.
 
 The machine's RabbitMQ is shared (other test runs, other projects): a test never stops it. It
 gets a virtual host of its own, and reaches it through :class:`TcpProxy`, which the test cuts
 (every connection dropped, new ones refused) and restores, as a broker outage looks to clients.
+A Redis server is started for each test on a free port, so stopping it disturbs nothing else.
 """
 
 from __future__ import annotations
@@ -12,12 +16,16 @@ import contextlib
 import os
 import selectors
 import shutil
+import signal
 import socket
 import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 from urllib.parse import quote
+
+from kombu.connection import Connection
 
 from tests.conftest import unavailable
 
@@ -25,6 +33,106 @@ RABBITMQ_HOST = os.environ.get("EMAILEVENTS_TEST_RABBITMQ_HOST", "127.0.0.1")
 RABBITMQ_PORT = int(os.environ.get("EMAILEVENTS_TEST_RABBITMQ_PORT", "5672"))
 RABBITMQ_USER = os.environ.get("EMAILEVENTS_TEST_RABBITMQ_USER", "guest")
 RABBITMQ_PASSWORD = os.environ.get("EMAILEVENTS_TEST_RABBITMQ_PASSWORD", "guest")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    """A ``redis-server`` of the test's own, on a free port; stop() and start() it at will."""
+
+    name = "redis"
+
+    def __init__(self, directory: Path, *, appendonly: bool = False) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            unavailable("Redis", "no redis-server binary on PATH (apt-get install redis-server)")
+        try:
+            import redis  # noqa: PLC0415
+        except ImportError:
+            unavailable("Redis", "the redis client is not installed (pip install -e '.[dev]')")
+        self.binary = str(binary)
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.appendonly = appendonly
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--dir",
+            str(self.directory),
+        ]
+        # Durable when a test stops it with messages inside, as a production broker must be.
+        args += (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.appendonly
+            else [
+                "--appendonly",
+                "no",
+            ]
+        )
+        with (self.directory / "redis.log").open("ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(Exception):
+                if self.client.ping():
+                    return
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                tail = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+                unavailable("Redis", f"redis-server did not start on port {self.port}: {tail}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+        self.process = None
+
+    def acl(self, rule: str) -> None:
+        """Change what the default user (every client here) may do, as ``ACL SETUSER`` does."""
+        self.client.execute_command("ACL", "SETUSER", "default", rule)  # type: ignore[no-untyped-call]
+
+    def pending(self, queue: str) -> tuple[int, int]:
+        """Messages waiting in ``queue``, and messages delivered but not acknowledged."""
+        return int(self.client.llen(queue)), int(self.client.hlen("unacked"))
+
+    def take(self, queue: str) -> bool:
+        """Take the next message out of ``queue`` for good, as a broker that loses it."""
+        return self.client.rpop(queue) is not None
+
+    def cut(self) -> None:
+        """A broker outage: the server stops (its clients see their connections end)."""
+        self.stop()
+
+    def restore(self) -> None:
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
 
 
 class TcpProxy:
@@ -181,8 +289,11 @@ def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-class RabbitVhost:
-    """A virtual host of the test's own on the machine's RabbitMQ, reached through a proxy."""
+class RabbitBroker:
+    """A virtual host of the test's own on the machine's RabbitMQ, reached through a proxy
+    that the test cuts for an outage: the machine's broker is never stopped."""
+
+    name = "rabbitmq"
 
     def __init__(self) -> None:
         with socket.socket() as probe:
@@ -193,11 +304,11 @@ class RabbitVhost:
                     f"nothing listens on {RABBITMQ_HOST}:{RABBITMQ_PORT} "
                     "(start it: rabbitmq-server -detached)",
                 )
-        self.name = f"emailevents-{uuid.uuid4().hex[:12]}"
-        created = _rabbitmqctl("add_vhost", self.name)
+        self.vhost = f"emailevents-{uuid.uuid4().hex[:12]}"
+        created = _rabbitmqctl("add_vhost", self.vhost)
         if created.returncode != 0:
             unavailable("RabbitMQ", f"rabbitmqctl add_vhost failed: {created.stderr.strip()}")
-        allowed = _rabbitmqctl("set_permissions", "-p", self.name, RABBITMQ_USER, ".*", ".*", ".*")
+        allowed = _rabbitmqctl("set_permissions", "-p", self.vhost, RABBITMQ_USER, ".*", ".*", ".*")
         if allowed.returncode != 0:
             self.delete()
             unavailable("RabbitMQ", f"rabbitmqctl set_permissions failed: {allowed.stderr.strip()}")
@@ -208,13 +319,13 @@ class RabbitVhost:
         """The vhost's URL, through the proxy."""
         return (
             f"amqp://{RABBITMQ_USER}:{RABBITMQ_PASSWORD}@127.0.0.1:{self.proxy.port}/"
-            f"{quote(self.name, safe='')}"
+            f"{quote(self.vhost, safe='')}"
         )
 
     def queues(self) -> dict[str, tuple[int, int]]:
         """Every queue of the vhost: (messages ready, messages delivered and not acknowledged)."""
         listed = _rabbitmqctl(
-            "list_queues", "-p", self.name, "name", "messages_ready", "messages_unacknowledged"
+            "list_queues", "-p", self.vhost, "name", "messages_ready", "messages_unacknowledged"
         )
         assert listed.returncode == 0, listed.stderr
         found: dict[str, tuple[int, int]] = {}
@@ -224,9 +335,39 @@ class RabbitVhost:
                 found[parts[0]] = (int(parts[1]), int(parts[2]))
         return found
 
+    def pending(self, queue: str) -> tuple[int, int]:
+        """Messages waiting in ``queue`` or in Celery's delayed-delivery queues (countdowns),
+        and messages delivered but not acknowledged."""
+        queues = self.queues()
+        ready = sum(
+            r
+            for name, (r, _) in queues.items()
+            if name == queue or name.startswith("celery_delayed_")
+        )
+        return ready, sum(u for _, u in queues.values())
+
+    def take(self, queue: str) -> bool:
+        """Take the next message out of ``queue`` for good (``basic.get`` and ``basic.ack``)."""
+        with Connection(self.url) as connection, connection.channel() as channel:  # type: ignore[no-untyped-call]
+            message = channel.basic_get(queue, no_ack=False)
+            if message is None:
+                return False
+            channel.basic_ack(message.delivery_tag)
+            return True
+
+    def cut(self) -> None:
+        """A broker outage, as clients see one: every connection reset, new ones refused."""
+        self.proxy.cut()
+
+    def restore(self) -> None:
+        self.proxy.restore()
+
     def delete(self) -> None:
-        _rabbitmqctl("delete_vhost", self.name)
+        _rabbitmqctl("delete_vhost", self.vhost)
 
     def close(self) -> None:
         self.proxy.close()
         self.delete()
+
+
+Broker = RedisServer | RabbitBroker

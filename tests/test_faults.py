@@ -20,9 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,14 +36,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from kombu.connection import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from emailevents import EmailEvents, store
 from emailevents.store import deliveries, emits
 from emailevents.testing.fake_postmark import FakePostmark
-from tests.brokers import RabbitVhost
-from tests.conftest import POSTGRES_URL, _postgres_engine, unavailable
+from tests.brokers import Broker, RabbitBroker, RedisServer
+from tests.conftest import POSTGRES_URL, _postgres_engine
 from tests.faultapp import CONFIG_VARIABLE, TEMPLATE, Config, build, write_registry
 from tests.faultapp.models import Base, Org, Person, Team
 
@@ -57,151 +54,7 @@ TEAMS = 20
 TEAM_SIZE = 3
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 # -- services ----------------------------------------------------------------------------------
-
-
-class RedisServer:
-    """A ``redis-server`` of the test's own, on a free port; stop() and start() it at will."""
-
-    name = "redis"
-
-    def __init__(self, directory: Path, *, appendonly: bool = False) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            unavailable("Redis", "no redis-server binary on PATH (apt-get install redis-server)")
-        try:
-            import redis  # noqa: PLC0415
-        except ImportError:
-            unavailable("Redis", "the redis client is not installed (pip install -e '.[dev]')")
-        self.binary = str(binary)
-        self.directory = directory
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.appendonly = appendonly
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--daemonize",
-            "no",
-            "--dir",
-            str(self.directory),
-        ]
-        # Durable when a test stops it with messages inside, as a production broker must be.
-        args += (
-            ["--appendonly", "yes", "--appendfsync", "always"]
-            if self.appendonly
-            else [
-                "--appendonly",
-                "no",
-            ]
-        )
-        with (self.directory / "redis.log").open("ab") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(Exception):
-                if self.client.ping():
-                    return
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                tail = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
-                unavailable("Redis", f"redis-server did not start on port {self.port}: {tail}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-        self.process = None
-
-    def acl(self, rule: str) -> None:
-        """Change what the default user (every client here) may do, as ``ACL SETUSER`` does."""
-        self.client.execute_command("ACL", "SETUSER", "default", rule)  # type: ignore[no-untyped-call]
-
-    def pending(self, queue: str) -> tuple[int, int]:
-        """Messages waiting in ``queue``, and messages delivered but not acknowledged."""
-        return int(self.client.llen(queue)), int(self.client.hlen("unacked"))
-
-    def take(self, queue: str) -> bool:
-        """Take the next message out of ``queue`` for good, as a broker that loses it."""
-        return self.client.rpop(queue) is not None
-
-    def cut(self) -> None:
-        """A broker outage: the server stops (its clients see their connections end)."""
-        self.stop()
-
-    def restore(self) -> None:
-        self.start()
-
-    def close(self) -> None:
-        self.stop()
-
-
-class RabbitBroker:
-    """A virtual host of the test's own on the machine's RabbitMQ, reached through a proxy
-    that the test cuts for an outage: the machine's broker is never stopped."""
-
-    name = "rabbitmq"
-
-    def __init__(self) -> None:
-        self.vhost = RabbitVhost()
-        self.url = self.vhost.url
-
-    def pending(self, queue: str) -> tuple[int, int]:
-        """Messages waiting in ``queue`` or in Celery's delayed-delivery queues (countdowns),
-        and messages delivered but not acknowledged."""
-        queues = self.vhost.queues()
-        ready = sum(
-            r
-            for name, (r, _) in queues.items()
-            if name == queue or name.startswith("celery_delayed_")
-        )
-        return ready, sum(u for _, u in queues.values())
-
-    def take(self, queue: str) -> bool:
-        """Take the next message out of ``queue`` for good (``basic.get`` and ``basic.ack``)."""
-        with Connection(self.url) as connection, connection.channel() as channel:  # type: ignore[no-untyped-call]
-            message = channel.basic_get(queue, no_ack=False)
-            if message is None:
-                return False
-            channel.basic_ack(message.delivery_tag)
-            return True
-
-    def cut(self) -> None:
-        """A broker outage, as clients see one: every connection reset, new ones refused."""
-        self.vhost.proxy.cut()
-
-    def restore(self) -> None:
-        self.vhost.proxy.restore()
-
-    def close(self) -> None:
-        self.vhost.close()
-
-
-Broker = RedisServer | RabbitBroker
 
 
 @pytest.fixture
