@@ -540,9 +540,15 @@ class Harness:
         )
 
     def diagnose(self) -> str:
-        """What the log, the server and the workers' runs say of every recipient not sent once."""
+        """What the log, the server and the workers' runs (and logs) say of every recipient not
+        sent exactly once, or not logged sent."""
         received = self.received()
-        wrong = sorted(pair for pair in self.expected() if received[pair] != 1)
+        logged = self.logged()
+        wrong = sorted(
+            pair
+            for pair in self.expected()
+            if received[pair] != 1 or logged.get(pair, ("",))[0] != "sent"
+        )
         if not wrong:
             return ""
         with self.factory() as session:
@@ -567,6 +573,13 @@ class Harness:
                 f"log={(row.status, row.reason, row.detail, row.claim) if row else None} "
                 f"runs={runs}"
             )
+            lines += [
+                f"    {worker.name}: {line.strip()[:300]}"
+                for worker in self.workers
+                if worker.log.exists()
+                for line in worker.log.read_text(errors="replace").splitlines()
+                if pair[0] in line
+            ][:6]
         return "\n".join(lines)
 
     def assert_each_sent_once(self, figures: dict[str, int], emits: int) -> None:
