@@ -46,7 +46,8 @@ from tests.conftest import POSTGRES_URL, _postgres_engine
 from tests.faultapp import CONFIG_VARIABLE, TEMPLATE, Config, build, write_registry
 from tests.faultapp.models import Base, Org, Person, Team
 
-pytestmark = pytest.mark.services
+# Left out of the quick subset (pytest -m "not slow"): about three minutes on two cores.
+pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
 PEOPLE = 200
@@ -74,6 +75,11 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
         server.close()
 
 
+def application_name(schema: str) -> str:
+    """What the connections of the test using ``schema`` call themselves in PostgreSQL."""
+    return f"emailevents-faultapp-{schema}"
+
+
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
     """A fresh PostgreSQL schema (PostgreSQL only: SQLite has no SKIP LOCKED, no concurrency)."""
@@ -87,9 +93,10 @@ def pg_schema() -> Iterator[str]:
             conn.execute(
                 sa.text(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name LIKE 'emailevents-faultapp%' "
-                    "AND pid <> pg_backend_pid()"
-                )
+                    "WHERE application_name LIKE :name AND pid <> pg_backend_pid()"
+                ),
+                # This test's connections only: others run at the same time (pytest-xdist).
+                {"name": f"{application_name(schema)}%"},
             )
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
@@ -622,6 +629,7 @@ def harness(
         registry=str(registry),
         postmark=fake.url,
         runlog=str(tmp_path / "runs.jsonl"),
+        application_name=application_name(pg_schema),
     )
     celery, events, engine = build(config)
     Base.metadata.create_all(engine)
@@ -1241,7 +1249,8 @@ def test_database_connections_cut_mid_run_lose_nothing_and_send_nothing_twice(
     harness: Harness, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """PostgreSQL ends the workers' connections (as a failover or a restart would) mid-run."""
-    reconfigure(harness, application_name="emailevents-faultapp-worker", claim_timeout=4.0)
+    workers = f"{harness.config.application_name}-worker"
+    reconfigure(harness, application_name=workers, claim_timeout=4.0)
     harness.worker("w1", pool="threads", concurrency=6)
     total_emits = 300
     for i in range(total_emits):
@@ -1260,8 +1269,9 @@ def test_database_connections_cut_mid_run_lose_nothing_and_send_nothing_twice(
                 conn.execute(
                     sa.text(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE application_name = 'emailevents-faultapp-worker'"
-                    )
+                        "WHERE application_name = :name"
+                    ),
+                    {"name": workers},
                 ).all()
             )
             conn.commit()
