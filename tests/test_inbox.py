@@ -135,7 +135,9 @@ def send(server: FakePostmark, *messages: Message) -> None:
 
 
 def subjects(browser: WebDriver) -> list[str]:
-    return [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#rows td.subject")]
+    """The list's subjects, read in one step: the live update may replace the rows meanwhile."""
+    script = "return [...document.querySelectorAll('#rows td.subject')].map(e => e.innerText)"
+    return list(browser.execute_script(script))
 
 
 def wait_for(browser: WebDriver, condition: Callable[[WebDriver], Any], seconds: float = 5) -> Any:
