@@ -1,0 +1,118 @@
+"""Each extra brings what its transport needs: installed alone into a fresh virtual environment,
+a real ``celery worker`` from that environment runs one task through it.
+
+``redis``: the worker consumes from Redis (kombu's Redis transport imports ``redis`` and
+``packaging``). ``postgres``: the task reads PostgreSQL through SQLAlchemy and psycopg, on
+kombu's filesystem transport, which needs nothing more.
+
+Installing takes packages from the package index (pip's cache makes it ~10 s): without it the
+tests skip, and fail under ``EMAILEVENTS_REQUIRE_SERVICES=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import POSTGRES_URL, unavailable
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parent.parent
+
+APP = """\
+import os
+
+import sqlalchemy
+from celery import Celery
+
+app = Celery("extras", broker=os.environ["BROKER"])
+app.conf.update(
+    task_default_queue=os.environ["QUEUE"],
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={
+        "data_folder_in": os.environ["FOLDER"],
+        "data_folder_out": os.environ["FOLDER"],
+        "polling_interval": 0.1,
+    },
+)
+
+
+@app.task
+def probe(path):
+    url = os.environ.get("DATABASE")
+    if url:
+        with sqlalchemy.create_engine(url).connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+    with open(path, "w") as done:
+        done.write("ran")
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "broker", "database"),
+    [
+        ("redis", "redis://127.0.0.1:6379/15", None),
+        ("postgres", "filesystem://", POSTGRES_URL),
+    ],
+)
+def test_an_extra_alone_runs_a_task_on_a_real_worker(
+    tmp_path: Path, extra: str, broker: str, database: str | None
+) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)  # noqa: S603
+    installed = subprocess.run(  # noqa: S603 - the new environment's pip, our own checkout
+        [str(venv / "bin" / "pip"), "install", "--quiet", f"{REPO}[{extra}]"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if installed.returncode != 0:
+        unavailable("the package index", installed.stderr[-2000:])
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    (tmp_path / "app.py").write_text(APP, encoding="utf-8")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))},
+        "BROKER": broker,
+        "QUEUE": f"extras-{uuid.uuid4().hex[:8]}",
+        "FOLDER": str(folder),
+        **({"DATABASE": database} if database else {}),
+    }
+    log = (tmp_path / "worker.log").open("w")
+    worker = subprocess.Popen(  # noqa: S603 - the new environment's celery
+        [str(venv / "bin" / "celery"), "-A", "app", "worker", "--pool", "solo", "-l", "WARNING"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    done = tmp_path / "ran"
+    try:
+        subprocess.run(  # noqa: S603 - the new environment's interpreter
+            [
+                str(venv / "bin" / "python"),
+                "-c",
+                f"from app import probe; probe.delay({str(done)!r})",
+            ],
+            cwd=tmp_path,
+            env=env,
+            check=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 60
+        while not done.exists() and worker.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        log.close()
+    output = (tmp_path / "worker.log").read_text(errors="replace")
+    assert done.exists(), f"the worker with emailevents[{extra}] ran no task:\n{output[-3000:]}"
