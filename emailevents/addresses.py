@@ -24,7 +24,7 @@ from typing import Any
 
 import email_validator
 
-from .errors import ExpressionError
+from .errors import AddressError, ExpressionError
 from .expressions import Path, Template, header_text
 
 __all__ = [
@@ -44,10 +44,6 @@ __all__ = [
 _NOT_IN_ADDRESS = re.compile(r'[\s<>()\[\]\\,;:"]')
 # Specials that an unquoted display name may not hold ('.' is common in names and harmless).
 _NOT_IN_PHRASE = re.compile(r'[<>()\[\]\\,;:@"]')
-
-
-class AddressError(ValueError):
-    """Raised when a string is not one email address (optionally with a display name)."""
 
 
 def _controls(value: str) -> list[str]:

@@ -104,6 +104,25 @@ class DeliveryError(EmailEventsError, RuntimeError):
         return type(self), (str(self), self.result)
 
 
+class RenderError(EmailEventsError, ValueError):
+    """Raised when an expression cannot be rendered: reading an attribute failed, or gave a
+    callable (a method, a function, a class), which an expression never calls nor sends.
+
+    ``path`` is the expression's path (an :class:`emailevents.expressions.Path`).
+    """
+
+    def __init__(
+        self,
+        path: Any,
+        cause: BaseException | None = None,
+        *,
+        doing: str = "reading",
+        reason: str = "",
+    ) -> None:
+        self.path = path
+        super().__init__(reason or f"{doing} {{{path}}} failed: {type(cause).__name__}: {cause}")
+
+
 class ExpressionError(EmailEventsError, ValueError):
     """Raised when an expression does not parse, or names something it may not reach."""
 
@@ -112,3 +131,63 @@ class ExpressionError(EmailEventsError, ValueError):
         self.offset = offset
         super().__init__(f"{message} at column {offset + 1} of {source!r}")
         self.reason = message
+
+
+class AddressError(EmailEventsError, ValueError):
+    """Raised when a string is not one email address (optionally with a display name)."""
+
+
+class PathError(EmailEventsError, LookupError):
+    """Raised when an attribute path cannot be followed; ``index`` is the attribute at fault.
+
+    ``code`` is the lint code of the problem (docs/lint.md), ``hint`` what to write instead.
+    """
+
+    def __init__(self, message: str, index: int, *, code: str = "EE021", hint: str = "") -> None:
+        super().__init__(message)
+        self.index = index
+        self.code = code
+        self.hint = hint
+
+    def at(self, offset: int) -> PathError:
+        """The same error for a path that starts ``offset`` attributes earlier."""
+        return PathError(str(self), self.index + offset, code=self.code, hint=self.hint)
+
+
+class PostmarkAPIError(EmailEventsError, RuntimeError):
+    """Raised when Postmark answers a template or stream request with an unexpected error."""
+
+    def __init__(self, message: str, *, error_code: int | None, status: int | None) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.status = status
+
+
+class PostmarkUnreachableError(ConfigurationError):
+    """Raised when no Postmark API answers at the configured URL."""
+
+
+class PreviewError(EmailEventsError, RuntimeError):
+    """Raised when an email cannot be previewed: an entity is missing, its data is invalid, or
+    Postmark has no such template."""
+
+
+class TemplateSyntaxError(EmailEventsError, ValueError):
+    """Raised when rendering a template that has syntax errors; ``.errors`` lists them.
+
+    Each error has ``message``, ``line`` and ``character``, as Postmark reports them.
+    """
+
+    def __init__(self, errors: tuple[Any, ...]) -> None:
+        self.errors = errors
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(f"line {first.line}, character {first.character}: {first.message}{more}")
+
+
+class SenderError(EmailEventsError, RuntimeError):
+    """Raised when a sender breaks its contract (say, answers the wrong number of results)."""
+
+
+class TemplateLoadError(EmailEventsError, ValueError):
+    """Raised when templates given to FakePostmark are malformed; the message names the file."""

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import EmailEventsError, ExpressionError
+from .errors import ExpressionError, RenderError
 
 __all__ = ["Path", "RenderError", "Template", "body_text", "header_text", "parse"]
 
@@ -44,29 +44,13 @@ def body_text(text: str) -> str:
     return _SURROGATES.sub("\ufffd", text.replace("\x00", ""))
 
 
-class RenderError(EmailEventsError, ValueError):
-    """Raised when an expression cannot be rendered: reading an attribute failed, or gave a
-    callable (a method, a function, a class), which an expression never calls nor sends."""
-
-    def __init__(
-        self,
-        path: Path,
-        cause: BaseException | None = None,
-        *,
-        doing: str = "reading",
-        reason: str = "",
-    ) -> None:
-        self.path = path
-        super().__init__(reason or f"{doing} {{{path}}} failed: {type(cause).__name__}: {cause}")
-
-    @classmethod
-    def callable_value(cls, path: Path, value: Any) -> RenderError:
-        """The error for a path that leads to ``value``, a callable."""
-        return cls(
-            path,
-            reason=f"{{{path}}} is {_callable_kind(value)}, not a value; expressions never call "
-            "what they name (give the value itself, from a context callable or `build:`)",
-        )
+def _callable_error(path: Path, value: Any) -> RenderError:
+    """The error for a path that leads to ``value``, a callable."""
+    return RenderError(
+        path,
+        reason=f"{{{path}}} is {_callable_kind(value)}, not a value; expressions never call "
+        "what they name (give the value itself, from a context callable or `build:`)",
+    )
 
 
 def _callable_kind(value: Any) -> str:
@@ -106,13 +90,13 @@ class Path:
             if value is None:
                 return None
             if callable(value):
-                raise RenderError.callable_value(self, value)
+                raise _callable_error(self, value)
             try:
                 value = getattr(value, attr)
             except Exception as exc:
                 raise RenderError(self, exc) from exc
         if callable(value):  # its repr would be sent: '<bound method ... at 0x...>'
-            raise RenderError.callable_value(self, value)
+            raise _callable_error(self, value)
         return value
 
 

@@ -15,6 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.hybrid import HybridExtensionType
 from sqlalchemy.orm import Mapper
 
+from .errors import PathError
+
 __all__ = [
     "Callee",
     "PathError",
@@ -30,23 +32,6 @@ Kind = Literal["column", "object", "collection", "unknown"]
 
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 _REFERENCE = re.compile(rf"({_DOTTED}):({_DOTTED})\Z")
-
-
-class PathError(LookupError):
-    """Raised when an attribute path cannot be followed; ``index`` is the attribute at fault.
-
-    ``code`` is the lint code of the problem (docs/lint.md), ``hint`` what to write instead.
-    """
-
-    def __init__(self, message: str, index: int, *, code: str = "EE021", hint: str = "") -> None:
-        super().__init__(message)
-        self.index = index
-        self.code = code
-        self.hint = hint
-
-    def at(self, offset: int) -> PathError:
-        """The same error for a path that starts ``offset`` attributes earlier."""
-        return PathError(str(self), self.index + offset, code=self.code, hint=self.hint)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,14 @@ import requests
 from postmarker.exceptions import ClientError
 from pydantic import ValidationError
 
-from .errors import ConfigurationError, EmailEventsError, Problem, RegistryError, excerpt
+from .errors import (
+    ConfigurationError,
+    PostmarkAPIError,
+    PostmarkUnreachableError,
+    Problem,
+    RegistryError,
+    excerpt,
+)
 from .expressions import Path
 from .introspect import PathError, PathInfo, describe_path
 from .registry import (
@@ -727,19 +734,6 @@ def sample_template_model(event: Event) -> tuple[dict[str, Any], list[str]]:
 
 
 # --- Postmark ----------------------------------------------------------------------------------
-
-
-class PostmarkAPIError(EmailEventsError):
-    """Raised when Postmark answers a template or stream request with an unexpected error."""
-
-    def __init__(self, message: str, *, error_code: int | None, status: int | None) -> None:
-        super().__init__(message)
-        self.error_code = error_code
-        self.status = status
-
-
-class PostmarkUnreachableError(ConfigurationError):
-    """Raised when no Postmark API answers at the configured URL."""
 
 
 class PostmarkTemplates:

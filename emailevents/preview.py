@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from . import pipeline
 from .engine import bind_cuids
-from .errors import EmailEventsError, UnknownEventError
+from .errors import PreviewError, UnknownEventError
 from .lint import PostmarkTemplates, sample_recipients, sample_template_model
 from .outcomes import Outcome
 from .registry import Registry
@@ -27,11 +27,6 @@ if TYPE_CHECKING:
     from .senders.postmark import PostmarkSender
 
 __all__ = ["Preview", "PreviewError", "Rendered", "preview", "preview_sample", "render"]
-
-
-class PreviewError(EmailEventsError):
-    """Raised when an email cannot be previewed: an entity is missing, its data is invalid, or
-    Postmark has no such template."""
 
 
 @dataclass(frozen=True)

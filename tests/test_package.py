@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +60,47 @@ def test_importing_the_package_imports_no_dependency_until_a_name_is_used() -> N
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert done.stdout.split() == ["False", "True"]
+
+
+# Exceptions that never leave their module: control flow, or what a web handler turns into an
+# HTTP answer.
+PRIVATE_EXCEPTIONS = {"_Stop", "_ApiError", "_IllegalAddressError", "_ConfigurationProblem"}
+
+
+def _modules() -> list[str]:
+    names = [m.name for m in pkgutil.walk_packages(emailevents.__path__, "emailevents.")]
+    # demo.app opens the database a demo run left behind, at import.
+    return [name for name in names if name != "emailevents.demo.app"]
+
+
+@pytest.mark.parametrize("module", _modules())
+def test_every_exception_is_defined_in_errors(module: str) -> None:
+    found = importlib.import_module(module)
+    for name, value in vars(found).items():
+        if not (isinstance(value, type) and issubclass(value, BaseException)):
+            continue
+        if value.__module__ != module or name in PRIVATE_EXCEPTIONS:
+            continue  # imported from elsewhere, or never raised outside its module
+        assert module == "emailevents.errors", f"{module}.{name}: define it in errors.py"
+
+
+def test_every_error_has_the_root_and_a_leaf_the_built_in_it_resembles() -> None:
+    errors = importlib.import_module("emailevents.errors")
+    classes = [
+        value
+        for value in vars(errors).values()
+        if isinstance(value, type)
+        and issubclass(value, BaseException)
+        and value.__module__ == errors.__name__
+    ]
+    assert len(classes) > 10
+    for cls in classes:
+        assert issubclass(cls, emailevents.EmailEventsError), cls.__name__
+        if any(other is not cls and issubclass(other, cls) for other in classes):
+            continue  # a family's base (EmailEventsError, EmitError): its leaves say what
+        built_in = [
+            base
+            for base in cls.__mro__
+            if base.__module__ == "builtins" and base not in (BaseException, Exception, object)
+        ]
+        assert built_in, f"{cls.__name__}: give it the built-in it resembles (ValueError, ...)"

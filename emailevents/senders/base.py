@@ -14,13 +14,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from ..errors import EmailEventsError
+from ..errors import SenderError
 
 __all__ = ["Message", "SendResult", "SendStatus", "Sender", "SenderError"]
-
-
-class SenderError(EmailEventsError, RuntimeError):
-    """Raised when a sender breaks its contract (say, answers the wrong number of results)."""
 
 
 class SendStatus(StrEnum):

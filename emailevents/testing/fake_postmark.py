@@ -44,7 +44,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import yaml
 
 from ..addresses import AddressError, parse_address, split_addresses
-from ..errors import EmailEventsError
+from ..errors import TemplateLoadError
 from . import inbox
 from .mustache import Template, suggested_model
 
@@ -163,10 +163,6 @@ _STREAM_NAMES = {
 }
 # Assumed: Postmark's documentation names the endpoint, not its error for an unknown stream.
 _STREAM_NOT_FOUND = (1226, "The message stream for the provided 'ID' was not found.")
-
-
-class TemplateLoadError(EmailEventsError, ValueError):
-    """Raised when templates given to FakePostmark are malformed; the message names the file."""
 
 
 class _ApiError(Exception):

@@ -32,6 +32,8 @@ from typing import Any
 
 import pystache
 
+from ..errors import TemplateSyntaxError
+
 __all__ = ["Template", "TemplateError", "TemplateSyntaxError", "suggested_model"]
 
 # Mustachio's Tokenizer: a tag is two braces around brace-free text, or three around it.
@@ -78,16 +80,6 @@ class TemplateError:
     def as_postmark(self) -> dict[str, Any]:
         """The ``ValidationErrors`` item of Postmark's ``/templates/validate`` answer."""
         return {"Message": self.message, "Line": self.line, "CharacterPosition": self.character}
-
-
-class TemplateSyntaxError(ValueError):
-    """Raised when rendering a template that has syntax errors; ``.errors`` lists them."""
-
-    def __init__(self, errors: tuple[TemplateError, ...]) -> None:
-        self.errors = errors
-        first = errors[0]
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        super().__init__(f"line {first.line}, character {first.character}: {first.message}{more}")
 
 
 # -- parsing -----------------------------------------------------------------------------------
