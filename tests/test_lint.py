@@ -452,11 +452,12 @@ def postmark() -> Iterator[FakePostmark]:
         yield server
 
 
-@pytest.fixture
-def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postmark: FakePostmark) -> Iterator[Any]:
-    """The demo application as a module, sending with PostmarkSender to the local Postmark."""
+def _app_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postmark: FakePostmark, token: str
+) -> Iterator[Any]:
+    """The demo application as a module of its own, its PostmarkSender given ``token``."""
     name = f"lintapp_{uuid.uuid4().hex[:8]}"
-    source = APP.format(db=tmp_path / "app.sqlite3", token=TOKEN, url=postmark.url)
+    source = APP.format(db=tmp_path / "app.sqlite3", token=token, url=postmark.url)
     (tmp_path / f"{name}.py").write_text(source)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -466,6 +467,12 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postmark: FakePostmark)
     yield module
     module.engine.dispose()
     sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postmark: FakePostmark) -> Iterator[Any]:
+    """The demo application as a module, sending with PostmarkSender to the local Postmark."""
+    yield from _app_module(tmp_path, monkeypatch, postmark, TOKEN)
 
 
 def test_with_the_app_the_clean_registry_passes_at_its_postmark(
@@ -483,17 +490,7 @@ def tokenless_app(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postmark: FakePostmark
 ) -> Iterator[Any]:
     """The same application, its PostmarkSender given no token (a web process's settings)."""
-    name = f"lintapp_{uuid.uuid4().hex[:8]}"
-    source = APP.format(db=tmp_path / "app.sqlite3", token="", url=postmark.url)
-    (tmp_path / f"{name}.py").write_text(source)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv("POSTMARK_SERVER_TOKEN", raising=False)
-    module = __import__(name)
-    module.ref = f"{name}:events"
-    yield module
-    module.engine.dispose()
-    sys.modules.pop(name, None)
+    yield from _app_module(tmp_path, monkeypatch, postmark, "")
 
 
 def test_an_app_whose_sender_has_no_token_is_linted_with_the_token_given(
