@@ -16,7 +16,6 @@ development and test setups our users run; everything else is checked the same w
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import formataddr, getaddresses
@@ -25,7 +24,7 @@ from typing import Any
 import email_validator
 
 from .errors import AddressError, ExpressionError
-from .expressions import Path, Template, header_text
+from .expressions import Path, Template, header_text, unsendable
 
 __all__ = [
     "AddressError",
@@ -46,10 +45,6 @@ _NOT_IN_ADDRESS = re.compile(r'[\s<>()\[\]\\,;:"]')
 _NOT_IN_PHRASE = re.compile(r'[<>()\[\]\\,;:@"]')
 
 
-def _controls(value: str) -> list[str]:
-    return [c for c in value if unicodedata.category(c) in {"Cc", "Cs"}]
-
-
 def check_address(value: str) -> str:
     """One bare address (``ada@acme.test``), normalised; nothing else is accepted.
 
@@ -59,11 +54,9 @@ def check_address(value: str) -> str:
     """
     if not value:
         raise AddressError("the address is empty")
-    controls = _controls(value)
-    if controls:
-        raise AddressError(
-            f"{value!r} holds a control character or lone surrogate ({controls[0]!r})"
-        )
+    control = unsendable(value)
+    if control is not None:
+        raise AddressError(f"{value!r} holds a control character or lone surrogate ({control!r})")
     special = _NOT_IN_ADDRESS.search(value)
     if special is not None:
         raise AddressError(
@@ -90,10 +83,10 @@ def parse_address(value: str) -> tuple[str, str]:
     Raises:
         AddressError: not exactly one valid address; the message says what is wrong.
     """
-    controls = _controls(value)
-    if controls:
+    control = unsendable(value)
+    if control is not None:
         raise AddressError(
-            f"{value!r} holds a control character ({controls[0]!r}); "
+            f"{value!r} holds a control character ({control!r}); "
             "line breaks and NUL are not allowed in an address"
         )
     text = value.strip()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import logging
 import random
-import unicodedata
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from .errors import (
     EmitValueError,
     UnknownEventError,
 )
+from .expressions import unsendable
 from .introspect import Callee
 from .outcomes import Reason, RunResult, Status
 from .registry import Event, Registry, load_registry
@@ -422,7 +422,7 @@ def bind_cuids(event: Event, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -
                 f"{where}: '{name}' is not a CUID: {value[:40]!r} (empty, padded with spaces, "
                 f"or longer than {MAX_CUID_LENGTH} characters)"
             )
-        bad = next((c for c in value if unicodedata.category(c) in {"Cc", "Cs"}), None)
+        bad = unsendable(value)
         if bad is not None:
             # No database stores NUL in text, and a lone surrogate cannot be encoded to query.
             raise EmitValueError(

@@ -17,15 +17,31 @@ from typing import Any
 
 from .errors import ExpressionError, RenderError
 
-__all__ = ["Path", "RenderError", "Template", "body_text", "header_text", "parse"]
+__all__ = [
+    "Path",
+    "RenderError",
+    "Template",
+    "body_text",
+    "header_text",
+    "parse",
+    "unsendable",
+]
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 # Everything str.splitlines() breaks on: mail clients and Postmark differ in which they honour.
 _LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+")
-# What else never belongs in a header: the other C0 and C1 controls (NUL among them) and DEL.
+# What else never belongs in a header: the other C0 and C1 controls (NUL among them) and DEL,
+# Unicode's category Cc.
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Lone surrogates (from data decoded with surrogateescape) cannot be encoded to send.
 _SURROGATES = re.compile(r"[\ud800-\udfff]")
+_UNSENDABLE = re.compile(f"{_CONTROLS.pattern}|{_SURROGATES.pattern}")
+
+
+def unsendable(text: str) -> str | None:
+    """The first control character (NUL, CR, LF...) or lone surrogate in ``text``, if any."""
+    found = _UNSENDABLE.search(text)
+    return found.group() if found else None
 
 
 def header_text(text: str) -> str:
