@@ -990,6 +990,17 @@ def test_a_misspelt_relationship_is_reported_at_it() -> None:
     assert "did you mean 'reviewer'?" in problem.message
 
 
+def problem_at_fault(expression: str, at_fault: str) -> Problem:
+    """The one problem of ``expression`` in the home data value, checked to point at
+    ``at_fault``, the attribute where the path goes wrong."""
+    text = edit(with_note(), '"{site_url}"', f'"x {expression}"')
+    problem = only_problem(text)
+    assert (problem.line, problem.column) == at(
+        text, at_fault, after=expression[: expression.index(at_fault)]
+    )
+    return problem
+
+
 @pytest.mark.parametrize(
     ("expression", "at_fault", "message"),
     [
@@ -1008,11 +1019,7 @@ def test_a_misspelt_relationship_is_reported_at_it() -> None:
 def test_paths_to_methods_or_through_collections_are_reported_at_the_attribute(
     expression: str, at_fault: str, message: str
 ) -> None:
-    text = edit(with_note(), '"{site_url}"', f'"x {expression}"')
-    problem = only_problem(text)
-    assert (problem.line, problem.column) == at(
-        text, at_fault, after=expression[: expression.index(at_fault)]
-    )
+    problem = problem_at_fault(expression, at_fault)
     assert message in problem.message
     assert problem.message.startswith(f"events.project_created.data.home: {expression}: ")
 
@@ -1075,11 +1082,7 @@ def test_what_sqlalchemy_or_another_library_puts_on_a_model_is_out_of_reach(
     expression: str, at_fault: str, message: str
 ) -> None:
     # The last-but-one put a 6,587-character dump of every table into a sent subject.
-    text = edit(with_note(), '"{site_url}"', f'"x {expression}"')
-    problem = only_problem(text)
-    assert (problem.line, problem.column) == at(
-        text, at_fault, after=expression[: expression.index(at_fault)]
-    )
+    problem = problem_at_fault(expression, at_fault)
     assert problem.message == (
         f"events.project_created.data.home: {expression}: {message}, not part of the "
         "application's model"
