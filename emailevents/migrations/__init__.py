@@ -1,0 +1,1 @@
+"""Alembic migrations for emailevents' own tables; run them with ``emailevents db upgrade``."""
