@@ -136,6 +136,34 @@ def list_events(registry: str, fmt: str) -> None:
 
 
 @main.command()
+@click.argument("registry", default="events.yaml", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The module to write, e.g. myapp/emails.py.",
+)
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 when OUTPUT is out of date.")
+def stubs(registry: str, output: Path, check: bool) -> None:
+    """Write a typed emit() for the registry's events (one overload per event)."""
+    from .stubs import render_stubs  # noqa: PLC0415
+
+    text = render_stubs(_registry(registry), source=registry, target=output.as_posix())
+    if not check:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}: emit() typed for {registry}")
+        return
+    if not output.is_file() or output.read_text(encoding="utf-8") != text:
+        click.echo(
+            f"{output} does not match {registry}: run `emailevents stubs {registry} -o {output}`",
+            err=True,
+        )
+        raise SystemExit(1)
+    click.echo(f"{output} matches {registry}")
+
+
+@main.command()
 @click.option(
     "--dir",
     "directory",
