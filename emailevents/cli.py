@@ -239,7 +239,8 @@ def demo(directory: Path, serve: bool, port: int, verbose: bool) -> None:
 )
 def fake_postmark(host: str, port: int, tokens: tuple[str, ...], templates: Path | None) -> None:
     """Run the local Postmark-compatible server, for development and tests."""
-    from .testing.fake_postmark import DEMO_TEMPLATES, FakePostmark  # noqa: PLC0415
+    from .demo import DEMO_TEMPLATES  # noqa: PLC0415
+    from .testing.fake_postmark import FakePostmark  # noqa: PLC0415
 
     _logging(verbose=False)
     try:

@@ -191,3 +191,21 @@ class SenderError(EmailEventsError, RuntimeError):
 
 class TemplateLoadError(EmailEventsError, ValueError):
     """Raised when templates given to FakePostmark are malformed; the message names the file."""
+
+
+class RequestRefusedError(EmailEventsError, ValueError):
+    """Raised inside FakePostmark to refuse a request as Postmark would; it never leaves the server.
+
+    The server answers it with ``status`` and Postmark's error body (:meth:`body`); a template
+    given to FakePostmark that it refuses becomes a :class:`TemplateLoadError` instead.
+    """
+
+    def __init__(self, error_code: int, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.message = message
+        self.status = status
+
+    def body(self) -> dict[str, Any]:
+        """Postmark's error answer: ``{"ErrorCode": ..., "Message": ...}``."""
+        return {"ErrorCode": self.error_code, "Message": self.message}

@@ -20,12 +20,8 @@ from hypothesis import strategies as st
 from postmarker.core import PostmarkClient
 from postmarker.exceptions import ClientError
 
-from emailevents.testing.fake_postmark import (
-    DEMO_TEMPLATES,
-    MAX_EMAIL_BYTES,
-    FakePostmark,
-    TemplateLoadError,
-)
+from emailevents.demo import DEMO_TEMPLATES
+from emailevents.testing.fake_postmark import MAX_EMAIL_BYTES, FakePostmark, TemplateLoadError
 
 TOKEN = "test-token"
 NO_TOKEN = "No Account or Server API tokens were supplied in the HTTP headers."

@@ -19,8 +19,7 @@ from postmarker.core import PostmarkClient
 
 from emailevents.senders import Message, SendStatus
 from emailevents.senders.postmark import PostmarkSender
-from emailevents.testing import inbox
-from emailevents.testing.fake_postmark import FakePostmark
+from emailevents.testing.fake_postmark import FakePostmark, inbox
 
 from .conftest import unavailable
 

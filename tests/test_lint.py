@@ -24,6 +24,7 @@ import yaml
 from click.testing import CliRunner
 
 from emailevents.cli import main
+from emailevents.demo import DEMO_TEMPLATES
 from emailevents.lint import (
     CODES,
     NOT_IMPORTED,
@@ -34,7 +35,7 @@ from emailevents.lint import (
     lint_report,
 )
 from emailevents.senders import PostmarkSender
-from emailevents.testing.fake_postmark import DEMO_TEMPLATES, FakePostmark
+from emailevents.testing.fake_postmark import FakePostmark
 from tests.test_docs import parse_blocks
 
 ROOT = Path(__file__).parent.parent

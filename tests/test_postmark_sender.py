@@ -31,7 +31,7 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from emailevents import EmailEvents, Reason, Status
-from emailevents.demo import hooks, models, seed
+from emailevents.demo import DEMO_TEMPLATES, hooks, models, seed
 from emailevents.demo.run import REGISTRY
 from emailevents.errors import ConfigurationError
 from emailevents.senders.base import Message, SendResult, SendStatus
@@ -43,7 +43,7 @@ from emailevents.senders.postmark import (
 )
 from emailevents.store import deliveries
 from emailevents.testing import Runs, memory_app, worker
-from emailevents.testing.fake_postmark import DEMO_TEMPLATES, FakePostmark
+from emailevents.testing.fake_postmark import FakePostmark
 
 TOKEN = "test-token"
 DOC = Path(__file__).parent.parent / "docs" / "postmark.md"

@@ -15,11 +15,11 @@ from click.testing import CliRunner
 
 from emailevents import store
 from emailevents.cli import main
-from emailevents.demo import seed
+from emailevents.demo import DEMO_TEMPLATES, seed
 from emailevents.demo.run import REGISTRY
 from emailevents.preview import PreviewError, preview, preview_sample
 from emailevents.registry import load_registry
-from emailevents.testing.fake_postmark import DEMO_TEMPLATES, FakePostmark
+from emailevents.testing.fake_postmark import FakePostmark
 
 TOKEN = "preview-test-token"
 

@@ -30,9 +30,9 @@ from ..errors import ConfigurationError
 from ..outcomes import RunResult
 from ..senders.base import Sender
 from ..senders.postmark import PostmarkSender
-from ..testing import Runs, inbox, memory_app, worker
-from ..testing.fake_postmark import DEMO_TEMPLATES, FakePostmark
-from . import hooks, models, seed
+from ..testing import Runs, memory_app, worker
+from ..testing.fake_postmark import FakePostmark, inbox
+from . import DEMO_TEMPLATES, hooks, models, seed
 
 __all__ = [
     "DATABASE",

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from ..demo import DEMO_TEMPLATES
 from ..senders.outbox import OutboxSender
-from .fake_postmark import DEMO_TEMPLATES, FakePostmark
+from .fake_postmark import FakePostmark
 
 
 @pytest.fixture

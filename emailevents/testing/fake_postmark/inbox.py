@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 if TYPE_CHECKING:
-    from .fake_postmark import ReceivedMessage
+    from .messages import ReceivedMessage
 
 __all__ = [
     "LIST_LIMIT",
