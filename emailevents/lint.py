@@ -18,46 +18,26 @@ comment on its line: ``template: welcome  # emailevents: ignore[EE038]``.
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 import difflib
-import enum
-import json
 import re
-import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path as FilePath
 from typing import Any
-from urllib.parse import quote
 
-import requests
-from postmarker.exceptions import ClientError
 from pydantic import ValidationError
 
-from .errors import (
-    ConfigurationError,
-    PostmarkAPIError,
-    PostmarkUnreachableError,
-    Problem,
-    RegistryError,
-    excerpt,
-)
+from .errors import PostmarkAPIError, PostmarkUnreachableError, Problem
 from .expressions import Path
-from .introspect import PathError, PathInfo, describe_path
-from .registry import (
-    ALWAYS,
-    DefaultsSpec,
-    EntityType,
-    Event,
-    EventSpec,
-    Expression,
-    Registry,
-    _Compiler,
-)
-from .senders.postmark import TOKEN_VARIABLE, URL_VARIABLE, PostmarkSender
-from .yamlnodes import Document, Key, load_document
+from .findings import CODES, Finding, LintReport, Severity
+from .introspect import PathError, describe_path
+from .registry import ALWAYS, Event, EventSpec, Expression, compile_registry
+from .registry.model import context_problems, context_references
+from .samples import sample_values
+from .senders.postmark import PostmarkSender
+from .senders.postmark_templates import PostmarkTemplates
+from .yamlnodes import Key
 
 __all__ = [
     "CODES",
@@ -65,88 +45,12 @@ __all__ = [
     "Finding",
     "LintReport",
     "PostmarkAPIError",
-    "PostmarkTemplates",
     "PostmarkUnreachableError",
     "Severity",
     "lint",
     "lint_report",
     "org_settings_toggles",
-    "sample_recipients",
-    "sample_template_model",
 ]
-
-
-class Severity(enum.StrEnum):
-    """How bad a finding is; ``--fail-on`` picks the lowest that fails the run."""
-
-    ERROR = "error"
-    WARNING = "warning"
-    INFO = "info"
-
-    @property
-    def rank(self) -> int:
-        return {"error": 3, "warning": 2, "info": 1}[self.value]
-
-
-_E, _W, _I = Severity.ERROR, Severity.WARNING, Severity.INFO
-
-#: Every finding code: its severity and what it is about. docs/lint.md has a section per code.
-CODES: Mapping[str, tuple[Severity, str]] = {
-    # The registry as YAML, and its schema.
-    "EE001": (_E, "the registry cannot be read or compiled"),
-    "EE002": (_E, "invalid YAML"),
-    "EE003": (_E, "duplicate key"),
-    "EE004": (_E, "YAML anchors, aliases, tags and complex keys are not supported"),
-    "EE005": (_E, "unknown field"),
-    "EE006": (_E, "missing required field or section"),
-    "EE007": (_E, "wrong type or invalid value"),
-    "EE008": (_E, "unsupported version"),
-    "EE009": (_E, "invalid From address"),
-    # Names and references to the application's code.
-    "EE010": (_E, "invalid name"),
-    "EE011": (_E, "unknown entity type"),
-    "EE012": (_E, "module:attr reference cannot be imported"),
-    "EE013": (_E, "reference is not the kind of object expected"),
-    "EE014": (_E, "callable cannot be called with the names it would get"),
-    "EE015": (_E, "SQLAlchemy cannot configure the mapped class"),
-    "EE016": (_E, "entity type has no column to load it by"),
-    # Expressions.
-    "EE020": (_E, "expression syntax"),
-    "EE021": (_E, "attribute path not found"),
-    "EE022": (_E, "expression is an object or collection, not a value"),
-    "EE023": (_E, "recipient object has no email attribute"),
-    "EE024": (_E, "name is neither an entity nor a context value"),
-    "EE025": (_W, "expression through a nullable column or relationship"),
-    "EE026": (_I, "context value not checked without the application"),
-    "EE027": (_E, "attribute SQLAlchemy puts on a model, not the application's"),
-    # Toggles, recipients, tasks, templates.
-    "EE030": (_E, "invalid toggle key"),
-    "EE031": (_E, "toggle without the organization entity"),
-    "EE032": (_W, "toggle key unknown to the org settings, which hold a similar one"),
-    "EE033": (_W, "org settings for a toggle key no event uses"),
-    "EE034": (_E, "event sends to nobody"),
-    "EE035": (_E, "both to: and recipients:"),
-    "EE036": (_E, "invalid task name"),
-    "EE037": (_E, "task name used twice"),
-    "EE038": (_W, "template used by several events"),
-    "EE039": (_E, "address is not one address, or `Name <address>`"),
-    # The TemplateModel.
-    "EE040": (_E, "payload class has no field for a value the event provides"),
-    "EE041": (_E, "payload class requires a value the event does not provide"),
-    "EE042": (_E, "payload class rejects the type of a value the event provides"),
-    "EE043": (_E, "data.subject clashes with the subject"),
-    # Against Postmark.
-    "EE050": (_E, "template not found at Postmark"),
-    "EE051": (_E, "template is inactive"),
-    "EE052": (_E, "template is not a Standard template"),
-    "EE053": (_E, "template uses a variable the event does not provide"),
-    "EE054": (_W, "template uses a variable only build: could provide"),
-    "EE055": (_W, "event provides a value the template never uses"),
-    "EE056": (_E, "template uses a variable as a list or object, the event provides a value"),
-    "EE057": (_E, "message stream not found or archived"),
-    "EE058": (_E, "message stream is not a sending stream"),
-    "EE059": (_I, "message stream not checked"),
-}
 
 #: What lint leaves out when it imports nothing (``resolve=False``): the checks that need the
 #: application's classes and callables.
@@ -158,91 +62,7 @@ NOT_IMPORTED = (
 )
 
 _IGNORE = re.compile(r"#\s*emailevents:\s*ignore\[(?P<codes>[A-Z0-9,\s]+)\]")
-_PAGE = 100  # Postmark's largest page of GET /templates
 _WORKERS = 8  # concurrent template requests: a few seconds for 100 templates over the internet
-_NOT_A_POSTMARK_ANSWER = frozenset({404, 405})
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One thing lint found, and where: ``path:line:col: EE0NN message (hint)``.
-
-    ``source_line`` is the line of the file it is on, when the finding shows it (YAML syntax
-    errors): printed on the lines after, with a caret under the column.
-    """
-
-    code: str
-    severity: Severity
-    message: str
-    hint: str = ""
-    file: str = ""
-    line: int = 0
-    column: int = 0
-    source_line: str = ""
-
-    @classmethod
-    def of(
-        cls,
-        code: str,
-        message: str,
-        *,
-        hint: str = "",
-        file: str = "",
-        line: int = 0,
-        column: int = 0,
-    ) -> Finding:
-        """A finding with ``code``'s severity (from :data:`CODES`)."""
-        return cls(code, CODES[code][0], message, hint, file, line, column)
-
-    @classmethod
-    def from_problem(cls, problem: Problem) -> Finding:
-        code = problem.code if problem.code in CODES else "EE001"
-        return cls(
-            code,
-            CODES[code][0],
-            problem.message,
-            problem.hint,
-            problem.file,
-            problem.line,
-            problem.column,
-            problem.source_line,
-        )
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
-        hint = f" ({self.hint})" if self.hint else ""
-        return f"{where}: {self.code} {self.message}{hint}{excerpt(self.source_line, self.column)}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "code": self.code,
-            "severity": self.severity.value,
-            "message": self.message,
-            "hint": self.hint,
-            "file": self.file,
-            "line": self.line,
-            "column": self.column,
-            "source_line": self.source_line,
-        }
-
-
-@dataclass(frozen=True)
-class LintReport:
-    """What :func:`lint_report` found, and what it looked at."""
-
-    findings: tuple[Finding, ...]
-    events: int
-    """How many events the registry declares."""
-    shared_toggles: Mapping[str, tuple[str, ...]]
-    """Toggle keys that switch several events, and those events (one org setting, many emails)."""
-    postmark: str | None = None
-    """The Postmark API URL the templates were checked at; None when offline."""
-    templates_checked: int = 0
-    skipped: tuple[str, ...] = ()
-    """The checks left out: :data:`NOT_IMPORTED` when nothing was imported."""
-
-    def counts(self) -> dict[str, int]:
-        return {s.value: sum(1 for f in self.findings if f.severity is s) for s in Severity}
 
 
 def lint(
@@ -318,45 +138,6 @@ def org_settings_toggles(session: Any) -> dict[str, int]:
     return {str(key): int(count) for key, count in rows}
 
 
-# --- the loader, keeping what it compiled ---------------------------------------------------
-
-
-class _LintCompiler(_Compiler):
-    """The registry's own compiler, keeping the events that compiled despite problems elsewhere.
-
-    The loader builds no registry when there is any problem; lint goes on checking those events.
-    """
-
-    def __init__(self, doc: Document, *, resolve: bool) -> None:
-        super().__init__(doc, resolve=resolve)
-        self.events: dict[str, Event] = {}
-        self.specs: dict[str, EventSpec] = {}
-        self.defaults: DefaultsSpec | None = None
-
-    def _defaults(self, data: dict[str, Any]) -> tuple[DefaultsSpec | None, Any]:
-        found = super()._defaults(data)
-        self.defaults = found[0]
-        return found
-
-    def _event(
-        self,
-        key: str,
-        spec: EventSpec,
-        defaults: DefaultsSpec | None,
-        org: str,
-        types: dict[str, EntityType | None] | None,
-    ) -> Event | None:
-        self.specs[key] = spec
-        event = super()._event(key, spec, defaults, org, types)
-        if event is not None:
-            self.events[key] = event
-        return event
-
-    def valid(self, key: str, name: str) -> bool:
-        """Whether event ``key``'s field ``name`` was valid as written."""
-        return name not in self.invalid.get(("events", key), frozenset())
-
-
 # --- lint ----------------------------------------------------------------------------------
 
 
@@ -367,8 +148,8 @@ class _Linter:
         self.text = text
         self.filename = filename
         self.resolve = resolve
-        self.doc = load_document(text, filename)
-        self.compiler = _LintCompiler(self.doc, resolve=resolve)
+        self.compiled = compile_registry(text, filename=filename, resolve=resolve)
+        self.doc = self.compiled.document
         self.findings: list[Finding] = []
 
     def run(
@@ -378,11 +159,8 @@ class _Linter:
         toggle_keys: Mapping[str, int] | None,
         sender: PostmarkSender | None,
     ) -> LintReport:
-        doc, compiler = self.doc, self.compiler
-        if doc.data is not None or not doc.problems:  # as parse_registry: no data, no compiling
-            compiler.compile()
-        self.findings = [Finding.from_problem(p) for p in doc.problems]
-        events = list(compiler.events.values())
+        self.findings = [Finding.from_problem(p) for p in self.compiled.problems]
+        events = list(self.compiled.events.values())
         if self.resolve:  # both need the entity and payload classes
             for event in events:
                 self._nullable(event)
@@ -398,7 +176,7 @@ class _Linter:
         findings.sort(key=lambda f: (f.file, f.line, f.column, f.code, f.message))
         return LintReport(
             findings=tuple(dict.fromkeys(findings)),
-            events=len(compiler.specs),
+            events=len(self.compiled.specs),
             shared_toggles=self._shared_toggles(),
             postmark=sender.api_url if sender is not None else None,
             templates_checked=checked,
@@ -463,7 +241,7 @@ class _Linter:
         """EE042: a ``payload:`` class field that cannot take the type of value the event builds."""
         if event.spec.payload is None:
             return
-        model, typed = _sample_values(event)
+        model, typed = sample_values(event)
         try:
             event.payload_model.model_validate(model)
         except ValidationError as exc:
@@ -490,55 +268,44 @@ class _Linter:
 
     def _context(self, context_names: Iterable[str] | Mapping[str, Any] | None) -> None:
         """EE026 offline; EE024 (and EE014 for callables) against the application's context."""
-        refs = self.compiler.context_refs
-        if not refs:
-            return
+        events = self.compiled.events.values()
         if context_names is None:
-            seen: dict[str, list[str]] = {}
-            first: dict[str, tuple[Expression, Path]] = {}
-            for event, expression, path in refs:
-                users = seen.setdefault(path.root, [])
-                if event.key not in users:
-                    users.append(event.key)
-                first.setdefault(path.root, (expression, path))
-            for name, (expression, path) in first.items():
-                users = seen[name]
-                self.add_problem(
-                    expression.problem(
-                        f"'{name}' is not an entity, so it must be a context value given to "
-                        f"EmailEvents (used by {len(users)} event{'s' if len(users) > 1 else ''})",
-                        path,
-                        code="EE026",
-                        hint="run lint with --app to check it against the application's context",
-                    )
-                )
+            self._context_unchecked(events)
             return
         context = (
             dict(context_names)
             if isinstance(context_names, Mapping)
             else dict.fromkeys(context_names)
         )
-        defaults = self.compiler.defaults
-        assert defaults is not None  # noqa: S101 - events compiled, so defaults did
-        stand_in = Registry(
-            source=self.filename,
-            version=1,
-            defaults=defaults,
-            entity_types={},
-            events={},
-            _context_refs=tuple(refs),
-        )
-        try:
-            stand_in.check_context(context)
-        except RegistryError as exc:
-            for problem in exc.problems:
-                self.add_problem(problem)
+        for problem in context_problems(events, context):
+            self.add_problem(problem)
+
+    def _context_unchecked(self, events: Iterable[Event]) -> None:
+        """EE026: each name that must be a context value, once, where it is first used."""
+        seen: dict[str, list[str]] = {}
+        first: dict[str, tuple[Expression, Path]] = {}
+        for event, expression, path in context_references(events):
+            users = seen.setdefault(path.root, [])
+            if event.key not in users:
+                users.append(event.key)
+            first.setdefault(path.root, (expression, path))
+        for name, (expression, path) in first.items():
+            users = seen[name]
+            self.add_problem(
+                expression.problem(
+                    f"'{name}' is not an entity, so it must be a context value given to "
+                    f"EmailEvents (used by {len(users)} event{'s' if len(users) > 1 else ''})",
+                    path,
+                    code="EE026",
+                    hint="run lint with --app to check it against the application's context",
+                )
+            )
 
     def _shared_templates(self) -> None:
         """EE038: one template for several events, reported at each event after the first."""
         first: dict[str, str] = {}
-        for key, spec in self.compiler.specs.items():
-            if not self.compiler.valid(key, "template"):
+        for key, spec in self.compiled.specs.items():
+            if not self.compiled.valid(key, "template"):
                 continue
             ref = str(spec.template)
             if ref in first:
@@ -554,8 +321,8 @@ class _Linter:
 
     def _toggle_users(self) -> dict[str, list[str]]:
         users: dict[str, list[str]] = {}
-        for key, spec in self.compiler.specs.items():
-            if self.compiler.valid(key, "toggle") and spec.toggle != ALWAYS:
+        for key, spec in self.compiled.specs.items():
+            if self.compiled.valid(key, "toggle") and spec.toggle != ALWAYS:
                 users.setdefault(spec.toggle, []).append(key)
         return users
 
@@ -636,221 +403,6 @@ def _guarded(event: Event, ref: Path, index: int) -> bool:
     return True
 
 
-# --- sample values ---------------------------------------------------------------------------
-
-_SAMPLES: tuple[tuple[type, Callable[[str], Any]], ...] = (
-    (bool, lambda _: True),
-    (int, lambda _: 1),
-    (float, lambda _: 1.5),
-    (decimal.Decimal, lambda _: decimal.Decimal("1.50")),
-    (dt.datetime, lambda _: dt.datetime(2025, 1, 31, 9, 30, tzinfo=dt.UTC)),
-    (dt.date, lambda _: dt.date(2025, 1, 31)),
-    (dt.time, lambda _: dt.time(9, 30)),
-    (dt.timedelta, lambda _: dt.timedelta(hours=1)),
-    (uuid.UUID, lambda _: uuid.UUID(int=1)),
-    (str, lambda path: f"<{path}>"),
-)
-
-
-def _sample_of(event: Event, ref: Path) -> tuple[Any, bool]:
-    """A sample value for ``ref`` of the type its column holds; whether that type is known."""
-    entity = dict(event.entities).get(ref.root)
-    info: PathInfo | None = None
-    if entity is not None:
-        try:
-            info = describe_path(entity.model, ref.attrs)
-        except PathError:
-            info = None
-    python_type = info.python_type if info is not None and info.kind == "column" else None
-    if python_type is not None:
-        if issubclass(python_type, enum.Enum):
-            members = list(python_type)
-            if members:
-                return members[0], True
-        for cls, make in _SAMPLES:
-            if issubclass(python_type, cls):
-                return make(str(ref)), True
-    return f"<{ref}>", False
-
-
-def _sample_text(expression: Expression) -> str:
-    return "".join(
-        part if isinstance(part, str) else f"<{part}>" for part in expression.template.parts
-    )
-
-
-def _sample_values(event: Event) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The subject and data with sample values; and those whose type is known, by name."""
-    model: dict[str, Any] = {}
-    typed: dict[str, Any] = {}
-    if event.subject is not None:
-        model["subject"] = typed["subject"] = _sample_text(event.subject)
-    for expression in event.data:
-        name = expression.field.removeprefix("data.")
-        single = expression.template.single_path
-        if single is None:
-            model[name] = typed[name] = _sample_text(expression)
-            continue
-        value, known = _sample_of(event, single)
-        model[name] = value
-        if known:
-            typed[name] = value
-    return model, typed
-
-
-def sample_recipients(event: Event) -> list[str]:
-    """The event's ``to:`` with each path as ``<path>``, or where ``recipients:`` come from."""
-    if event.recipients is not None:
-        return [f"<whoever {event.spec.recipients} returns>"]
-    return [_sample_text(expression) for expression in event.to]
-
-
-def sample_template_model(event: Event) -> tuple[dict[str, Any], list[str]]:
-    """A TemplateModel of sample values for ``event``, built without a database.
-
-    Each value that is one column gets a sample of the column's type (strings read like
-    ``<org.name>``), text gets its paths as ``<path>``; the result goes through the event's
-    payload model as a task's would. Returns the model and notes on what could not be shown.
-    """
-    model, _ = _sample_values(event)
-    notes: list[str] = []
-    if event.build is not None:
-        notes.append(
-            f"build: {event.spec.build} adds values when the task runs; they are not shown"
-        )
-        for name, info in event.payload_model.model_fields.items():
-            alias = info.alias or name
-            if info.is_required() and alias not in model:
-                model[alias] = f"<build: {alias}>"
-    try:
-        validated = event.payload_model.model_validate(model)
-        return validated.model_dump(mode="json", by_alias=True), notes
-    except ValidationError as exc:
-        notes.append(
-            f"{event.payload_model.__name__} rejects the samples ({exc.error_count()} errors); "
-            "shown unvalidated"
-        )
-        return json.loads(json.dumps(model, default=str)), notes
-
-
-# --- Postmark ----------------------------------------------------------------------------------
-
-
-class PostmarkTemplates:
-    """The parts of Postmark's templates and message streams API that lint and preview read.
-
-    Requests go through the sender's postmarker client (one per thread), so the token and URL are
-    exactly the sender's. Errors that mean the settings are wrong become
-    :class:`~emailevents.ConfigurationError` naming the setting, never showing the token.
-    """
-
-    def __init__(self, sender: PostmarkSender) -> None:
-        self.sender = sender
-
-    @property
-    def url(self) -> str:
-        return self.sender.api_url
-
-    def templates(self) -> list[dict[str, Any]]:
-        """Every template of the server (``GET /templates``, page by page)."""
-        found: list[dict[str, Any]] = []
-        while True:
-            page = self.call("GET", "templates", Count=_PAGE, Offset=len(found), TemplateType="All")
-            items = page.get("Templates") or []
-            found.extend(items)
-            if not items or len(found) >= int(page.get("TotalCount", 0)):
-                return found
-
-    def template(self, ref: int | str) -> dict[str, Any] | None:
-        """One template with its content (``GET /templates/{id or alias}``); None if unknown."""
-        try:
-            answer: dict[str, Any] = self.call("GET", f"templates/{quote(str(ref), safe='')}")
-        except PostmarkAPIError as exc:
-            if exc.error_code == 1101:  # noqa: PLR2004 - Postmark's "Template not found"
-                return None
-            raise
-        return answer
-
-    def validate(
-        self, template: Mapping[str, Any], model: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """``POST /templates/validate``: the rendering with ``model``, and the variables used."""
-        body: dict[str, Any] = {
-            "Subject": template.get("Subject"),
-            "HtmlBody": template.get("HtmlBody"),
-            "TextBody": template.get("TextBody"),
-            "TestRenderModel": dict(model or {}),
-            "InlineCssForHtmlTestRender": True,
-            "TemplateType": "Standard",
-        }
-        if template.get("LayoutTemplate"):
-            # The layout's variables are part of the TemplateModel too.
-            body["LayoutTemplate"] = template["LayoutTemplate"]
-        answer: dict[str, Any] = self.call("POST", "templates/validate", data=body)
-        return answer
-
-    def streams(self) -> list[dict[str, Any]] | None:
-        """Every message stream (``GET /message-streams``); None where the API has none."""
-        try:
-            answer = self.call(
-                "GET", "message-streams", MessageStreamType="All", IncludeArchivedStreams="true"
-            )
-        except PostmarkAPIError as exc:
-            if exc.status in _NOT_A_POSTMARK_ANSWER:
-                return None
-            raise
-        return list(answer.get("MessageStreams") or [])
-
-    def call(self, method: str, endpoint: str, data: Any = None, **params: Any) -> Any:
-        """One request; failures that mean wrong settings raise ConfigurationError."""
-        try:
-            return self.sender.client.call(method, endpoint, data=data, **params)
-        except ClientError as exc:
-            status = _status(exc.__cause__)
-            code = exc.error_code if isinstance(exc.error_code, int) else None
-            if code == 10 or status == 401:  # noqa: PLR2004 - Postmark's bad or missing token
-                raise ConfigurationError(
-                    f"Postmark at {self.url} rejected the server token (ErrorCode {code}): set "
-                    f"--token or {TOKEN_VARIABLE} to the server's API token"
-                ) from None
-            text = re.sub(r"^\[-?\d+\] ", "", str(exc.args[0]) if exc.args else "")
-            raise PostmarkAPIError(
-                f"{method} /{endpoint}: HTTP {status}, ErrorCode {code}: {text}",
-                error_code=code,
-                status=status,
-            ) from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise PostmarkUnreachableError(
-                f"cannot reach Postmark at {self.url} ({type(exc).__name__}): check --api-url "
-                f"or {URL_VARIABLE}"
-            ) from None
-        except (requests.HTTPError, KeyError, ValueError) as exc:
-            # An answer that is not Postmark's JSON: the URL is some other server.
-            cause = exc if isinstance(exc, requests.HTTPError) else exc.__context__
-            status = _status(cause)
-            if status == 401:  # noqa: PLR2004
-                raise ConfigurationError(
-                    f"{self.url} rejected the server token (HTTP 401): set --token or "
-                    f"{TOKEN_VARIABLE} to the server's API token"
-                ) from None
-            if status in _NOT_A_POSTMARK_ANSWER:
-                raise PostmarkAPIError(
-                    f"{method} /{endpoint}: HTTP {status}, not a Postmark answer",
-                    error_code=None,
-                    status=status,
-                ) from None
-            answered = f"HTTP {status}" if status else "not JSON"
-            raise ConfigurationError(
-                f"{self.url} did not answer like Postmark's API ({answered}): check "
-                f"--api-url or {URL_VARIABLE}"
-            ) from None
-
-
-def _status(exc: BaseException | None) -> int | None:
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    return status if isinstance(status, int) else None
-
-
 @dataclass(frozen=True)
 class _Provided:
     """The TemplateModel variables an event provides, and which are plain values."""
@@ -870,7 +422,7 @@ def _provided(event: Event) -> _Provided:
         names.add("subject")
         plain.add("subject")
         written["subject"] = ("events", event.key, "subject")
-    _, typed = _sample_values(event)
+    _, typed = sample_values(event)
     for expression in event.data:
         name = expression.field.removeprefix("data.")
         names.add(name)
@@ -896,9 +448,9 @@ class _PostmarkCheck:
         by_id = {t.get("TemplateId"): t for t in listed}
         by_alias = {t.get("Alias"): t for t in listed if t.get("Alias")}
         wanted: dict[str, dict[str, Any]] = {}
-        compiler = self.linter.compiler
-        for key, spec in compiler.specs.items():
-            if not compiler.valid(key, "template"):
+        compiled = self.linter.compiled
+        for key, spec in compiled.specs.items():
+            if not compiled.valid(key, "template"):
                 continue
             if isinstance(spec.template, int):
                 summary = by_id.get(spec.template)
@@ -1027,7 +579,7 @@ class _PostmarkCheck:
 
     def _stream(self) -> None:
         """EE057-EE059: the registry's message stream exists and sends."""
-        defaults = self.linter.compiler.defaults
+        defaults = self.linter.compiled.defaults
         if defaults is None:
             return
         stream = defaults.message_stream

@@ -18,9 +18,10 @@ import sqlalchemy as sa
 from . import pipeline
 from .engine import bind_cuids
 from .errors import PreviewError, UnknownEventError
-from .lint import PostmarkTemplates, sample_recipients, sample_template_model
 from .outcomes import Outcome
 from .registry import Registry
+from .samples import sample_recipients, sample_template_model
+from .senders.postmark_templates import PostmarkTemplates
 
 if TYPE_CHECKING:
     from .engine import EmailEvents

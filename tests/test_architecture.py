@@ -167,12 +167,10 @@ def test_no_module_is_over_the_line_limit() -> None:
     } == {}
 
 
-@IN_PROGRESS
 def test_no_module_imports_another_modules_private_names() -> None:
     assert private_imports() == []
 
 
-@IN_PROGRESS
 def test_no_class_derives_from_another_modules_private_class() -> None:
     assert private_subclasses() == []
 

@@ -21,7 +21,7 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from email.utils import getaddresses
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 from urllib.parse import urlsplit
 
 import requests
@@ -88,11 +88,13 @@ ERROR_CODES: Mapping[int, tuple[SendStatus, str]] = {
     1120: (P, "a required template field (the TemplateModel) is missing"),
 }
 
+BAD_TOKEN = 10  # ErrorCode "Bad or missing API token"
+TEMPLATE_NOT_FOUND = 1101  # ErrorCode "Template not found"
+UNAUTHORIZED = 401  # HTTP status: the token
+NOT_POSTMARK_API = frozenset({404, 405})  # HTTP statuses: the URL is not Postmark's API
+
 _RATE_LIMITED = 429
 _SERVER_ERROR = 500
-_UNAUTHORIZED = 401
-_NOT_FOUND = 404
-_METHOD_NOT_ALLOWED = 405
 _INACTIVE = 406
 
 # Postmark accepts a message some of whose recipients are inactive with ErrorCode 0 and the
@@ -121,9 +123,33 @@ def outcome_of_error_code(code: int | None, http_status: int | None = None) -> S
         return SendStatus.TRANSIENT
     if code is not None and code in ERROR_CODES:
         return ERROR_CODES[code][0]
-    if http_status in {_UNAUTHORIZED, _NOT_FOUND, _METHOD_NOT_ALLOWED}:
+    if http_status == UNAUTHORIZED or http_status in NOT_POSTMARK_API:
         return SendStatus.CONFIGURATION
     return SendStatus.PERMANENT
+
+
+class ErrorAnswer(NamedTuple):
+    """An error answer in Postmark's form: ``{"ErrorCode": ..., "Message": ...}``."""
+
+    status: int | None
+    """The HTTP status it came with."""
+    code: int | None
+    message: str
+
+
+def error_answer(exc: ClientError) -> ErrorAnswer:
+    """The answer postmarker raised ``exc`` for; the HTTP status is on its cause."""
+    code = exc.error_code if isinstance(exc.error_code, int) else None
+    # postmarker's message is "[ErrorCode] Message"; the code has a field of its own.
+    message = _CODE_PREFIX.sub("", str(exc.args[0]) if exc.args else "", count=1)
+    return ErrorAnswer(status_of(exc.__cause__), code, message)
+
+
+def status_of(exc: BaseException | None) -> int | None:
+    """The HTTP status of the answer ``exc`` (a requests error) was raised for, if any."""
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
 
 
 class _Secret:
@@ -426,17 +452,13 @@ def _inactive(text: str) -> set[str]:
 def _failure(exc: Exception) -> SendResult:  # noqa: PLR0911 - one answer per kind of failure
     """The outcome of a request that raised; the detail never repeats headers (the token)."""
     if isinstance(exc, ClientError):
-        # An error answer with Postmark's {"ErrorCode", "Message"}; the status is on its cause.
-        status = _status(exc.__cause__)
-        code = exc.error_code if isinstance(exc.error_code, int) else None
-        # postmarker's message is "[ErrorCode] Message"; the code has a field of its own.
-        text = _CODE_PREFIX.sub("", str(exc.args[0]) if exc.args else "", count=1)
+        status, code, text = error_answer(exc)
         return SendResult(
             outcome_of_error_code(code, status), error_code=code, detail=f"HTTP {status}: {text}"
         )
     if isinstance(exc, KeyError) and isinstance(exc.__context__, requests.HTTPError):
         # postmarker raises KeyError for a JSON error answer without an ErrorCode.
-        status = _status(exc.__context__)
+        status = status_of(exc.__context__)
         return SendResult(
             outcome_of_error_code(None, status),
             detail=f"HTTP {status} from {_where(exc.__context__)}, without a Postmark ErrorCode",
@@ -445,7 +467,7 @@ def _failure(exc: Exception) -> SendResult:  # noqa: PLR0911 - one answer per ki
         # An error answer that is not JSON: a proxy, a load balancer, not Postmark's API.
         status = exc.response.status_code
         detail = f"HTTP {status} from {_where(exc)}, not a Postmark answer"
-        if status in {_NOT_FOUND, _METHOD_NOT_ALLOWED}:
+        if status in NOT_POSTMARK_API:
             detail += f": is {URL_VARIABLE} Postmark's API URL?"
         return SendResult(outcome_of_error_code(None, status), detail=detail)
     if isinstance(
@@ -472,12 +494,6 @@ def _hidden(result: SendResult, token: str) -> SendResult:
     if token not in result.detail:
         return result
     return dataclasses.replace(result, detail=result.detail.replace(token, "<hidden>"))
-
-
-def _status(exc: BaseException | None) -> int | None:
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)
-    return status if isinstance(status, int) else None
 
 
 def _where(exc: BaseException) -> str:

@@ -1,0 +1,31 @@
+"""``events.yaml`` -> a checked, compiled :class:`Registry`.
+
+Loading reports every problem at once, each with file:line:column. Everything is resolved here,
+once: entity classes, ``module:attr`` callables, expressions (checked against the SQLAlchemy
+mappers) and one pydantic payload model per event. Nothing is imported or parsed per message.
+
+:func:`compile_registry` is the step underneath: it compiles a registry as far as it goes and
+returns what compiled with every problem found, instead of raising (``emailevents lint`` reports
+them as findings). The compiling is split by what it compiles: :mod:`.schema` (what the file may
+say), :mod:`.defaults`, :mod:`.entities`, :mod:`.events`, their :mod:`.values` and
+:mod:`.payload`; :mod:`.model` holds what they compile to.
+"""
+
+from .loader import Compilation, compile_registry, load_registry, parse_registry
+from .model import EntityType, Event, Expression, Registry
+from .schema import ALWAYS, DefaultsSpec, EntitySpec, EventSpec
+
+__all__ = [
+    "ALWAYS",
+    "Compilation",
+    "DefaultsSpec",
+    "EntitySpec",
+    "EntityType",
+    "Event",
+    "EventSpec",
+    "Expression",
+    "Registry",
+    "compile_registry",
+    "load_registry",
+    "parse_registry",
+]

@@ -1,0 +1,182 @@
+"""The compiled registry: entity types, events and their expressions, as a task run uses them."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..addresses import AddressTemplate
+from ..errors import Problem, RegistryError
+from ..expressions import Path, Template
+from ..introspect import Callee, PathError, check_value_path
+from .schema import DefaultsSpec, EventSpec
+
+__all__ = [
+    "EntityType",
+    "Event",
+    "Expression",
+    "Registry",
+    "context_problems",
+    "context_references",
+]
+
+
+@dataclass(frozen=True)
+class EntityType:
+    """A registered entity type: the mapped class and the attribute its CUID is in."""
+
+    name: str
+    model: type
+    key: str
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A compiled expression and where it was written (for errors that point at the YAML).
+
+    ``where`` is the position of the expression's first character; when ``exact`` is false (a
+    multi-line or escaped YAML scalar) offsets into the source cannot be mapped to columns and
+    problems point at the scalar itself. ``label`` names the field in problems.
+    """
+
+    field: str
+    template: Template
+    where: Problem
+    label: str = ""
+    exact: bool = True
+
+    def problem(
+        self,
+        message: str,
+        path: Path | None = None,
+        *,
+        code: str,
+        hint: str = "",
+        offset: int | None = None,
+    ) -> Problem:
+        """A Problem with lint ``code`` at ``offset`` in the source (by default, at ``path``)."""
+        if offset is None:
+            offset = path.offset if path else 0
+        column = self.where.column + (offset if self.exact and self.where.line else 0)
+        return Problem(
+            f"{self.label or self.field}: {message}",
+            self.where.file,
+            self.where.line,
+            column,
+            hint,
+            code,
+        )
+
+    def path_problem(self, ref: Path, exc: PathError) -> Problem:
+        """The problem of ``ref``, pointing at the attribute at fault: '{' root '.' attr '.' ..."""
+        before = [ref.root, *ref.attrs[: exc.index]]
+        offset = ref.offset + 1 + sum(len(name) + 1 for name in before)
+        return self.problem(f"{{{ref}}}: {exc}", ref, offset=offset, code=exc.code, hint=exc.hint)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event, compiled: everything a task run needs, resolved once at load."""
+
+    key: str
+    task_name: str
+    toggle: str | None
+    template: int | str
+    entities: tuple[tuple[str, EntityType], ...]
+    org: str | None
+    from_: str
+    message_stream: str
+    subject: Expression | None
+    to: tuple[Expression, ...]
+    to_addresses: tuple[AddressTemplate, ...]
+    """``to:``, each split at load into its display-name and address parts."""
+    recipients: Callee | None
+    data: tuple[Expression, ...]
+    payload_model: type[BaseModel]
+    build: Callee | None
+    context_names: frozenset[str]
+    spec: EventSpec
+
+    @property
+    def entity_names(self) -> tuple[str, ...]:
+        """The names ``emit()`` takes, in order (as declared: known without importing)."""
+        return tuple(self.spec.entities)
+
+    @property
+    def expressions(self) -> tuple[Expression, ...]:
+        return ((self.subject,) if self.subject else ()) + self.to + self.data
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A loaded registry; build it with :func:`~emailevents.registry.load_registry`."""
+
+    source: str
+    version: int
+    defaults: DefaultsSpec
+    entity_types: Mapping[str, EntityType]
+    events: Mapping[str, Event]
+    toggles: Callable[..., bool] | None = None
+
+    def check_context(self, context: Mapping[str, Any]) -> None:
+        """Check the names expressions use beyond entities against the engine's ``context``.
+
+        Raises:
+            RegistryError: an expression names something that is neither an entity of its event
+                nor a context value, or a context callable takes a name its event lacks.
+        """
+        problems = context_problems(self.events.values(), context)
+        if problems:
+            raise RegistryError(problems)
+
+
+def context_references(events: Iterable[Event]) -> Iterator[tuple[Event, Expression, Path]]:
+    """Each path of the events' expressions that starts at a context value, not an entity."""
+    for event in events:
+        for expression in event.expressions:
+            for path in expression.template.paths:
+                if path.root not in event.entity_names:
+                    yield event, expression, path
+
+
+def context_problems(events: Iterable[Event], context: Mapping[str, Any]) -> list[Problem]:
+    """What :meth:`Registry.check_context` finds in ``events`` against ``context``."""
+    problems: list[Problem] = []
+    checked: set[tuple[str, str]] = set()
+    for event, expression, path in context_references(events):
+        if path.root not in context:
+            problems.append(_not_in_context(event, expression, path, context))
+            continue
+        value = context[path.root]
+        if callable(value) and (event.key, path.root) not in checked:
+            checked.add((event.key, path.root))
+            try:
+                Callee.bind(value, {*event.entity_names, "session"}, f"context '{path.root}'")
+            except TypeError as exc:
+                problems.append(
+                    expression.problem(f"{exc} (in event '{event.key}')", path, code="EE014")
+                )
+        elif not callable(value):
+            try:
+                check_value_path(value, path.attrs)
+            except PathError as exc:
+                problems.append(expression.path_problem(path, exc))
+    return problems
+
+
+def _not_in_context(
+    event: Event, expression: Expression, path: Path, context: Mapping[str, Any]
+) -> Problem:
+    close = difflib.get_close_matches(path.root, [*event.entity_names, *context], n=1)
+    hint = (
+        f"did you mean '{close[0]}'?"
+        if close
+        else "declare it under the event's entities, or pass "
+        f"context={{'{path.root}': ...}} to EmailEvents"
+    )
+    message = f"'{path.root}' is neither an entity of event '{event.key}' nor a context value"
+    return expression.problem(message, path, hint=hint, code="EE024")

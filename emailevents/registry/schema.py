@@ -1,0 +1,103 @@
+"""What ``events.yaml`` may say: each section's pydantic spec, and the hints for its fields."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+
+__all__ = [
+    "ALWAYS",
+    "EVENT_FIELD_HINTS",
+    "EVENT_PLACEHOLDERS",
+    "FIELD_HINTS",
+    "IDENTIFIER",
+    "RESERVED_NAMES",
+    "SUPPORTED_VERSIONS",
+    "TOP_LEVEL",
+    "DefaultsSpec",
+    "EntitySpec",
+    "EventSpec",
+]
+
+ALWAYS = "always"
+SUPPORTED_VERSIONS = (1,)
+RESERVED_NAMES = frozenset({"session", "event_id", "recipient", "subject"})
+IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+"""Entity type names, event keys and template variable names."""
+
+TOP_LEVEL = ("version", "defaults", "entities", "events")
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, populate_by_name=True)
+
+
+class DefaultsSpec(_Spec):
+    """The ``defaults:`` section."""
+
+    from_: StrictStr = Field(alias="from")
+    message_stream: StrictStr = "outbound"
+    org: StrictStr = "org"
+    toggles: StrictStr | None = None
+
+
+class EntitySpec(_Spec):
+    """One entry of ``entities:``: a mapped class and the column its CUID is in."""
+
+    model: StrictStr
+    key: StrictStr = "cuid"
+
+
+class EventSpec(_Spec):
+    """One entry of ``events:``, as written."""
+
+    toggle: StrictStr
+    template: StrictInt | StrictStr
+    entities: dict[StrictStr, StrictStr]
+    subject: StrictStr | None = None
+    to: StrictStr | list[StrictStr] | None = None
+    recipients: StrictStr | None = None
+    data: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    payload: StrictStr | None = None
+    build: StrictStr | None = None
+    task: StrictStr | None = None
+
+    @field_validator("template", mode="wrap")
+    @classmethod
+    def _template(cls, value: Any, handler: Callable[[Any], Any]) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | str) or value in ("", 0):
+            raise ValueError("must be a Postmark TemplateId (a number) or TemplateAlias (a string)")
+        return handler(value)
+
+    @field_validator("to", mode="wrap")
+    @classmethod
+    def _to(cls, value: Any, handler: Callable[[Any], Any]) -> Any:
+        if isinstance(value, str) or (
+            isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+        ):
+            return handler(value)
+        raise ValueError("must be an expression string or a non-empty list of them")
+
+
+# Stand-ins for required event fields in error, so the rest of the event is still checked.
+EVENT_PLACEHOLDERS = {"toggle": "always", "template": "placeholder", "entities": {}}
+
+# What to write instead, for the fields people most often get wrong.
+FIELD_HINTS = {
+    "version": f"write `version: {SUPPORTED_VERSIONS[-1]}`",
+    "defaults": "at least `from:`, the Postmark From address",
+    "entities": "map entity type names to mapped classes, like `User: myapp.models:User`",
+    "events": "map event keys to their definitions",
+    "from": "like 'Acme <notifications@acme.test>'",
+    "toggle": "an org email-settings key like 'artifact_created', or `always`",
+    "template": "a Postmark TemplateId (a number) or TemplateAlias (a string)",
+    "model": "a mapped class, like 'myapp.models:User'",
+    "to": "an expression like '{user.email}', or a list of them",
+}
+EVENT_FIELD_HINTS = {
+    **FIELD_HINTS,
+    "entities": "the CUIDs emit() takes, in order, like `{user: User, org: Organization}`",
+}
