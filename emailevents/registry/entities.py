@@ -13,11 +13,14 @@ from .checker import Checker, dotted
 from .model import EntityType
 from .schema import FIELD_HINTS, IDENTIFIER, EntitySpec
 
-__all__ = ["compile_entity_types"]
+__all__ = ["EntityTypes", "compile_entity_types"]
+
+EntityTypes = dict[str, EntityType | None]
+"""Each declared entity type; None for one that is broken (reported)."""
 
 
-def compile_entity_types(checker: Checker, raw: Any) -> dict[str, EntityType | None] | None:
-    """The entity types, None for one that is declared but broken (already reported)."""
+def compile_entity_types(checker: Checker, raw: Any) -> EntityTypes | None:
+    """The entity types; None when the section is missing or not a mapping (reported)."""
     if not isinstance(raw, dict):
         if (raw is not None or ("entities",) in checker.doc.values) and not checker.doc.is_broken(
             ("entities",)

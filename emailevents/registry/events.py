@@ -11,6 +11,7 @@ from typing import Any
 from ..yamlnodes import Key
 from .checker import Checker
 from .defaults import Defaults
+from .entities import EntityTypes
 from .model import EntityType, Event
 from .payload import compile_payload, payload_model
 from .schema import (
@@ -27,8 +28,6 @@ __all__ = ["check_task_names", "compile_event", "compile_event_specs"]
 
 _TOGGLE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*\Z")
 _TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
-
-EntityTypes = dict[str, EntityType | None]
 
 
 def compile_event_specs(checker: Checker, raw: Any) -> dict[str, EventSpec] | None:
@@ -82,7 +81,7 @@ def compile_event(
     build = checker.callee(spec.build, (*path, "build"), available)
     values = compile_values(checker, key, spec, path)
     payload = compile_payload(checker, key, spec, path)
-    infos, context_refs = check_paths(checker, values, dict(entities), names)
+    infos, context_paths = check_paths(checker, values, dict(entities), names)
     if checker.count > before or defaults.spec is None or types is None:
         return None
     return Event(
@@ -101,7 +100,7 @@ def compile_event(
         data=values.data,
         payload_model=payload or payload_model(key, values, build, infos),
         build=build,
-        context_names=frozenset(ref.root for ref in context_refs),
+        context_names=frozenset(path.root for path in context_paths),
         spec=spec,
     )
 

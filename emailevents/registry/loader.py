@@ -11,8 +11,8 @@ from typing import Any
 from ..errors import Problem, RegistryError
 from ..yamlnodes import Document, Key, load_document
 from .checker import Checker
-from .defaults import compile_defaults
-from .entities import compile_entity_types
+from .defaults import Defaults, compile_defaults
+from .entities import EntityTypes, compile_entity_types
 from .events import check_task_names, compile_event, compile_event_specs
 from .model import Event, Registry
 from .schema import FIELD_HINTS, SUPPORTED_VERSIONS, TOP_LEVEL, DefaultsSpec, EventSpec
@@ -112,31 +112,43 @@ def _compile(checker: Checker) -> Compilation:
         if event is not None:
             events[key] = event
     check_task_names(checker, specs or {})
-    registry = None
-    # Unresolved, the events lack what a task run needs: no registry is built from them.
-    if not (
-        doc.problems
+    return Compilation(
+        doc,
+        _by_position(doc.problems),
+        _registry(checker, defaults, types, specs, events),
+        defaults.spec,
+        specs or {},
+        events,
+        checker.invalid,
+    )
+
+
+def _registry(
+    checker: Checker,
+    defaults: Defaults,
+    types: EntityTypes | None,
+    specs: dict[str, EventSpec] | None,
+    events: dict[str, Event],
+) -> Registry | None:
+    """The registry, when nothing is wrong and everything is resolved.
+
+    Unresolved, the events lack what a task run needs: no registry is built from them.
+    """
+    if (
+        checker.doc.problems
         or defaults.spec is None
         or types is None
         or specs is None
         or not checker.resolve
     ):
-        registry = Registry(
-            source=doc.filename,
-            version=SUPPORTED_VERSIONS[-1],
-            defaults=defaults.spec,
-            entity_types={name: t for name, t in types.items() if t is not None},
-            events=events,
-            toggles=defaults.toggles,
-        )
-    return Compilation(
-        doc,
-        _by_position(doc.problems),
-        registry,
-        defaults.spec,
-        specs or {},
-        events,
-        checker.invalid,
+        return None
+    return Registry(
+        source=checker.doc.filename,
+        version=SUPPORTED_VERSIONS[-1],
+        defaults=defaults.spec,
+        entity_types={name: t for name, t in types.items() if t is not None},
+        events=events,
+        toggles=defaults.toggles,
     )
 
 

@@ -115,7 +115,7 @@ def check_paths(
 ) -> tuple[dict[str, PathInfo], list[Path]]:
     """Check each path against its entity's mapper; collect the paths to context values."""
     infos: dict[str, PathInfo] = {}
-    context_refs: list[Path] = []
+    context_paths: list[Path] = []
     for expression in values.expressions:
         for ref in expression.template.paths:
             entity = entity_map.get(ref.root)
@@ -124,8 +124,8 @@ def check_paths(
                 if info is not None:
                     infos[str(ref)] = info
             elif ref.root not in names:  # a declared entity of a broken type is not context
-                context_refs.append(ref)
-    return infos, context_refs
+                context_paths.append(ref)
+    return infos, context_paths
 
 
 def _check_path(
