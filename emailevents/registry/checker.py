@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from ..errors import Problem
 from ..introspect import Callee, import_ref, parse_ref
 from ..yamlnodes import Document, Key
-from .schema import EVENT_FIELD_HINTS, FIELD_HINTS, EventSpec
+from .specs import EVENT_FIELD_HINTS, FIELD_HINTS, EventSpec
 
 __all__ = ["Checker", "dotted"]
 

@@ -10,7 +10,7 @@ from typing import Any
 from ..addresses import format_address, parse_address
 from ..yamlnodes import Key
 from .checker import Checker
-from .schema import FIELD_HINTS, DefaultsSpec
+from .specs import FIELD_HINTS, DefaultsSpec
 
 __all__ = ["Defaults", "compile_defaults"]
 

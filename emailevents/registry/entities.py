@@ -11,7 +11,7 @@ from ..introspect import mapper_of
 from ..yamlnodes import Key
 from .checker import Checker, dotted
 from .model import EntityType
-from .schema import FIELD_HINTS, IDENTIFIER, EntitySpec
+from .specs import FIELD_HINTS, IDENTIFIER, EntitySpec
 
 __all__ = ["EntityTypes", "compile_entity_types"]
 

@@ -14,7 +14,7 @@ from .defaults import Defaults
 from .entities import EntityTypes
 from .model import EntityType, Event
 from .payload import compile_payload, payload_model
-from .schema import (
+from .specs import (
     ALWAYS,
     EVENT_PLACEHOLDERS,
     FIELD_HINTS,

@@ -15,7 +15,7 @@ from .defaults import Defaults, compile_defaults
 from .entities import EntityTypes, compile_entity_types
 from .events import check_task_names, compile_event, compile_event_specs
 from .model import Event, Registry
-from .schema import FIELD_HINTS, SUPPORTED_VERSIONS, TOP_LEVEL, DefaultsSpec, EventSpec
+from .specs import FIELD_HINTS, SUPPORTED_VERSIONS, TOP_LEVEL, DefaultsSpec, EventSpec
 
 __all__ = ["Compilation", "compile_registry", "load_registry", "parse_registry"]
 

@@ -13,7 +13,7 @@ from ..addresses import AddressTemplate
 from ..errors import Problem, RegistryError
 from ..expressions import Path, Template
 from ..introspect import Callee, PathError, check_value_path
-from .schema import DefaultsSpec, EventSpec
+from .specs import DefaultsSpec, EventSpec
 
 __all__ = [
     "EntityType",

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model
 from ..introspect import Callee, PathInfo
 from ..yamlnodes import Key
 from .checker import Checker
-from .schema import EventSpec
+from .specs import EventSpec
 from .values import Values
 
 __all__ = ["compile_payload", "payload_model"]

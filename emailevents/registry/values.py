@@ -12,7 +12,7 @@ from ..introspect import PathError, PathInfo, describe_path, mapper_of
 from ..yamlnodes import Key
 from .checker import Checker, dotted
 from .model import EntityType, Expression
-from .schema import IDENTIFIER, EventSpec
+from .specs import IDENTIFIER, EventSpec
 
 __all__ = ["Values", "check_paths", "compile_values"]
 
