@@ -133,19 +133,9 @@ class EmailEvents:
             toggles=self.registry.toggles,
             claim_timeout=claim_timeout,
         )
-        self.retrying = retries.Retrying(
-            self.runtime,
-            max_retries=max_retries,
-            backoff=retry_backoff,
-            backoff_max=retry_backoff_max,
-            redeliver_after=timedelta(seconds=redeliver_after),
-        )
         self.tasks: dict[str, Task] = {
             key: self._register(event) for key, event in self.events.items()
         }
-        self.publisher = relaying.Publisher(
-            session_factory, self.tasks, timedelta(seconds=redeliver_after)
-        )
         self.relay_task = self._register_relay()
         if set_default:
             global _default  # noqa: PLW0603 - the module-level emit() needs one instance
@@ -179,7 +169,7 @@ class EmailEvents:
                     f"event '{event_key}': session= must be a SQLAlchemy Session, got "
                     f"{type(session).__name__}"
                 )
-            relaying.defer(self.publisher, session, event_key, event_id, bound)
+            relaying.defer(self._publisher(), session, event_key, event_id, bound)
         else:
             # Checked just above: emit() is on the web request's path, so not twice.
             self.tasks[event_key].publish_checked(bound, task_id=event_id)
@@ -188,7 +178,7 @@ class EmailEvents:
     def relay(self, *, limit: int = 500, grace: timedelta = timedelta(seconds=30)) -> RelayResult:
         """Publish emits a commit left pending (broker down, process gone); see
         :func:`emailevents.relay.publish_pending`."""
-        return relaying.publish_pending(self.publisher, limit=limit, grace=grace)
+        return relaying.publish_pending(self._publisher(), limit=limit, grace=grace)
 
     def event(self, event_key: str) -> Event:
         """The compiled event ``event_key``.
@@ -241,7 +231,7 @@ class EmailEvents:
         events = self
 
         def run(task: Task, *args: str, **kwargs: str) -> RunResult:
-            result = retries.run(events.retrying, task, event, bind_cuids(event, args, kwargs))
+            result = retries.run(events._retrying(), task, event, bind_cuids(event, args, kwargs))
             if result.failed_entirely:
                 # Recorded already; raised so that Celery shows a failed task, not a success.
                 # Celery acknowledges it (acks_late acks failures) and does not retry it.
@@ -269,7 +259,23 @@ class EmailEvents:
 
     def retry_delay(self, tries: int) -> float:
         """Seconds before try ``tries + 1``: exponential backoff with full jitter."""
-        return self.retrying.delay(tries)
+        return self._retrying().delay(tries)
+
+    # The settings stay attributes of this instance, which may change them: the relay and the
+    # retries get them as they are at each use.
+
+    def _publisher(self) -> relaying.Publisher:
+        redeliver_after = timedelta(seconds=self.redeliver_after)
+        return relaying.Publisher(self.session_factory, self.tasks, redeliver_after)
+
+    def _retrying(self) -> retries.Retrying:
+        return retries.Retrying(
+            self.runtime,
+            max_retries=self.max_retries,
+            backoff=self.retry_backoff,
+            backoff_max=self.retry_backoff_max,
+            redeliver_after=timedelta(seconds=self.redeliver_after),
+        )
 
 
 def emit(event_key: str, /, *, session: Any = None, **cuids: Any) -> Receipt:

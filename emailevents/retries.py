@@ -46,7 +46,7 @@ class Retrying:
     """The first retry's delay in seconds; it doubles each time."""
     backoff_max: float
     redeliver_after: timedelta
-    """How long after a retry the relay publishes the emit again if it left no settled outcome."""
+    """How long after a retry the relay publishes the emit again, if no outcome is settled."""
 
     def delay(self, tries: int) -> float:
         """Seconds before try ``tries + 1``: exponential backoff with full jitter."""
