@@ -108,10 +108,10 @@ class DeliveryError(EmailEventsError, RuntimeError):
 
 
 class Stopped(EmailEventsError, RuntimeError):  # noqa: N818 - the run stopped; no error
-    """Raised by a step of a task run that ends the run early with one ``outcome`` for the whole
+    """Raised when a step of a task run ends the run early, with one ``outcome`` for the whole
     emit: an entity missing, the toggle off, no recipient, an invalid TemplateModel.
 
-    The pipeline records that outcome; a preview shows it. It never leaves those two.
+    The pipeline records that outcome, and a preview shows it: it never goes further.
     """
 
     def __init__(self, outcome: Outcome) -> None:

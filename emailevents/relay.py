@@ -42,7 +42,8 @@ PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 
 
 @dataclass(frozen=True)
 class Publisher:
-    """What the relay needs of an :class:`~emailevents.EmailEvents`; built once by it."""
+    """What the relay needs of an :class:`~emailevents.EmailEvents`: its session factory, tasks
+    and setting, as they are at each use."""
 
     session_factory: Callable[[], Session]
     tasks: Mapping[str, Task]

@@ -38,7 +38,8 @@ _STALE_WAITS = frozenset({Reason.IN_PROGRESS, Reason.NO_ANSWER})
 
 @dataclass(frozen=True)
 class Retrying:
-    """How the tasks of one :class:`~emailevents.EmailEvents` try again; built once by it."""
+    """How the tasks of one :class:`~emailevents.EmailEvents` try again: its settings, as they
+    are when a task runs."""
 
     runtime: pipeline.Runtime
     max_retries: int
