@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import difflib
-import logging
-import random
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 
 from celery import Celery, Task
-from celery.exceptions import Reject
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from . import pipeline, store
+from . import pipeline, retries, store
 from . import relay as relaying
 from .errors import (
     ConfigurationError,
@@ -29,7 +25,7 @@ from .errors import (
 )
 from .expressions import unsendable
 from .introspect import Callee
-from .outcomes import Reason, RunResult, Status
+from .outcomes import RunResult
 from .registry import Event, Registry, load_registry
 from .relay import RelayResult
 from .senders.base import Sender
@@ -38,13 +34,6 @@ __all__ = ["EmailEvents", "Receipt", "emit"]
 
 MAX_CUID_LENGTH = 255
 RELAY_TASK = "emailevents.relay"
-WAITS_PAST_MAX_RETRIES = 3
-"""Tries a task may take past ``max_retries`` only to wait for claims other runs hold."""
-CLAIM_MARGIN = 1.0
-"""Seconds added to ``claim_timeout`` before a wait ends, so that the claim is stale by then."""
-
-logger = logging.getLogger("emailevents")
-_STALE_WAITS = frozenset({Reason.IN_PROGRESS, Reason.NO_ANSWER})
 
 _default: EmailEvents | None = None
 
@@ -66,7 +55,6 @@ class EventTask(Task):  # type: ignore[misc]  # celery ships no type hints
     """
 
     event: ClassVar[Event | None] = None
-    engine: ClassVar[EmailEvents | None] = None
 
     def apply_async(
         self,
@@ -155,6 +143,7 @@ class EmailEvents:
 
     @property
     def events(self) -> Mapping[str, Event]:
+        """Event key -> compiled event (the registry's)."""
         return self.registry.events
 
     def emit(self, event_key: str, /, *, session: Any = None, **cuids: Any) -> Receipt:
@@ -163,7 +152,7 @@ class EmailEvents:
         Everything is checked before anything is queued. With ``session`` (a SQLAlchemy
         ``Session``; typed ``Any`` so that ``**cuids`` from a dict type-checks), nothing is queued
         until that session's outermost transaction commits, and a rollback drops the emit: it is
-        written to the engine's ``emailevents_emits`` table in the same transaction, published
+        written to emailevents' ``emailevents_emits`` table in the same transaction, published
         after the commit, and published by the relay if the broker was down at that moment.
 
         Raises:
@@ -180,22 +169,16 @@ class EmailEvents:
                     f"event '{event_key}': session= must be a SQLAlchemy Session, got "
                     f"{type(session).__name__}"
                 )
-            relaying.defer(
-                session,
-                self.tasks[event_key],
-                event_key,
-                event_id,
-                bound,
-                timedelta(seconds=self.redeliver_after),
-            )
+            relaying.defer(self._publisher(), session, event_key, event_id, bound)
         else:
             # Checked just above: emit() is on the web request's path, so not twice.
             self.tasks[event_key].publish_checked(bound, task_id=event_id)
         return Receipt(event_key, event_id, event.task_name)
 
     def relay(self, *, limit: int = 500, grace: timedelta = timedelta(seconds=30)) -> RelayResult:
-        """Publish emits a commit left pending (broker down, process gone); see ``relay.relay``."""
-        return relaying.relay(self, limit=limit, grace=grace)
+        """Publish emits a commit left pending (broker down, process gone); see
+        :func:`emailevents.relay.publish_pending`."""
+        return relaying.publish_pending(self._publisher(), limit=limit, grace=grace)
 
     def event(self, event_key: str) -> Event:
         """The compiled event ``event_key``.
@@ -203,15 +186,7 @@ class EmailEvents:
         Raises:
             UnknownEventError: no such event.
         """
-        try:
-            return self.events[event_key]
-        except (KeyError, TypeError):
-            close = difflib.get_close_matches(str(event_key), list(self.events), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise UnknownEventError(
-                f"unknown email event {event_key!r}{hint} (events are declared in "
-                f"{self.registry.source})"
-            ) from None
+        return find_event(self.registry, event_key)
 
     def run(self, event_key: str, event_id: str, **cuids: str) -> RunResult:
         """Run one emit here and now, in this process (what the task does on a worker)."""
@@ -219,11 +194,12 @@ class EmailEvents:
         return pipeline.run(self.runtime, event, event_id, bind_cuids(event, (), cuids))
 
     def create_tables(self, engine: Engine) -> None:
-        """Create the engine's own tables (delivery log, org settings); for tests and demos."""
+        """Create emailevents' own tables (delivery log, emits, org settings) on ``engine``; for
+        tests and demos."""
         store.metadata.create_all(engine)
 
     def set_toggle(self, session: Session, org_key: str, toggle_key: str, enabled: bool) -> None:
-        """Switch an email toggle on or off for an org in the engine's own settings table."""
+        """Switch an email toggle on or off for an org in emailevents' own settings table."""
         store.set_toggle(session, org_key, toggle_key, enabled)
 
     def _check_free(self, task_name: str, what: str) -> None:
@@ -237,10 +213,10 @@ class EmailEvents:
     def _register_relay(self) -> Task:
         """``emailevents.relay``: one relay pass, for applications that run Celery beat."""
         self._check_free(RELAY_TASK, "the relay task")
-        engine = self
+        events = self
 
         def relay_pending() -> int:
-            return engine.relay().published
+            return events.relay().published
 
         return self.celery.task(
             relay_pending,
@@ -252,42 +228,10 @@ class EmailEvents:
 
     def _register(self, event: Event) -> Task:
         self._check_free(event.task_name, f"event '{event.key}'")
-        engine = self
+        events = self
 
         def run(task: Task, *args: str, **kwargs: str) -> RunResult:
-            cuids = bind_cuids(event, args, kwargs)
-            tries = task.request.retries or 0
-            try:
-                result = pipeline.run(
-                    engine.runtime,
-                    event,
-                    task.request.id,
-                    cuids,
-                    final_attempt=tries >= engine.max_retries,
-                    # Waiting for another run's claim is not a try of ours: it may go on past
-                    # max_retries, a few times, so that a claim left by a run that died on
-                    # the last try is still settled.
-                    can_wait=tries < engine.max_retries + WAITS_PAST_MAX_RETRIES,
-                )
-            except (OperationalError, InterfaceError) as exc:
-                # The database went away mid-run. Whatever this run claimed is settled by the
-                # next try, once the claim is stale, like the claims of a run that died.
-                if tries >= engine.max_retries:
-                    raise
-                engine._retry(task, event, cuids, engine.retry_delay(tries), exc=exc)
-            if result.needs_retry:
-                # Celery's own retry: the same task id (the event id) comes back later, and only
-                # the recipients recorded as `retry` are claimed and sent again. Recipients
-                # another run holds, or whose request got no answer, are looked at again once
-                # that claim is stale.
-                delay = engine.retry_delay(tries)
-                if any(
-                    o.status is Status.RETRY and o.reason in _STALE_WAITS for o in result.outcomes
-                ):
-                    delay = max(delay, engine.runtime.claim_timeout + CLAIM_MARGIN)
-                engine._retry(
-                    task, event, cuids, delay, max_retries=max(engine.max_retries, tries + 1)
-                )
+            result = retries.run(events._retrying(), task, event, bind_cuids(event, args, kwargs))
             if result.failed_entirely:
                 # Recorded already; raised so that Celery shows a failed task, not a success.
                 # Celery acknowledges it (acks_late acks failures) and does not retry it.
@@ -305,7 +249,6 @@ class EmailEvents:
             shared=False,
             lazy=False,
             event=event,
-            engine=engine,
             acks_late=True,
             reject_on_worker_lost=True,
             # Expected: Celery records the failure without a traceback; the run logged why.
@@ -314,62 +257,25 @@ class EmailEvents:
             max_retries=self.max_retries,
         )
 
-    def _retry(
-        self,
-        task: Task,
-        event: Event,
-        cuids: Mapping[str, str],
-        delay: float,
-        *,
-        max_retries: int | None = None,
-        exc: BaseException | None = None,
-    ) -> NoReturn:
-        """Retry ``task`` in ``delay`` seconds, with the relay as a safety net.
-
-        The emit's row in ``emailevents_emits`` (written now for an emit made without
-        ``session=``) tells the relay to publish it again should the retry never come back
-        (a broker that loses the message). And Celery drops the message
-        (``Reject(requeue=False)``) when it cannot publish the retry: the recipients waiting
-        for it would wait for ever. The emit goes back to pending instead, for the relay to
-        publish once the broker takes messages again; should the database be down too, the
-        message is requeued rather than dropped.
-        """
-        event_id = task.request.id
-        try:
-            relaying.keep(self, event, event_id, cuids)
-        except Exception:
-            logger.warning(
-                "event=%s event_id=%s could not note its retry for the relay",
-                event.key,
-                event_id,
-                exc_info=True,
-            )
-        try:
-            raise task.retry(countdown=delay, max_retries=max_retries, exc=exc)
-        except Reject as rejected:
-            if rejected.requeue:
-                raise
-            try:
-                relaying.park(self, event, event_id, cuids, error=rejected.reason)
-            except Exception as parked:
-                logger.exception(
-                    "event=%s event_id=%s could not keep its retry", event.key, event_id
-                )
-                raise Reject(rejected.reason, requeue=True) from parked
-            logger.warning(
-                "event=%s event_id=%s could not publish its retry (%s); kept for the relay",
-                event.key,
-                event_id,
-                rejected.reason,
-                extra={"event_key": event.key, "event_id": event_id},
-            )
-            raise
-
     def retry_delay(self, tries: int) -> float:
         """Seconds before try ``tries + 1``: exponential backoff with full jitter."""
-        # Celery's get_exponential_backoff_interval works in whole seconds only.
-        ceiling = min(self.retry_backoff_max, self.retry_backoff * 2**tries)
-        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
+        return self._retrying().delay(tries)
+
+    # The settings stay attributes of this instance, which may change them: the relay and the
+    # retries get them as they are at each use.
+
+    def _publisher(self) -> relaying.Publisher:
+        redeliver_after = timedelta(seconds=self.redeliver_after)
+        return relaying.Publisher(self.session_factory, self.tasks, redeliver_after)
+
+    def _retrying(self) -> retries.Retrying:
+        return retries.Retrying(
+            self.runtime,
+            max_retries=self.max_retries,
+            backoff=self.retry_backoff,
+            backoff_max=self.retry_backoff_max,
+            redeliver_after=timedelta(seconds=self.redeliver_after),
+        )
 
 
 def emit(event_key: str, /, *, session: Any = None, **cuids: Any) -> Receipt:
@@ -399,10 +305,9 @@ def bind_cuids(event: Event, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -
         if name in bound:
             raise EmitArgumentError(f"{where}: '{name}' given both by position and by name")
         if name not in names:
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
             raise EmitArgumentError(
-                f"{where} has no entity '{name}'{hint} (it takes {', '.join(names)})"
+                f"{where} has no entity '{name}'{_did_you_mean(name, names)} (it takes "
+                f"{', '.join(names)})"
             )
         bound[name] = value
     missing = [n for n in names if n not in bound]
@@ -430,6 +335,26 @@ def bind_cuids(event: Event, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -
                 "character or lone surrogate); pass the entity's CUID as stored"
             )
     return {name: bound[name] for name in names}
+
+
+def find_event(registry: Registry, event_key: str) -> Event:
+    """The compiled event ``event_key`` of ``registry``.
+
+    Raises:
+        UnknownEventError: no such event (the message suggests the nearest key).
+    """
+    try:
+        return registry.events[event_key]
+    except (KeyError, TypeError):
+        hint = _did_you_mean(str(event_key), registry.events)
+        raise UnknownEventError(
+            f"unknown email event {event_key!r}{hint} (events are declared in {registry.source})"
+        ) from None
+
+
+def _did_you_mean(name: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _bind_context(event: Event, context: Mapping[str, Any]) -> dict[str, Any]:

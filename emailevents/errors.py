@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .outcomes import Outcome
 
 _EXCERPT_WIDTH = 100
 
@@ -102,6 +105,18 @@ class DeliveryError(EmailEventsError, RuntimeError):
     def __reduce__(self) -> tuple[type[DeliveryError], tuple[str, Any]]:
         # Celery pickles a task's exception; it would fall back to a base class otherwise.
         return type(self), (str(self), self.result)
+
+
+class Stopped(EmailEventsError, RuntimeError):  # noqa: N818 - the run stopped; no error
+    """Raised when a step of a task run ends the run early, with one ``outcome`` for the whole
+    emit: an entity missing, the toggle off, no recipient, an invalid TemplateModel.
+
+    The pipeline records that outcome, and a preview shows it: it never goes further.
+    """
+
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        super().__init__(outcome.detail)
 
 
 class RenderError(EmailEventsError, ValueError):

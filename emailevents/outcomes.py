@@ -9,7 +9,8 @@ __all__ = ["Outcome", "Reason", "RunResult", "Status"]
 
 
 class Status(StrEnum):
-    """The four ends a recipient's email can come to."""
+    """Where a recipient's email stands: one of four ends (sent, skipped, failed, unknown), or
+    ``retry``, waiting for the task's next try."""
 
     SENT = "sent"
     SKIPPED = "skipped"

@@ -12,7 +12,6 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,13 +21,22 @@ from sqlalchemy.orm import Session
 
 from . import store
 from .addresses import AddressError, check_address, display_name, format_address, parse_address
-from .errors import ConfigurationError
+from .errors import ConfigurationError, Stopped
 from .expressions import RenderError, body_text
 from .outcomes import Outcome, Reason, RunResult, Status
 from .registry import Event
 from .senders.base import Message, Sender, SendResult, SendStatus
 
-__all__ = ["Runtime", "run"]
+__all__ = [
+    "Recipient",
+    "Runtime",
+    "build_template_model",
+    "check_toggle",
+    "context_values",
+    "load_entities",
+    "resolve_recipients",
+    "run",
+]
 
 logger = logging.getLogger("emailevents")
 
@@ -46,13 +54,11 @@ class Runtime:
     """Seconds after which a claim whose run recorded nothing is taken to be interrupted."""
 
 
-class _Stop(Exception):  # noqa: N818 - control flow, never escapes this module
-    def __init__(self, outcome: Outcome) -> None:
-        self.outcome = outcome
-
-
 @dataclass(frozen=True)
-class _Recipient:
+class Recipient:
+    """One recipient of an emit: its ``key`` in the delivery log (the address, lowercased), and
+    the ``address`` a message goes to (with its display name)."""
+
     key: str
     address: str
 
@@ -85,9 +91,9 @@ def run(
             values = {**entities, **context_values(rt, session, event, entities)}
             recipients, rejected = resolve_recipients(session, event, values)
             template_model = build_template_model(session, event, values)
-        except _Stop as stop:
+        except Stopped as stop:
             outcomes = [stop.outcome]
-            record_skips(session, event, event_id, outcomes)
+            store.record_skips(session, event_id, event.key, outcomes)
             return finish(event, event_id, outcomes)
         except (sa.exc.OperationalError, sa.exc.InterfaceError):
             # The database went away: not the application's fault, and nothing is claimed yet.
@@ -101,14 +107,14 @@ def run(
                 Status.FAILED, Reason.APPLICATION_ERROR, detail=f"{type(exc).__name__}: {exc}"
             )
             try:
-                record_skips(session, event, event_id, [failed])
+                store.record_skips(session, event_id, event.key, [failed])
             except Exception:
                 logger.exception(
                     "event=%s event_id=%s could not record its failure", event.key, event_id
                 )
             finish(event, event_id, [failed])
             raise
-        record_skips(session, event, event_id, rejected)
+        store.record_skips(session, event_id, event.key, rejected)
         sent = deliver(
             rt,
             session,
@@ -130,7 +136,7 @@ def load_entities(session: Session, event: Event, cuids: Mapping[str, str]) -> d
             _entity_select(entity_type.model, entity_type.key), {"b_key": cuids[name]}
         ).first()
         if found is None:
-            raise _Stop(
+            raise Stopped(
                 Outcome(
                     Status.SKIPPED,
                     Reason.ENTITY_MISSING,
@@ -158,7 +164,7 @@ def check_toggle(rt: Runtime, session: Session, event: Event, entities: Mapping[
         org_type = dict(event.entities)[event.org]
         enabled = store.toggle_enabled(session, str(getattr(org, org_type.key)), event.toggle)
     if not enabled:
-        raise _Stop(
+        raise Stopped(
             Outcome(
                 Status.SKIPPED,
                 Reason.TOGGLE_OFF,
@@ -180,7 +186,7 @@ def context_values(
 
 def resolve_recipients(
     session: Session, event: Event, values: Mapping[str, Any]
-) -> tuple[list[_Recipient], list[Outcome]]:
+) -> tuple[list[Recipient], list[Outcome]]:
     """One recipient per distinct address; what is not one address becomes a skipped outcome.
 
     The address comes from the address part of a ``to:`` template (or an object's ``email``),
@@ -190,7 +196,7 @@ def resolve_recipients(
         found = _called_recipients(event.recipients({**values, "session": session}))
     else:
         found = _template_recipients(event, values)
-    recipients: dict[str, _Recipient] = {}
+    recipients: dict[str, Recipient] = {}
     rejected: list[Outcome] = []
     for candidate in found:
         try:
@@ -206,12 +212,12 @@ def resolve_recipients(
             )
             continue
         key = email.lower()
-        recipients.setdefault(key, _Recipient(key, format_address(name, email)))
+        recipients.setdefault(key, Recipient(key, format_address(name, email)))
     # An address refused in one form and given validly in another is that one recipient.
     rejected = [o for o in rejected if (o.recipient or "").lower() not in recipients]
     if not recipients:
         detail = "; ".join(o.detail for o in rejected) or "the event resolved to no recipients"
-        raise _Stop(Outcome(Status.SKIPPED, Reason.NO_RECIPIENTS, detail=detail))
+        raise Stopped(Outcome(Status.SKIPPED, Reason.NO_RECIPIENTS, detail=detail))
     return list(recipients.values()), rejected
 
 
@@ -304,11 +310,11 @@ def build_template_model(
         for expression in event.data:
             model[expression.field.removeprefix("data.")] = expression.template.render(values)
     except RenderError as exc:
-        raise _Stop(Outcome(Status.FAILED, Reason.INVALID_PAYLOAD, detail=str(exc))) from exc
+        raise Stopped(Outcome(Status.FAILED, Reason.INVALID_PAYLOAD, detail=str(exc))) from exc
     if event.build is not None:
         extra = event.build({**values, "session": session})
         if not isinstance(extra, Mapping) or not all(isinstance(k, str) for k in extra):
-            raise _Stop(
+            raise Stopped(
                 Outcome(
                     Status.FAILED,
                     Reason.INVALID_PAYLOAD,
@@ -318,7 +324,7 @@ def build_template_model(
             )
         clash = sorted(set(extra) & set(model))
         if clash:
-            raise _Stop(
+            raise Stopped(
                 Outcome(
                     Status.FAILED,
                     Reason.INVALID_PAYLOAD,
@@ -334,9 +340,9 @@ def build_template_model(
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'TemplateModel'}: {e['msg']}" for e in exc.errors()
         )
-        raise _Stop(Outcome(Status.FAILED, Reason.INVALID_PAYLOAD, detail=problems)) from exc
+        raise Stopped(Outcome(Status.FAILED, Reason.INVALID_PAYLOAD, detail=problems)) from exc
     except PydanticSerializationError as exc:  # a value pydantic cannot turn into JSON
-        raise _Stop(Outcome(Status.FAILED, Reason.INVALID_PAYLOAD, detail=str(exc))) from exc
+        raise Stopped(Outcome(Status.FAILED, Reason.INVALID_PAYLOAD, detail=str(exc))) from exc
     return dumped
 
 
@@ -356,7 +362,7 @@ def deliver(  # noqa: PLR0917 - the run's state, passed along explicitly
     session: Session,
     event: Event,
     event_id: str,
-    recipients: list[_Recipient],
+    recipients: list[Recipient],
     template_model: Mapping[str, Any],
     *,
     final_attempt: bool = True,
@@ -412,15 +418,14 @@ def _held_elsewhere(
     rt: Runtime,
     session: Session,
     event_id: str,
-    recipients: list[_Recipient],
+    recipients: list[Recipient],
     can_wait: bool,
-) -> tuple[list[Outcome], list[_Recipient], set[str]]:
+) -> tuple[list[Outcome], list[Recipient], set[str]]:
     """Outcomes for recipients logged already; those whose claim went stale; which of those
     are stale because their request got no answer (not because their run died)."""
-    stale_before = datetime.now(UTC) - timedelta(seconds=rt.claim_timeout)
-    logged = store.existing(session, event_id, stale_before=stale_before)
+    logged = store.existing(session, event_id, claim_timeout=rt.claim_timeout)
     outcomes: list[Outcome] = []
-    interrupted: list[_Recipient] = []
+    interrupted: list[Recipient] = []
     unanswered: set[str] = set()
     for r in recipients:
         row = logged.get(r.key)
@@ -455,7 +460,7 @@ def _recover(  # noqa: PLR0917 - the run's state, passed along explicitly
     rt: Runtime,
     session: Session,
     event_id: str,
-    interrupted: list[_Recipient],
+    interrupted: list[Recipient],
     unanswered: set[str],
     token: str,
     *,
@@ -493,8 +498,7 @@ def _recover(  # noqa: PLR0917 - the run's state, passed along explicitly
             )
             for r in interrupted
         ]
-        store.record(session, event_id, unknown)
-        session.commit()
+        store.settle(session, event_id, unknown)
         return unknown, set()
     sent = [
         Outcome(
@@ -508,11 +512,9 @@ def _recover(  # noqa: PLR0917 - the run's state, passed along explicitly
         for r in interrupted
         if r.key in found
     ]
-    store.record(session, event_id, sent)
-    session.commit()
-    stale_before = datetime.now(UTC) - timedelta(seconds=rt.claim_timeout)
+    store.settle(session, event_id, sent)
     rest = [r.key for r in interrupted if r.key not in found]
-    return sent, store.take_over(session, event_id, rest, token, stale_before=stale_before)
+    return sent, store.take_over(session, event_id, rest, token, claim_timeout=rt.claim_timeout)
 
 
 _RESULT_OUTCOME = {
@@ -528,7 +530,7 @@ def _record(  # noqa: PLR0917 - the run's state, passed along explicitly
     rt: Runtime,
     session: Session,
     event_id: str,
-    recipients: list[_Recipient],
+    recipients: list[Recipient],
     results: list[SendResult],
     token: str,
     *,
@@ -543,7 +545,7 @@ def _record(  # noqa: PLR0917 - the run's state, passed along explicitly
     """
     outcomes: list[Outcome] = []
     recorded: list[Outcome] = []
-    held: list[Outcome] = []
+    unanswered: list[Outcome] = []
     for recipient, result in zip(recipients, results, strict=True):
         status, reason = _RESULT_OUTCOME[result.status]
         detail = (
@@ -561,39 +563,22 @@ def _record(  # noqa: PLR0917 - the run's state, passed along explicitly
                 f"{detail}; the provider's message search is asked once the claim is stale, "
                 "before it is sent again",
             )
-            held.append(outcome)
+            unanswered.append(outcome)
         else:
             outcome = Outcome(status, reason, recipient.key, detail, result.message_id)
             recorded.append(outcome)
         outcomes.append(outcome)
-    store.statements_commit_alone(session)  # again: the claim's commit ended the first
     # A searchable sender can settle a lost outcome (its claim goes stale and the provider is
     # asked): the outcome need not wait for the disk. The claim, before sending, must.
-    store.record(session, event_id, recorded, token=token, flush_wait=not rt.sender.searchable)
-    store.hold(session, event_id, held, token=token)
-    session.commit()
-    return outcomes
-
-
-def record_skips(session: Session, event: Event, event_id: str, outcomes: list[Outcome]) -> None:
-    """Write outcomes decided before sending; rows that exist already (a redelivery) stay."""
-    if not outcomes:
-        return
-    store.insert_ignoring_duplicates(
+    store.settle(
         session,
-        [
-            {
-                "event_id": event_id,
-                "event_key": event.key,
-                "recipient": o.recipient,
-                "status": o.status.value,
-                "reason": o.reason.value,
-                "detail": o.detail[:4000],
-            }
-            for o in outcomes
-        ],
+        event_id,
+        recorded,
+        unanswered=unanswered,
+        token=token,
+        flush_wait=not rt.sender.searchable,
     )
-    session.commit()
+    return outcomes
 
 
 # A failure is an error to whoever watches the logs; a retry or an unknown outcome a warning.

@@ -8,7 +8,6 @@ needs no database: it fills the event's values with samples of their columns' ty
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from . import pipeline
-from .engine import bind_cuids
-from .errors import PreviewError, UnknownEventError
-from .outcomes import Outcome
+from .engine import bind_cuids, find_event
+from .errors import PreviewError, Stopped
 from .registry import Registry
 from .samples import sample_recipients, sample_template_model
 from .senders.postmark_templates import PostmarkTemplates
@@ -90,30 +88,30 @@ def preview(events: EmailEvents, event_key: str, cuids: Mapping[str, str]) -> Pr
         try:
             try:
                 entities = pipeline.load_entities(session, event, bound)
-            except Exception as exc:
+            except Stopped as stop:
                 raise PreviewError(
-                    f"the task would skip this email: {_stopped(exc).detail}"
-                ) from exc
+                    f"the task would skip this email: {stop.outcome.detail}"
+                ) from stop
             try:
                 pipeline.check_toggle(rt, session, event, entities)
             except sa.exc.SQLAlchemyError as exc:
                 session.rollback()
                 notes.append(f"the toggle could not be read: {str(exc).splitlines()[0]}")
-            except Exception as exc:  # noqa: BLE001 - the pipeline's stop, checked by _stopped
-                notes.append(f"the task would skip this email: {_stopped(exc).detail}")
+            except Stopped as stop:
+                notes.append(f"the task would skip this email: {stop.outcome.detail}")
             values = {**entities, **pipeline.context_values(rt, session, event, entities)}
             recipients: list[str] = []
             try:
                 found, rejected = pipeline.resolve_recipients(session, event, values)
-            except Exception as exc:  # noqa: BLE001 - the pipeline's stop, checked by _stopped
-                notes.append(f"the task would skip this email: {_stopped(exc).detail}")
+            except Stopped as stop:
+                notes.append(f"the task would skip this email: {stop.outcome.detail}")
             else:
                 recipients = [r.address for r in found]
                 notes += [f"not a recipient: {o.recipient}: {o.detail}" for o in rejected]
             try:
                 model = pipeline.build_template_model(session, event, values)
-            except Exception as exc:
-                raise PreviewError(f"the task would fail: {_stopped(exc).detail}") from exc
+            except Stopped as stop:
+                raise PreviewError(f"the task would fail: {stop.outcome.detail}") from stop
         finally:
             session.rollback()
     return Preview(event.key, event.template, tuple(recipients), model, tuple(notes))
@@ -125,13 +123,7 @@ def preview_sample(registry: Registry, event_key: str) -> Preview:
     Raises:
         UnknownEventError: no such event.
     """
-    event = registry.events.get(event_key)
-    if event is None:
-        close = difflib.get_close_matches(event_key, list(registry.events), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise UnknownEventError(
-            f"unknown email event {event_key!r}{hint} (events are declared in {registry.source})"
-        )
+    event = find_event(registry, event_key)
     model, notes = sample_template_model(event)
     return Preview(
         event.key,
@@ -175,11 +167,3 @@ def render(
         return content if isinstance(content, str) else None
 
     return Rendered(part("Subject"), part("TextBody"), part("HtmlBody"), tuple(notes))
-
-
-def _stopped(exc: Exception) -> Outcome:
-    """The outcome a pipeline step stopped the run with; anything else is re-raised."""
-    outcome = getattr(exc, "outcome", None)
-    if not isinstance(outcome, Outcome):
-        raise exc
-    return outcome

@@ -8,32 +8,29 @@ published. The database decides, not SQLAlchemy's events, which fire for savepoi
 at all for a close without commit.
 
 A publish that fails (the broker is down) never escapes ``commit()``: the row stays pending and
-:func:`relay` publishes it later, from ``emailevents relay`` or the ``emailevents.relay`` task.
+:func:`publish_pending` publishes it later, from ``emailevents relay`` or the
+``emailevents.relay`` task.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
-from . import store
-from .store import PENDING, PUBLISHED, emits
+from . import emitstore, store
 
 if TYPE_CHECKING:
     from celery import Task
 
-    from .engine import EmailEvents
-    from .registry import Event
-
-__all__ = ["RelayResult", "defer", "keep", "park", "relay"]
+__all__ = ["Publisher", "RelayResult", "defer", "publish_pending"]
 
 logger = logging.getLogger("emailevents")
 
@@ -44,11 +41,15 @@ PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 
 
 
 @dataclass(frozen=True)
-class _Pending:
-    engine: sa.Engine
-    task: Task
-    event_id: str
-    cuids: Mapping[str, str]
+class Publisher:
+    """What the relay needs of an :class:`~emailevents.EmailEvents`: its session factory, tasks
+    and setting, as they are at each use."""
+
+    session_factory: Callable[[], Session]
+    tasks: Mapping[str, Task]
+    """Per event key: its task."""
+    redeliver_after: timedelta
+    """How long after its publish the relay looks whether an emit's task settled it."""
 
 
 @dataclass(frozen=True)
@@ -61,33 +62,38 @@ class RelayResult:
     """Of ``published``: emits published again because their task left no settled outcome."""
 
 
-def defer(  # noqa: PLR0917 - the emit, as the engine hands it over
+@dataclass(frozen=True)
+class _Outgoing:
+    """An emit to publish."""
+
+    event_id: str
+    event_key: str
+    cuids: Mapping[str, str]
+    task: Task | None
+    """``None`` when the registry has no such event any more."""
+
+
+@dataclass(frozen=True)
+class _Pending:
+    engine: sa.Engine
+    outgoing: _Outgoing
+
+
+def defer(
+    publisher: Publisher,
     session: Session,
-    task: Task,
     event_key: str,
     event_id: str,
     cuids: Mapping[str, str],
-    redeliver_after: timedelta,
 ) -> None:
     """Write the emit in ``session``'s transaction; publish it once that transaction commits."""
     _listen()
-    now = _now()
-    session.execute(
-        sa.insert(emits).values(
-            event_id=event_id,
-            event_key=event_key,
-            task_name=task.name,
-            cuids=dict(cuids),
-            state=PENDING,
-            attempts=0,
-            last_error="",
-            created_at=now,
-            # Published right after the commit; looked at again by the relay after this.
-            check_after=now + redeliver_after,
-        )
-    )
+    task = publisher.tasks[event_key]
+    emit = emitstore.Emit(event_id, event_key, task.name, cuids)
+    emitstore.add(session, emit, redeliver_after=publisher.redeliver_after)
     engine = session.connection().engine
-    session.info.setdefault(_SESSION_KEY, []).append(_Pending(engine, task, event_id, cuids))
+    pending = _Pending(engine, _Outgoing(event_id, event_key, cuids, task))
+    session.info.setdefault(_SESSION_KEY, []).append(pending)
 
 
 _listening = False
@@ -112,218 +118,78 @@ def _after_transaction_end(session: Session, transaction: Any) -> None:
         logger.exception(
             "could not publish %d committed emit(s); the relay will",
             len(pending),
-            extra={"event_ids": [p.event_id for p in pending]},
+            extra={"event_ids": [p.outgoing.event_id for p in pending]},
         )
 
 
 def _publish_committed(pending: Sequence[_Pending]) -> None:
     # Each statement alone (AUTOCOMMIT): a read, then one update, with no BEGIN, COMMIT or
     # ROLLBACK round trips around them; and no connection held while the broker is slow.
-    engine = pending[0].engine.execution_options(isolation_level="AUTOCOMMIT")
-    ids = [p.event_id for p in pending]
-    with engine.connect() as conn:
-        committed = set(
-            conn.execute(
-                sa.select(emits.c.event_id).where(
-                    emits.c.event_id.in_(ids), emits.c.state == PENDING
-                )
-            ).scalars()
-        )
+    engine = pending[0].engine
+    with emitstore.connect_alone(engine) as conn:
+        committed = emitstore.still_pending(conn, [p.outgoing.event_id for p in pending])
+    # What is not committed rolled back with its data.
+    outgoing = [p.outgoing for p in pending if p.outgoing.event_id in committed]
+    published, failed = _publish(outgoing, after_commit=True)
+    with emitstore.connect_alone(engine) as conn:
+        emitstore.mark_published(conn, published, failed)
+
+
+def _publish(
+    outgoing: Sequence[_Outgoing], *, after_commit: bool = False
+) -> tuple[list[str], dict[str, str]]:
+    """Publish each emit's task, with the event id as task id; returns the event ids published,
+    and why each of the others was not.
+
+    Right ``after_commit``, a failure is logged, and the emits after it are not tried: the
+    broker is down, and the commit must not wait for it once per emit. The relay tries each.
+    """
     published: list[str] = []
     failed: dict[str, str] = {}
-    for item in pending:
-        if item.event_id not in committed:
-            continue  # rolled back with its data
-        if failed:
-            failed[item.event_id] = "not tried: the broker failed just before"
+    for emit in outgoing:
+        if emit.task is None:
+            failed[emit.event_id] = f"no event '{emit.event_key}' in the registry any more"
+            continue
+        if failed and after_commit:
+            failed[emit.event_id] = "not tried: the broker failed just before"
             continue
         try:
-            item.task.apply_async(
-                kwargs=dict(item.cuids), task_id=item.event_id, retry_policy=PUBLISH_RETRY_POLICY
+            emit.task.apply_async(
+                kwargs=dict(emit.cuids), task_id=emit.event_id, retry_policy=PUBLISH_RETRY_POLICY
             )
-            published.append(item.event_id)
-        except Exception as exc:  # noqa: BLE001 - the broker is down: the relay publishes it later
-            failed[item.event_id] = f"{type(exc).__name__}: {exc}"
-            logger.warning(
-                "event=%s event_id=%s publish failed after commit, left for the relay: %s",
-                item.task.name,
-                item.event_id,
-                failed[item.event_id],
-                extra={"event_id": item.event_id, "task": item.task.name},
-            )
-    with engine.connect() as conn:
-        _mark(conn, published, failed)
+            published.append(emit.event_id)
+        except Exception as exc:  # noqa: BLE001 - left pending: the relay publishes it later
+            failed[emit.event_id] = f"{type(exc).__name__}: {exc}"
+            if after_commit:
+                logger.warning(
+                    "event=%s event_id=%s publish failed after commit, left for the relay: %s",
+                    emit.task.name,
+                    emit.event_id,
+                    failed[emit.event_id],
+                    extra={"event_id": emit.event_id, "task": emit.task.name},
+                )
+    return published, failed
 
 
-def _mark(
-    conn: sa.Connection,
-    published: Sequence[str],
-    failed: Mapping[str, str],
-    *,
-    check_after: datetime | None = None,
-) -> None:
-    now = _now()
-    if published:
-        values: dict[str, Any] = {
-            "state": PUBLISHED,
-            "published_at": now,
-            "lease": None,
-            "lease_until": None,
-        }
-        if check_after is not None:
-            values["check_after"] = check_after
-        conn.execute(sa.update(emits).where(emits.c.event_id.in_(published)).values(**values))
-    for event_id, error in failed.items():
-        # Pending again (a re-publish of a published emit that failed too): the next pass
-        # publishes it.
-        conn.execute(
-            sa.update(emits)
-            .where(emits.c.event_id == event_id)
-            .values(
-                state=PENDING,
-                attempts=emits.c.attempts + 1,
-                last_error=error[:2000],
-                lease=None,
-                lease_until=None,
-            )
-        )
-
-
-def keep(events: EmailEvents, event: Event, event_id: str, cuids: Mapping[str, str]) -> None:
-    """Note that ``event_id``'s task is retrying: the relay looks at it again after
-    ``redeliver_after`` from now, and publishes it again should no outcome be settled by then
-    (the retry's message was lost in the broker). Writes the row of an emit made without
-    ``session=``."""
-    now = _now()
-    check_after = now + timedelta(seconds=events.redeliver_after)
-    _update_or_insert(
-        events,
-        event_id,
-        update={"check_after": check_after},
-        insert={
-            "event_key": event.key,
-            "task_name": event.task_name,
-            "cuids": dict(cuids),
-            "state": PUBLISHED,
-            "attempts": 0,
-            "last_error": "",
-            "created_at": now,
-            "published_at": now,
-            "check_after": check_after,
-        },
-    )
-
-
-def park(
-    events: EmailEvents,
-    event: Event,
-    event_id: str,
-    cuids: Mapping[str, str],
-    *,
-    error: object,
-) -> None:
-    """Keep an emit whose task could not be published again (its retry), for the relay.
-
-    The emit's row in ``emailevents_emits`` goes back to pending (or is written, for an emit
-    made without ``session=``), with the error, so the next relay pass publishes it. The task
-    then runs with the same event id: what was sent stays sent, and the rest is claimed again.
-    """
-    last_error = f"retry not published: {type(error).__name__}: {error}"[:2000]
-    _update_or_insert(
-        events,
-        event_id,
-        update={
-            "state": PENDING,
-            "attempts": emits.c.attempts + 1,
-            "last_error": last_error,
-            "lease": None,
-            "lease_until": None,
-            "published_at": None,
-        },
-        insert={
-            "event_key": event.key,
-            "task_name": event.task_name,
-            "cuids": dict(cuids),
-            "state": PENDING,
-            "attempts": 1,
-            "last_error": last_error,
-            "created_at": _now(),
-        },
-    )
-
-
-def _update_or_insert(
-    events: EmailEvents, event_id: str, *, update: Mapping[str, Any], insert: Mapping[str, Any]
-) -> None:
-    """Update the emit's row, or write it when the emit was made without ``session=``."""
-    with events.session_factory() as session:
-        updated = session.execute(
-            sa.update(emits).where(emits.c.event_id == event_id).values(**update)
-        )
-        if getattr(updated, "rowcount", 0) == 0:
-            try:
-                session.execute(sa.insert(emits).values(event_id=event_id, **insert))
-            except sa.exc.IntegrityError:
-                # Another run of the same emit (a redelivered copy) wrote it first.
-                session.rollback()
-                return
-        session.commit()
-
-
-def relay(
-    events: EmailEvents,
+def publish_pending(
+    publisher: Publisher,
     *,
     limit: int = 500,
     grace: timedelta = timedelta(seconds=30),
     lease: timedelta = timedelta(minutes=5),
 ) -> RelayResult:
-    """Publish emits still pending: those whose publish failed, or older than ``grace``.
+    """Publish emits still pending: those whose publish failed, or older than ``grace``; then
+    publish again those whose task left no settled outcome ``redeliver_after`` after their
+    publish.
 
-    Several relays may run at once: each claims its rows with a lease (``FOR UPDATE SKIP
-    LOCKED`` on PostgreSQL; SQLite, which ignores it, serialises the claiming update).
+    Several relays may run at once: each leases the rows it publishes, for ``lease``.
     """
     token = uuid.uuid4().hex
-    now = _now()
-    with events.session_factory() as session:
-        ready = (
-            sa.select(emits.c.event_id)
-            .where(
-                emits.c.state == PENDING,
-                sa.or_(emits.c.attempts > 0, emits.c.created_at <= now - grace),
-                sa.or_(emits.c.lease_until.is_(None), emits.c.lease_until < now),
-            )
-            .order_by(emits.c.created_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+    with publisher.session_factory() as session:
+        rows = emitstore.lease_pending(session, token, limit=limit, grace=grace, lease=lease)
+        published, failed = _publish_rows(
+            publisher, session, rows, redeliver_after=publisher.redeliver_after
         )
-        session.execute(
-            sa.update(emits)
-            .where(emits.c.event_id.in_(ready), emits.c.state == PENDING)
-            .values(lease=token, lease_until=now + lease)
-        )
-        session.commit()
-        rows = session.execute(
-            sa.select(emits.c.event_id, emits.c.event_key, emits.c.cuids)
-            .where(emits.c.lease == token)
-            .order_by(emits.c.created_at)
-        ).all()
-        published: list[str] = []
-        failed: dict[str, str] = {}
-        for row in rows:
-            task = events.tasks.get(row.event_key)
-            if task is None:
-                failed[row.event_id] = f"no event '{row.event_key}' in the registry any more"
-                continue
-            try:
-                task.apply_async(
-                    kwargs=dict(row.cuids), task_id=row.event_id, retry_policy=PUBLISH_RETRY_POLICY
-                )
-                published.append(row.event_id)
-            except Exception as exc:  # noqa: BLE001 - recorded on the row; the next pass retries
-                failed[row.event_id] = f"{type(exc).__name__}: {exc}"
-        check_after = _now() + timedelta(seconds=events.redeliver_after)
-        _mark(session.connection(), published, failed, check_after=check_after)
-        session.commit()
     if rows:
         logger.info(
             "relay published %d emit(s), %d failed",
@@ -331,11 +197,11 @@ def relay(
             len(failed),
             extra={"published": len(published), "failed": len(failed)},
         )
-    again, again_failed = _redeliver(events, limit=limit)
+    again, again_failed = _publish_overdue(publisher, limit=limit)
     return RelayResult(len(published) + again, len(failed) + again_failed, again)
 
 
-def _redeliver(events: EmailEvents, *, limit: int) -> tuple[int, int]:
+def _publish_overdue(publisher: Publisher, *, limit: int) -> tuple[int, int]:
     """Publish again the published emits past their ``check_after`` whose task left no settled
     outcome: a message the broker lost (kombu's Redis transport loses one fetched by a worker
     killed before it noted the message as unacknowledged) or a retry that never came back.
@@ -344,61 +210,17 @@ def _redeliver(events: EmailEvents, *, limit: int) -> tuple[int, int]:
     one run send each message, and the others find it recorded.
     """
     token = uuid.uuid4().hex
-    now = _now()
-    check_after = now + timedelta(seconds=events.redeliver_after)
-    with events.session_factory() as session:
-        due = (
-            sa.select(emits.c.event_id)
-            .where(emits.c.state == PUBLISHED, emits.c.check_after < now)
-            .order_by(emits.c.check_after)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+    with publisher.session_factory() as session:
+        rows = emitstore.lease_overdue(
+            session, token, limit=limit, redeliver_after=publisher.redeliver_after
         )
-        # Taken by this pass: the next check is pushed back at once, so concurrent relays
-        # never both publish one emit.
-        session.execute(
-            sa.update(emits)
-            .where(
-                emits.c.event_id.in_(due),
-                emits.c.state == PUBLISHED,
-                emits.c.check_after < now,
-            )
-            .values(check_after=check_after, lease=token)
-        )
-        session.commit()
-        rows = session.execute(
-            sa.select(emits.c.event_id, emits.c.event_key, emits.c.cuids).where(
-                emits.c.lease == token, emits.c.state == PUBLISHED
-            )
-        ).all()
         if not rows:
             return 0, 0
         open_ = store.unsettled(session, [r.event_id for r in rows])
-        settled = [r.event_id for r in rows if r.event_id not in open_]
-        if settled:
-            session.execute(
-                sa.update(emits)
-                .where(emits.c.event_id.in_(settled))
-                .values(check_after=None, lease=None)
-            )
-        published: list[str] = []
-        failed: dict[str, str] = {}
-        for row in rows:
-            if row.event_id not in open_:
-                continue
-            task = events.tasks.get(row.event_key)
-            if task is None:
-                failed[row.event_id] = f"no event '{row.event_key}' in the registry any more"
-                continue
-            try:
-                task.apply_async(
-                    kwargs=dict(row.cuids), task_id=row.event_id, retry_policy=PUBLISH_RETRY_POLICY
-                )
-                published.append(row.event_id)
-            except Exception as exc:  # noqa: BLE001 - pending again; the next pass retries
-                failed[row.event_id] = f"{type(exc).__name__}: {exc}"
-        _mark(session.connection(), published, failed)
-        session.commit()
+        emitstore.stop_watching(session, [r.event_id for r in rows if r.event_id not in open_])
+        published, failed = _publish_rows(
+            publisher, session, [r for r in rows if r.event_id in open_]
+        )
     if published or failed:
         logger.warning(
             "relay published again %d emit(s) whose task left no settled outcome, %d failed",
@@ -409,5 +231,18 @@ def _redeliver(events: EmailEvents, *, limit: int) -> tuple[int, int]:
     return len(published), len(failed)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+def _publish_rows(
+    publisher: Publisher,
+    session: Session,
+    rows: Sequence[emitstore.Leased],
+    *,
+    redeliver_after: timedelta | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """Publish the emits of leased ``rows``, mark them, and commit."""
+    outgoing = [
+        _Outgoing(r.event_id, r.event_key, r.cuids, publisher.tasks.get(r.event_key)) for r in rows
+    ]
+    published, failed = _publish(outgoing)
+    emitstore.mark_published(session, published, failed, redeliver_after=redeliver_after)
+    session.commit()
+    return published, failed

@@ -1,4 +1,9 @@
-"""The tables emailevents owns, and the few statements the pipeline runs against them.
+"""The tables emailevents owns, and every statement run against them but the emits'.
+
+The delivery log (``emailevents_deliveries``): a run claims its recipients, records their
+outcomes, and finds what other runs of the same emit did. The org settings
+(``emailevents_org_settings``): the toggles. The statements on the emits
+(``emailevents_emits``) are :mod:`emailevents.emitstore`'s. Nothing else runs SQL on them.
 
 ``metadata`` is for the application's Alembic migrations; ``EmailEvents.create_tables`` creates
 them for tests and the demo.
@@ -12,7 +17,7 @@ import threading
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,8 +36,12 @@ RETRY = "retry"
 EVENT_LEVEL = ""
 """The recipient of a delivery row about the whole emit (an entity missing, the toggle off)."""
 
+DETAIL_LENGTH = 4000
+"""The most of an outcome's detail the delivery log keeps."""
 
-def _now() -> datetime:
+
+def current_time() -> datetime:
+    """The time written on rows: aware, in UTC."""
     return datetime.now(UTC)
 
 
@@ -42,7 +51,7 @@ org_settings = sa.Table(
     sa.Column("org_key", sa.String(255), primary_key=True),
     sa.Column("toggle_key", sa.String(255), primary_key=True),
     sa.Column("enabled", sa.Boolean, nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, default=_now),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
 )
 
 deliveries = sa.Table(
@@ -57,8 +66,8 @@ deliveries = sa.Table(
     sa.Column("detail", sa.Text, nullable=False, default=""),
     sa.Column("message_id", sa.String(64)),
     sa.Column("claim", sa.String(64)),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=_now),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, default=_now),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
     sa.UniqueConstraint("event_id", "recipient", name="uq_emailevents_delivery"),
     sa.Index("ix_emailevents_deliveries_key_created", "event_key", "created_at"),
 )
@@ -76,7 +85,7 @@ emits = sa.Table(
     sa.Column("last_error", sa.Text, nullable=False, default=""),
     sa.Column("lease_until", sa.DateTime(timezone=True)),
     sa.Column("lease", sa.String(64)),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=_now),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
     sa.Column("published_at", sa.DateTime(timezone=True)),
     sa.Column("check_after", sa.DateTime(timezone=True)),
     sa.Index("ix_emailevents_emits_state_created", "state", "created_at"),
@@ -115,7 +124,7 @@ def set_toggle(session: Session, org_key: str, toggle_key: str, enabled: bool) -
         "org_key": org_key,
         "toggle_key": toggle_key,
         "enabled": enabled,
-        "updated_at": _now(),
+        "updated_at": current_time(),
     }
     updated = session.execute(
         sa.update(org_settings)
@@ -297,19 +306,44 @@ def claim(
     update decide between two runs of the same emit.
     """
     recipients = list(recipients)
-    now = _now()
+    now = current_time()
     inserted = _insert_claims(session, event_id, event_key, recipients, token=token, now=now)
     if inserted is not None and inserted >= set(recipients):
         # Every recipient was new to the log (an emit's first try): this run holds them all, and
         # there is no `retry` row to claim again nor anything to read back.
         session.commit()
         return inserted
+    return _claim_again(session, event_id, recipients, token, deliveries.c.status == RETRY, now=now)
+
+
+def take_over(
+    session: Session, event_id: str, recipients: Sequence[str], token: str, *, claim_timeout: float
+) -> set[str]:
+    """Claim recipients whose claim went stale, and commit; returns those this run now holds."""
+    if not recipients:
+        return set()
+    stale = _stale(claim_timeout)
+    held = _claim_again(session, event_id, recipients, token, stale, now=current_time())
+    return held & set(recipients)
+
+
+def _claim_again(
+    session: Session,
+    event_id: str,
+    recipients: Sequence[str],
+    token: str,
+    claimable: sa.ColumnElement[bool],
+    *,
+    now: datetime,
+) -> set[str]:
+    """Claim for ``token`` the rows of ``recipients`` that are ``claimable``, and commit; returns
+    every recipient of the emit that ``token`` holds."""
     session.execute(
         sa.update(deliveries)
         .where(
             deliveries.c.event_id == event_id,
             deliveries.c.recipient.in_(recipients),
-            deliveries.c.status == RETRY,
+            claimable,
         )
         .values(status=CLAIMED, reason=CLAIMED, claim=token, updated_at=now)
     )
@@ -320,6 +354,13 @@ def claim(
         )
     ).scalars()
     return set(mine)
+
+
+def _stale(claim_timeout: float) -> sa.ColumnElement[bool]:
+    """A claim older than ``claim_timeout`` seconds: its run stopped before recording an answer,
+    or its request got none."""
+    stale_before = current_time() - timedelta(seconds=claim_timeout)
+    return sa.and_(deliveries.c.status == CLAIMED, deliveries.c.updated_at < stale_before)
 
 
 def statements_commit_alone(session: Session) -> None:
@@ -377,15 +418,13 @@ def record(
     """
     if not outcomes:
         return
-    common = {"b_event_id": event_id, "b_updated_at": _now()}
-    if token is not None:
-        common["b_token"] = token
+    common = _common(event_id, token)
     rows = [
         {
             "recipient": o.recipient,
             "status": o.status.value,
             "reason": o.reason.value,
-            "detail": o.detail[:4000],
+            "detail": o.detail[:DETAIL_LENGTH],
             "message_id": o.message_id,
         }
         for o in outcomes
@@ -402,6 +441,14 @@ def record(
         _RECORD_EACH[token is not None],
         [common | {f"b_{key}": value for key, value in row.items()} for row in rows],
     )
+
+
+def _common(event_id: str, token: str | None) -> dict[str, Any]:
+    """The parameters every row of an outcome's update shares."""
+    common: dict[str, Any] = {"b_event_id": event_id, "b_updated_at": current_time()}
+    if token is not None:
+        common["b_token"] = token
+    return common
 
 
 def _record_conditions(recipient: sa.ColumnElement[Any], *, by_token: bool) -> list[Any]:
@@ -473,8 +520,11 @@ _RECORD_ROWS = {
 _RECORD_EACH = {by_token: _record_each_statement(by_token=by_token) for by_token in (False, True)}
 
 
-def hold(session: Session, event_id: str, outcomes: Sequence[Outcome], *, token: str) -> None:
-    """Keep this run's claims on recipients whose request got no answer (not committed).
+def keep_unanswered(
+    session: Session, event_id: str, outcomes: Sequence[Outcome], *, token: str | None = None
+) -> None:
+    """Keep the claims on recipients whose request got no answer (not committed); with
+    ``token``, only those this run's claim holds.
 
     The rows stay claimed, with reason ``no_answer`` and the time of the failure, so that a
     later try takes them for stale after the claim timeout and asks the provider's message
@@ -482,21 +532,77 @@ def hold(session: Session, event_id: str, outcomes: Sequence[Outcome], *, token:
     """
     if not outcomes:
         return
+    common = _common(event_id, token)
     session.execute(
-        sa.update(deliveries)
-        .where(
-            deliveries.c.event_id == event_id,
-            deliveries.c.recipient == sa.bindparam("b_recipient"),
-            deliveries.c.status == CLAIMED,
-            deliveries.c.claim == token,
-        )
-        .values(reason=sa.bindparam("b_reason"), detail=sa.bindparam("b_detail"), updated_at=_now())
-        .execution_options(synchronize_session=False),
+        _KEEP_UNANSWERED[token is not None],
         [
-            {"b_recipient": o.recipient, "b_reason": o.reason.value, "b_detail": o.detail[:4000]}
+            common
+            | {
+                "b_recipient": o.recipient,
+                "b_reason": o.reason.value,
+                "b_detail": o.detail[:DETAIL_LENGTH],
+            }
             for o in outcomes
         ],
     )
+
+
+_KEEP_UNANSWERED = {
+    by_token: sa.update(deliveries)
+    .where(*_record_conditions(sa.bindparam("b_recipient"), by_token=by_token))
+    .values(
+        reason=sa.bindparam("b_reason"),
+        detail=sa.bindparam("b_detail"),
+        updated_at=sa.bindparam("b_updated_at"),
+    )
+    .execution_options(synchronize_session=False)
+    for by_token in (False, True)
+}
+
+
+def settle(
+    session: Session,
+    event_id: str,
+    outcomes: Sequence[Outcome],
+    *,
+    unanswered: Sequence[Outcome] = (),
+    token: str | None = None,
+    flush_wait: bool = True,
+) -> None:
+    """Record ``outcomes`` (see :func:`record`), keep the claims of the ``unanswered`` (see
+    :func:`keep_unanswered`), and commit.
+
+    When the session has nothing begun (the claim's commit ended what
+    :func:`statements_commit_alone` began), each write commits alone again.
+    """
+    statements_commit_alone(session)
+    record(session, event_id, outcomes, token=token, flush_wait=flush_wait)
+    keep_unanswered(session, event_id, unanswered, token=token)
+    session.commit()
+
+
+def record_skips(
+    session: Session, event_id: str, event_key: str, outcomes: Sequence[Outcome]
+) -> None:
+    """Write outcomes decided before sending, and commit; rows that exist already (a
+    redelivery) stay as they are."""
+    if not outcomes:
+        return
+    insert_ignoring_duplicates(
+        session,
+        [
+            {
+                "event_id": event_id,
+                "event_key": event_key,
+                "recipient": o.recipient,
+                "status": o.status.value,
+                "reason": o.reason.value,
+                "detail": o.detail[:DETAIL_LENGTH],
+            }
+            for o in outcomes
+        ],
+    )
+    session.commit()
 
 
 @dataclass(frozen=True)
@@ -509,51 +615,15 @@ class Logged:
     """Claimed longer ago than the claim timeout: its run stopped before recording an answer."""
 
 
-def existing(session: Session, event_id: str, *, stale_before: datetime) -> dict[str, Logged]:
+def existing(session: Session, event_id: str, *, claim_timeout: float) -> dict[str, Logged]:
     """Recipient -> what is logged for ``event_id`` already."""
-    stale = sa.case(
-        (sa.and_(deliveries.c.status == CLAIMED, deliveries.c.updated_at < stale_before), True),
-        else_=False,
-    )
+    stale = sa.case((_stale(claim_timeout), True), else_=False)
     result = session.execute(
         sa.select(
             deliveries.c.recipient, deliveries.c.status, deliveries.c.reason, stale.label("stale")
         ).where(deliveries.c.event_id == event_id)
     )
     return {row.recipient: Logged(row.status, row.reason, bool(row.stale)) for row in result}
-
-
-def take_over(
-    session: Session,
-    event_id: str,
-    recipients: Sequence[str],
-    token: str,
-    *,
-    stale_before: datetime,
-) -> set[str]:
-    """Claim recipients whose claim went stale, and commit; returns those this run now holds."""
-    if not recipients:
-        return set()
-    session.execute(
-        sa.update(deliveries)
-        .where(
-            deliveries.c.event_id == event_id,
-            deliveries.c.recipient.in_(recipients),
-            deliveries.c.status == CLAIMED,
-            deliveries.c.updated_at < stale_before,
-        )
-        .values(claim=token, reason=CLAIMED, updated_at=_now())
-    )
-    session.commit()
-    return set(
-        session.execute(
-            sa.select(deliveries.c.recipient).where(
-                deliveries.c.event_id == event_id,
-                deliveries.c.claim == token,
-                deliveries.c.recipient.in_(recipients),
-            )
-        ).scalars()
-    )
 
 
 @dataclass(frozen=True)

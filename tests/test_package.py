@@ -64,7 +64,7 @@ def test_importing_the_package_imports_no_dependency_until_a_name_is_used() -> N
 
 # Exceptions that never leave their module: control flow, or what a web handler turns into an
 # HTTP answer.
-PRIVATE_EXCEPTIONS = {"_Stop", "_IllegalAddressError", "_ConfigurationProblem"}
+PRIVATE_EXCEPTIONS = {"_IllegalAddressError", "_ConfigurationProblem"}
 
 
 def _modules() -> list[str]:

@@ -1,0 +1,263 @@
+"""The statements on ``emailevents_emits``: an emit's row from the application's transaction to
+its publish, the relay's leases on it, and a retrying task's notes for the relay.
+
+The table itself is :data:`emailevents.store.emits`; :mod:`emailevents.store` holds the delivery
+log's statements. Nothing else runs SQL on either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import Any, TypeAlias
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from .store import PENDING, PUBLISHED, current_time, emits
+
+__all__ = [
+    "Emit",
+    "Leased",
+    "add",
+    "connect_alone",
+    "lease_overdue",
+    "lease_pending",
+    "mark_published",
+    "requeue_unpublished",
+    "still_pending",
+    "stop_watching",
+    "watch_retry",
+]
+
+ERROR_LENGTH = 2000
+"""The most of a failed publish's error an emit's row keeps."""
+
+Leased: TypeAlias = "sa.Row[Any, Any, Any]"
+"""An emit a relay leased: its ``event_id``, ``event_key`` and ``cuids``."""
+
+
+@dataclass(frozen=True)
+class Emit:
+    """An emit as its row names it: enough to publish its task again."""
+
+    event_id: str
+    event_key: str
+    task_name: str
+    cuids: Mapping[str, str]
+
+    def row(self) -> dict[str, Any]:
+        return {**asdict(self), "cuids": dict(self.cuids)}
+
+
+def add(session: Session, emit: Emit, *, redeliver_after: timedelta) -> None:
+    """Write an emit, pending, in ``session``'s transaction (not committed)."""
+    now = current_time()
+    session.execute(
+        sa.insert(emits).values(
+            **emit.row(),
+            state=PENDING,
+            attempts=0,
+            last_error="",
+            created_at=now,
+            # Published right after the commit; looked at again by the relay after this.
+            check_after=now + redeliver_after,
+        )
+    )
+
+
+def connect_alone(engine: sa.Engine) -> sa.Connection:
+    """A connection on which each statement commits alone (AUTOCOMMIT): no BEGIN, COMMIT or
+    ROLLBACK round trips around it."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT").connect()
+
+
+def still_pending(db: Session | sa.Connection, event_ids: Sequence[str]) -> set[str]:
+    """Those of ``event_ids`` whose emit is committed and not published yet."""
+    pending = sa.select(emits.c.event_id).where(
+        emits.c.event_id.in_(event_ids), emits.c.state == PENDING
+    )
+    return set(db.execute(pending).scalars())
+
+
+def mark_published(
+    db: Session | sa.Connection,
+    published: Sequence[str],
+    failed: Mapping[str, str],
+    *,
+    redeliver_after: timedelta | None = None,
+) -> None:
+    """Mark emits ``published`` (with ``redeliver_after``, looked at again by the relay that
+    long from now), and those whose publish ``failed`` pending again, with why (not committed)."""
+    now = current_time()
+    if published:
+        values: dict[str, Any] = {
+            "state": PUBLISHED,
+            "published_at": now,
+            "lease": None,
+            "lease_until": None,
+        }
+        if redeliver_after is not None:
+            values["check_after"] = now + redeliver_after
+        db.execute(sa.update(emits).where(emits.c.event_id.in_(published)).values(**values))
+    for event_id, error in failed.items():
+        # Pending again (a re-publish of a published emit that failed too): the next pass
+        # publishes it.
+        db.execute(
+            sa.update(emits)
+            .where(emits.c.event_id == event_id)
+            .values(
+                state=PENDING,
+                attempts=emits.c.attempts + 1,
+                last_error=error[:ERROR_LENGTH],
+                lease=None,
+                lease_until=None,
+            )
+        )
+
+
+def watch_retry(session: Session, emit: Emit, *, redeliver_after: timedelta) -> None:
+    """Note that the emit's task retries, and commit: the relay looks at it again
+    ``redeliver_after`` from now, and publishes it again should no outcome be settled by then
+    (the retry's message was lost in the broker). Writes the row of an emit made without
+    ``session=``."""
+    now = current_time()
+    check_after = now + redeliver_after
+    _update_or_insert(
+        session,
+        emit,
+        update={"check_after": check_after},
+        insert={
+            "state": PUBLISHED,
+            "attempts": 0,
+            "last_error": "",
+            "created_at": now,
+            "published_at": now,
+            "check_after": check_after,
+        },
+    )
+
+
+def requeue_unpublished(session: Session, emit: Emit, *, error: str) -> None:
+    """Put an emit whose task could not be published again (its retry) back to pending, with
+    ``error``, and commit: the next relay pass publishes it. Writes the row of an emit made
+    without ``session=``."""
+    last_error = error[:ERROR_LENGTH]
+    _update_or_insert(
+        session,
+        emit,
+        update={
+            "state": PENDING,
+            "attempts": emits.c.attempts + 1,
+            "last_error": last_error,
+            "lease": None,
+            "lease_until": None,
+            "published_at": None,
+        },
+        insert={
+            "state": PENDING,
+            "attempts": 1,
+            "last_error": last_error,
+            "created_at": current_time(),
+        },
+    )
+
+
+def _update_or_insert(
+    session: Session, emit: Emit, *, update: Mapping[str, Any], insert: Mapping[str, Any]
+) -> None:
+    """Update the emit's row, or write it (with ``insert``) when the emit was made without
+    ``session=``; and commit."""
+    updated = session.execute(
+        sa.update(emits).where(emits.c.event_id == emit.event_id).values(**update)
+    )
+    if getattr(updated, "rowcount", 0) == 0:
+        try:
+            session.execute(sa.insert(emits).values(**emit.row(), **insert))
+        except sa.exc.IntegrityError:
+            # Another run of the same emit (a redelivered copy) wrote it first.
+            session.rollback()
+            return
+    session.commit()
+
+
+def lease_pending(
+    session: Session, token: str, *, limit: int, grace: timedelta, lease: timedelta
+) -> Sequence[Leased]:
+    """Lease to ``token`` up to ``limit`` pending emits, those whose publish failed or older than
+    ``grace``, and commit; returns them (``event_id``, ``event_key``, ``cuids``), oldest first.
+
+    Several relays may run at once: each leases its rows for ``lease`` (``FOR UPDATE SKIP
+    LOCKED`` on PostgreSQL; SQLite, which ignores it, serialises the leasing update).
+    """
+    now = current_time()
+    ready = (
+        sa.select(emits.c.event_id)
+        .where(
+            emits.c.state == PENDING,
+            sa.or_(emits.c.attempts > 0, emits.c.created_at <= now - grace),
+            sa.or_(emits.c.lease_until.is_(None), emits.c.lease_until < now),
+        )
+        .order_by(emits.c.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    session.execute(
+        sa.update(emits)
+        .where(emits.c.event_id.in_(ready), emits.c.state == PENDING)
+        .values(lease=token, lease_until=now + lease)
+    )
+    session.commit()
+    return _leased(session, token, order_by=emits.c.created_at)
+
+
+def lease_overdue(
+    session: Session, token: str, *, limit: int, redeliver_after: timedelta
+) -> Sequence[Leased]:
+    """Lease to ``token`` up to ``limit`` published emits past their ``check_after``, and commit;
+    returns them (``event_id``, ``event_key``, ``cuids``).
+
+    Their next check is pushed back ``redeliver_after`` at once, so that concurrent relays
+    never both take one emit.
+    """
+    now = current_time()
+    overdue = (emits.c.state == PUBLISHED, emits.c.check_after < now)
+    due = (
+        sa.select(emits.c.event_id)
+        .where(*overdue)
+        .order_by(emits.c.check_after)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    session.execute(
+        sa.update(emits)
+        .where(emits.c.event_id.in_(due), *overdue)
+        .values(check_after=now + redeliver_after, lease=token)
+    )
+    session.commit()
+    return _leased(session, token, emits.c.state == PUBLISHED)
+
+
+def _leased(
+    session: Session,
+    token: str,
+    *where: sa.ColumnElement[bool],
+    order_by: sa.ColumnElement[Any] | None = None,
+) -> Sequence[Leased]:
+    """The emits leased to ``token``."""
+    leased = sa.select(emits.c.event_id, emits.c.event_key, emits.c.cuids).where(
+        emits.c.lease == token, *where
+    )
+    return session.execute(leased.order_by(order_by)).all()
+
+
+def stop_watching(session: Session, event_ids: Sequence[str]) -> None:
+    """Let the relay stop looking at these emits: their task left a settled outcome (not
+    committed)."""
+    if event_ids:
+        session.execute(
+            sa.update(emits)
+            .where(emits.c.event_id.in_(event_ids))
+            .values(check_after=None, lease=None)
+        )

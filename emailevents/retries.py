@@ -1,0 +1,149 @@
+"""When an event's task tries again, and how long it waits first: decided here and nowhere else.
+
+A try is the ``final_attempt`` once ``max_retries`` are spent: the pipeline then records a
+transient failure as failed rather than ``retry``. After a run whose recipients wait for another
+try, or one the database left half done, the task retries with exponential backoff and full
+jitter. Each retry is noted for the relay, which publishes the emit again should the retry's
+message be lost, or be refused by the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import NoReturn
+
+from celery import Task
+from celery.exceptions import Reject
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from . import emitstore, pipeline
+from .outcomes import Reason, RunResult, Status
+from .registry import Event
+
+__all__ = ["Retrying", "run"]
+
+logger = logging.getLogger("emailevents")
+
+WAITS_PAST_MAX_RETRIES = 3
+"""Tries a task may take past ``max_retries`` only to wait for claims other runs hold."""
+CLAIM_MARGIN = 1.0
+"""Seconds added to ``claim_timeout`` before a wait ends, so that the claim is stale by then."""
+
+_STALE_WAITS = frozenset({Reason.IN_PROGRESS, Reason.NO_ANSWER})
+
+
+@dataclass(frozen=True)
+class Retrying:
+    """How the tasks of one :class:`~emailevents.EmailEvents` try again: its settings, as they
+    are when a task runs."""
+
+    runtime: pipeline.Runtime
+    max_retries: int
+    backoff: float
+    """The first retry's delay in seconds; it doubles each time."""
+    backoff_max: float
+    redeliver_after: timedelta
+    """How long after a retry the relay publishes the emit again, if no outcome is settled."""
+
+    def delay(self, tries: int) -> float:
+        """Seconds before try ``tries + 1``: exponential backoff with full jitter."""
+        # Celery's get_exponential_backoff_interval works in whole seconds only.
+        ceiling = min(self.backoff_max, self.backoff * 2**tries)
+        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
+
+
+def run(retrying: Retrying, task: Task, event: Event, cuids: Mapping[str, str]) -> RunResult:
+    """One try of ``event``'s ``task``: the pipeline's run, then a retry if it needs one.
+
+    Raises:
+        celery.exceptions.Retry: the task runs again later (Celery's own retry).
+    """
+    tries = task.request.retries or 0
+    final_attempt = tries >= retrying.max_retries
+    try:
+        result = pipeline.run(
+            retrying.runtime,
+            event,
+            task.request.id,
+            cuids,
+            final_attempt=final_attempt,
+            # Waiting for another run's claim is not a try of ours: it may go on past
+            # max_retries, a few times, so that a claim left by a run that died on the last
+            # try is still settled.
+            can_wait=tries < retrying.max_retries + WAITS_PAST_MAX_RETRIES,
+        )
+    except (OperationalError, InterfaceError) as exc:
+        # The database went away mid-run. Whatever this run claimed is settled by the next
+        # try, once the claim is stale, like the claims of a run that died.
+        if final_attempt:
+            raise
+        _retry(retrying, task, event, cuids, retrying.delay(tries), exc=exc)
+    if result.needs_retry:
+        # Celery's own retry: the same task id (the event id) comes back later, and only the
+        # recipients recorded as `retry` are claimed and sent again. Recipients another run
+        # holds, or whose request got no answer, are looked at again once that claim is stale.
+        delay = retrying.delay(tries)
+        if any(o.status is Status.RETRY and o.reason in _STALE_WAITS for o in result.outcomes):
+            delay = max(delay, retrying.runtime.claim_timeout + CLAIM_MARGIN)
+        _retry(
+            retrying, task, event, cuids, delay, max_retries=max(retrying.max_retries, tries + 1)
+        )
+    return result
+
+
+def _retry(
+    retrying: Retrying,
+    task: Task,
+    event: Event,
+    cuids: Mapping[str, str],
+    delay: float,
+    *,
+    max_retries: int | None = None,
+    exc: BaseException | None = None,
+) -> NoReturn:
+    """Retry ``task`` in ``delay`` seconds, with the relay as a safety net.
+
+    The emit's row in ``emailevents_emits`` (written now for an emit made without
+    ``session=``) tells the relay to publish it again should the retry never come back
+    (a broker that loses the message). And Celery drops the message
+    (``Reject(requeue=False)``) when it cannot publish the retry: the recipients waiting
+    for it would wait for ever. The emit goes back to pending instead, for the relay to
+    publish once the broker takes messages again; should the database be down too, the
+    message is requeued rather than dropped.
+    """
+    event_id = task.request.id
+    emit = emitstore.Emit(event_id, event.key, event.task_name, cuids)
+    try:
+        with retrying.runtime.session_factory() as session:
+            emitstore.watch_retry(session, emit, redeliver_after=retrying.redeliver_after)
+    except Exception:
+        logger.warning(
+            "event=%s event_id=%s could not note its retry for the relay",
+            event.key,
+            event_id,
+            exc_info=True,
+        )
+    try:
+        raise task.retry(countdown=delay, max_retries=max_retries, exc=exc)
+    except Reject as rejected:
+        if rejected.requeue:
+            raise
+        try:
+            error = f"retry not published: {type(rejected.reason).__name__}: {rejected.reason}"
+            with retrying.runtime.session_factory() as session:
+                emitstore.requeue_unpublished(session, emit, error=error)
+        except Exception as requeue_failed:
+            logger.exception("event=%s event_id=%s could not keep its retry", event.key, event_id)
+            raise Reject(rejected.reason, requeue=True) from requeue_failed
+        logger.warning(
+            "event=%s event_id=%s could not publish its retry (%s); kept for the relay",
+            event.key,
+            event_id,
+            rejected.reason,
+            extra={"event_key": event.key, "event_id": event_id},
+        )
+        raise
