@@ -20,8 +20,6 @@ PACKAGE = Path(emailevents.__file__).parent
 MAX_LINES = 700
 # One function per command, and their helpers: read command by command, not as a whole.
 LONGER_ALLOWED = {"emailevents.cli"}
-# Issue 11 rearranges the package until these hold; each marker goes when its test passes.
-IN_PROGRESS = pytest.mark.xfail(strict=True, reason="issue 11: not yet rearranged")
 
 
 @dataclass(frozen=True)
