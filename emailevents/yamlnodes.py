@@ -209,15 +209,10 @@ class _Builder:
         )
         self.doc.values[path] = where
         if isinstance(node, _AliasNode):
-            self.doc.problems.append(
-                Problem(
-                    f"YAML aliases are not supported in a registry (*{node.anchor})",
-                    self.doc.filename,
-                    where.line,
-                    where.column,
-                    hint="write the value out in full",
-                    code="EE004",
-                )
+            self._refuse(
+                where,
+                f"YAML aliases are not supported in a registry (*{node.anchor})",
+                hint="write the value out in full",
             )
             # The anchored value, so that one alias is one problem; None inside its own anchor.
             if id(node.value) not in self.built:
@@ -227,15 +222,10 @@ class _Builder:
             _MAP_TAG,
             _SEQ_TAG,
         ):
-            self.doc.problems.append(
-                Problem(
-                    f"YAML tags are not supported in a registry ({node.tag})",
-                    self.doc.filename,
-                    where.line,
-                    where.column,
-                    hint="write a plain mapping or list",
-                    code="EE004",
-                )
+            self._refuse(
+                where,
+                f"YAML tags are not supported in a registry ({node.tag})",
+                hint="write a plain mapping or list",
             )
         if isinstance(node, yaml.MappingNode):
             value: Any = self._mapping(node, path)
@@ -247,6 +237,14 @@ class _Builder:
             value = self._scalar(node, path)
         self.built[id(node)] = value
         return value
+
+    def _refuse(
+        self, where: Location, message: str, *, hint: str = "", code: str = "EE004"
+    ) -> None:
+        """A problem of the YAML itself, at ``where``."""
+        self.doc.problems.append(
+            Problem(message, self.doc.filename, where.line, where.column, hint=hint, code=code)
+        )
 
     def _scalar(self, node: yaml.Node, path: Key) -> Any:
         try:
@@ -277,28 +275,18 @@ class _Builder:
         for key_node, value_node in node.value:
             key_where = Location(key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
-                self.doc.problems.append(
-                    Problem(
-                        "mapping keys must be plain names (no lists, mappings, aliases or "
-                        "'<<' merges)",
-                        self.doc.filename,
-                        key_where.line,
-                        key_where.column,
-                        code="EE004",
-                    )
+                self._refuse(
+                    key_where,
+                    "mapping keys must be plain names (no lists, mappings, aliases or '<<' merges)",
                 )
                 continue
             key = str(key_node.value)
             if key in first_seen:
-                self.doc.problems.append(
-                    Problem(
-                        f"duplicate key {key!r} (first defined at line {first_seen[key]})",
-                        self.doc.filename,
-                        key_where.line,
-                        key_where.column,
-                        hint="YAML would silently keep only the last one",
-                        code="EE003",
-                    )
+                self._refuse(
+                    key_where,
+                    f"duplicate key {key!r} (first defined at line {first_seen[key]})",
+                    hint="YAML would silently keep only the last one",
+                    code="EE003",
                 )
                 continue
             first_seen[key] = key_where.line

@@ -176,6 +176,57 @@ def test_the_modules_import_one_another_without_a_cycle() -> None:
     assert cycle(import_graph()) == []
 
 
+# docs/architecture.md, "The modules": each top-level module or package of emailevents in its
+# layer, highest first. A module imports only from its own layer's modules or lower ones.
+LAYERS = [
+    {"cli"},
+    {"demo"},
+    {"testing"},
+    {"lint", "findings"},
+    {"preview"},
+    {"samples", "stubs"},
+    {"engine"},
+    {"retries"},
+    {"relay"},
+    {"pipeline"},
+    {"senders"},
+    {"schema", "migrations"},
+    {"store", "emitstore"},
+    {"registry"},
+    {"yamlnodes", "yamlsyntax", "introspect", "expressions", "addresses"},
+    {"outcomes", "errors"},
+]
+# The pytest plugin's `fake_postmark` fixture serves the demo's templates, as documented.
+UPWARD_ALLOWED = {("emailevents.testing.pytest_plugin", "emailevents.demo")}
+
+
+def _layer(module: str) -> int:
+    top = module.split(".")[1]
+    return next(i for i, layer in enumerate(LAYERS) if top in layer)
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Each import of a module from a higher layer (the package's ``__init__`` aside)."""
+    return [
+        f"{module} imports {target}"
+        for module, targets in sorted(graph.items())
+        if module != "emailevents"
+        for target in sorted(targets)
+        if target != "emailevents"
+        and _layer(target) < _layer(module)
+        and (module, target) not in UPWARD_ALLOWED
+    ]
+
+
+def test_every_module_has_a_layer() -> None:
+    tops = {name.split(".")[1] for name in MODULES if name != "emailevents"}
+    assert tops == set().union(*LAYERS)
+
+
+def test_modules_import_only_from_their_layer_or_below() -> None:
+    assert upward_imports(import_graph()) == []
+
+
 # The checks themselves, on small made-up packages: each can fail.
 
 
@@ -206,6 +257,12 @@ def test_cycles_are_found_wherever_the_import_is(
 ) -> None:
     monkeypatch.setattr(f"{__name__}.MODULES", _fake(files))
     assert bool(cycle(import_graph())) is expected
+
+
+def test_an_upward_import_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {"emailevents.store": "from emailevents import pipeline\n", "emailevents.pipeline": ""}
+    monkeypatch.setattr(f"{__name__}.MODULES", _fake(files))
+    assert upward_imports(import_graph()) == ["emailevents.store imports emailevents.pipeline"]
 
 
 def test_private_names_are_found_imported_used_and_subclassed(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -220,10 +220,7 @@ class Api:
         chosen = [
             t for t in self._templates.listed() if kind.lower() in {"all", t.template_type.lower()}
         ]
-        page = chosen[offset : offset + count]
-        return json_response(
-            200, {"TotalCount": len(chosen), "Templates": [t.summary() for t in page]}
-        )
+        return _page("Templates", chosen, offset, count)
 
     def _template_item(self, method: str, route: str, _q: dict[str, str], data: Any) -> Response:
         match = _TEMPLATE_PATH.fullmatch(route)
@@ -300,10 +297,7 @@ class Api:
             if name.lower().startswith("metadata_") and value:
                 key = name[len("metadata_") :]
                 chosen = [m for m in chosen if m.metadata.get(key) == value]
-        page = chosen[offset : offset + count]
-        return json_response(
-            200, {"TotalCount": len(chosen), "Messages": [m.summary() for m in page]}
-        )
+        return _page("Messages", chosen, offset, count)
 
     def _get_details(self, _m: str, route: str, _q: dict[str, str], _d: Any) -> Response:
         match = _MESSAGE_DETAILS.fullmatch(route)
@@ -381,3 +375,10 @@ def _int_param(query: Mapping[str, str], name: str, *, default: int, low: int, h
     if not low <= value <= high:
         raise RequestRefusedError(403, f"'{name}' must be between {low} and {high}.")
     return value
+
+
+def _page(name: str, chosen: Sequence[Any], offset: int, count: int) -> Response:
+    """One page of a listing, as Postmark answers it: the total, and ``count`` items' summaries
+    from ``offset``."""
+    page = chosen[offset : offset + count]
+    return json_response(200, {"TotalCount": len(chosen), name: [item.summary() for item in page]})
