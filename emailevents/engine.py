@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -10,11 +11,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
-from celery import Celery, Task
+from celery import Celery, Task, bootsteps
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from . import pipeline, retries, store
+from . import pipeline, retries, schema, store
 from . import relay as relaying
 from .errors import (
     ConfigurationError,
@@ -36,6 +38,7 @@ MAX_CUID_LENGTH = 255
 RELAY_TASK = "emailevents.relay"
 
 _default: EmailEvents | None = None
+logger = logging.getLogger("emailevents")
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,7 @@ class EmailEvents:
             key: self._register(event) for key, event in self.events.items()
         }
         self.relay_task = self._register_relay()
+        self._check_schema_when_workers_start()
         if set_default:
             global _default  # noqa: PLW0603 - the module-level emit() needs one instance
             _default = self
@@ -159,6 +163,8 @@ class EmailEvents:
             UnknownEventError: no such event (the message suggests the nearest key).
             EmitArgumentError: an entity name is missing or unexpected, or a CUID is not a string.
             EmitValueError: a CUID is empty or too long.
+            ConfigurationError: with ``session``, emailevents' tables lack a column this version
+                writes (checked once per process): run ``emailevents db upgrade``.
         """
         event = self.event(event_key)
         bound = bind_cuids(event, (), cuids)
@@ -169,6 +175,7 @@ class EmailEvents:
                     f"event '{event_key}': session= must be a SQLAlchemy Session, got "
                     f"{type(session).__name__}"
                 )
+            schema.verify(session.connection())
             relaying.defer(self._publisher(), session, event_key, event_id, bound)
         else:
             # Checked just above: emit() is on the web request's path, so not twice.
@@ -194,9 +201,16 @@ class EmailEvents:
         return pipeline.run(self.runtime, event, event_id, bind_cuids(event, (), cuids))
 
     def create_tables(self, engine: Engine) -> None:
-        """Create emailevents' own tables (delivery log, emits, org settings) on ``engine``; for
-        tests and demos."""
-        store.metadata.create_all(engine)
+        """Create emailevents' own tables (delivery log, emits, org settings) on ``engine``, or
+        bring them up to this version; for tests and demos (``emailevents db upgrade`` where
+        you deploy, docs/migrations.md)."""
+        schema.upgrade(engine)
+
+    def check_schema(self) -> None:
+        """Raise :class:`ConfigurationError` naming ``emailevents db upgrade`` when the
+        database lacks a table or column this version writes (checked once per process)."""
+        with self.session_factory() as session:
+            schema.verify(session.connection())
 
     def set_toggle(self, session: Session, org_key: str, toggle_key: str, enabled: bool) -> None:
         """Switch an email toggle on or off for an org in emailevents' own settings table."""
@@ -209,6 +223,26 @@ class EmailEvents:
                 f"{what}: the Celery app already has a task named '{task_name}'; give the "
                 "event another `task:` name, or this EmailEvents its own Celery app"
             )
+
+    def _check_schema_when_workers_start(self) -> None:
+        """A worker of this Celery app checks our tables before it consumes: on tables older
+        than this version it logs why and stops, rather than fail every run it takes."""
+        events = self
+
+        class CheckSchema(bootsteps.StartStopStep):  # type: ignore[misc]  # no type hints
+            label = "emailevents tables"
+
+            def start(self, _worker: Any) -> None:
+                try:
+                    events.check_schema()
+                except ConfigurationError as exc:
+                    logger.critical("the worker does not consume: %s", exc)
+                    raise
+                except (OperationalError, InterfaceError) as exc:
+                    # Unreachable now: runs retry until it is back; nothing to refuse.
+                    logger.warning("emailevents' tables not checked (%s)", type(exc).__name__)
+
+        self.celery.steps["worker"].add(CheckSchema)
 
     def _register_relay(self) -> Task:
         """``emailevents.relay``: one relay pass, for applications that run Celery beat."""

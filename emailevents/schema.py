@@ -4,7 +4,7 @@ older than this version.
 
 Our migrations keep their own version table (``emailevents_alembic_version``), so they never
 meet the application's. An application that prefers one Alembic environment adds
-``emailevents:migrations/versions`` to its ``version_locations`` (docs/operations.md).
+``emailevents:migrations/versions`` to its ``version_locations`` (docs/migrations.md).
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def verify(connection: sa.Connection) -> None:
             raise ConfigurationError(
                 f"emailevents' tables are older than this version of emailevents: "
                 f"{'; '.join(problems)}. Run `{UPGRADE} --app MODULE:ATTRIBUTE` (or --url URL) "
-                "before starting workers or emitting (docs/operations.md, 'Database migrations')"
+                "before starting workers or emitting (docs/migrations.md)"
             )
         _verified.add(engine)
 

@@ -3,6 +3,9 @@ on tables older than the code (docs/migrations.md)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -250,3 +253,102 @@ def test_an_unreachable_database_is_one_line_without_its_password() -> None:
         "Error: postgresql+psycopg://app:***@127.0.0.1:1/none: the database cannot be reached: "
     )
     assert "s3cret" not in result.output
+
+
+OLD_SCHEMA_APP = """\
+from pathlib import Path
+
+import sqlalchemy as sa
+from celery import Celery
+from sqlalchemy.orm import sessionmaker
+
+from emailevents import EmailEvents, OutboxSender
+from emailevents.demo import hooks
+from emailevents.demo.run import REGISTRY
+
+HERE = Path(__file__).parent
+celery = Celery("oldschema", broker="filesystem://", set_as_current=False)
+celery.conf.broker_transport_options = {
+    "data_folder_in": str(HERE / "broker"),
+    "data_folder_out": str(HERE / "broker"),
+    "control_folder": str(HERE / "broker" / "control"),
+    "polling_interval": 0.05,
+}
+engine = sa.create_engine(f"sqlite:///{HERE / 'app.sqlite3'}")
+events = EmailEvents(
+    REGISTRY,
+    celery=celery,
+    session_factory=sessionmaker(engine),
+    sender=OutboxSender(),
+    context={"site_url": hooks.site_url},
+)
+"""
+
+
+@pytest.fixture
+def old_schema_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An application whose database holds emailevents' tables as the first release made them."""
+    from emailevents.demo import models  # noqa: PLC0415
+
+    name = f"oldschema_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(OLD_SCHEMA_APP)
+    (tmp_path / "broker" / "control").mkdir(parents=True)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = __import__(name)
+    models.Base.metadata.create_all(module.engine)
+    first_release(module.engine)
+    yield module
+    module.engine.dispose()
+    sys.modules.pop(name, None)
+
+
+def test_emit_with_a_session_on_old_tables_raises_naming_the_command(old_schema_app: Any) -> None:
+    events = old_schema_app.events
+    cuids = {"user": "u", "org": "o", "invitation": "i"}
+    with events.session_factory() as session, pytest.raises(ConfigurationError) as raised:
+        events.emit("user_invited", session=session, **cuids)
+    assert "emailevents_emits: column check_after is missing" in str(raised.value)
+    assert "emailevents db upgrade" in str(raised.value)
+    schema.upgrade(old_schema_app.engine)
+    with events.session_factory() as session:
+        events.emit("user_invited", session=session, **cuids)
+        session.rollback()
+
+
+@pytest.mark.slow
+def test_a_worker_on_old_tables_does_not_consume_and_says_why(
+    old_schema_app: Any, tmp_path: Path
+) -> None:
+    receipt = old_schema_app.events.emit("user_invited", user="u", org="o", invitation="i")
+    queued = sorted((tmp_path / "broker").glob("*.msg"))
+    assert len(queued) == 1, "the emit waits in the broker"
+    done = subprocess.run(  # noqa: S603 - this interpreter, fixed arguments
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            f"{old_schema_app.__name__}:celery",
+            "worker",
+            "-P",
+            "solo",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "warning",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "the worker does not consume: emailevents' tables are older than this version" in (
+        done.stderr
+    )
+    assert "Run `emailevents db upgrade" in done.stderr
+    assert sorted((tmp_path / "broker").glob("*.msg")) == queued, "the message was not taken"
+    assert receipt.event_id in queued[0].read_text()

@@ -11,7 +11,7 @@ if connection is None:
     raise ConfigurationError(
         "emailevents' migrations run through `emailevents db upgrade`, or from your own Alembic "
         "environment with emailevents:migrations/versions in its version_locations "
-        "(docs/operations.md, 'Database migrations')"
+        "(docs/migrations.md)"
     )
 context.configure(
     connection=connection,
