@@ -7,8 +7,9 @@ log's statements. Nothing else runs SQL on either.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeAlias
 
@@ -48,7 +49,12 @@ class Emit:
     cuids: Mapping[str, str]
 
     def row(self) -> dict[str, Any]:
-        return {**asdict(self), "cuids": dict(self.cuids)}
+        return {
+            "event_id": self.event_id,
+            "event_key": self.event_key,
+            "task_name": self.task_name,
+            "cuids": dict(self.cuids),
+        }
 
 
 def add(session: Session, emit: Emit, *, redeliver_after: timedelta) -> None:
@@ -67,10 +73,16 @@ def add(session: Session, emit: Emit, *, redeliver_after: timedelta) -> None:
     )
 
 
+_autocommitting: weakref.WeakKeyDictionary[sa.Engine, sa.Engine] = weakref.WeakKeyDictionary()
+
+
 def connect_alone(engine: sa.Engine) -> sa.Connection:
     """A connection on which each statement commits alone (AUTOCOMMIT): no BEGIN, COMMIT or
-    ROLLBACK round trips around it."""
-    return engine.execution_options(isolation_level="AUTOCOMMIT").connect()
+    ROLLBACK round trips around it. The AUTOCOMMIT engine is made once per engine."""
+    alone = _autocommitting.get(engine)
+    if alone is None:
+        alone = _autocommitting[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return alone.connect()
 
 
 def still_pending(db: Session | sa.Connection, event_ids: Sequence[str]) -> set[str]:
