@@ -37,9 +37,11 @@ SITE_URL = "https://app.acme.test"
 WAIT = 30.0
 """Seconds a server is given to listen, and the worker to send what the test expects."""
 
-# The commands each README tells its reader to run; the tests add only a port and a
-# concurrency of 1 (one task at a time, in the order they were published).
+# The commands each README tells its reader to run. The tests add a port, and a concurrency of 1
+# (one task at a time, in the order they were published); the local Postmark server runs in the
+# test, as FakePostmark with the same templates, so that the test can read what it received.
 FASTAPI = {
+    "init-db": "python -m projects_api.init_db",
     "web": "uvicorn projects_api.main:app",
     "worker": "celery -A projects_api.main:celery_app worker --loglevel=INFO",
     "postmark": "emailevents fake-postmark --templates postmark",
@@ -67,10 +69,9 @@ def test_fastapi_example_sends_what_commits_and_nothing_for_a_rollback(tmp_path:
 
     with (
         FakePostmark(templates=app / "postmark") as postmark,
-        background("worker", worker_argv(FASTAPI), app, {**env, **postmark_env(postmark)}),
-        background("web", [*argv(FASTAPI["web"]), "--port", str(port)], app, env) as web,
+        running(app, FASTAPI, env, postmark, port) as example,
     ):
-        wait_until_serving(web, f"{url}/openapi.json")
+        wait_until_serving(example, f"{url}/openapi.json")
         # The import emits for Risk model and Fraud model, then fails on the third project (its
         # name is taken by the first): 409, and the transaction rolls back, emits included.
         failed = requests.post(
@@ -83,12 +84,17 @@ def test_fastapi_example_sends_what_commits_and_nothing_for_a_rollback(tmp_path:
             ],
             timeout=10,
         )
+        assert (failed.status_code, failed.json()) == (
+            409,
+            {"detail": "'Risk model' exists already"},
+        )
         created = requests.post(
             f"{url}/projects",
             headers=ada,
             json={"name": "Churn model", "owner": "owen@acme.test"},
             timeout=10,
         )
+        assert created.status_code == 201, created.text
         imported = requests.post(
             f"{url}/projects/import",
             headers=ada,
@@ -98,14 +104,9 @@ def test_fastapi_example_sends_what_commits_and_nothing_for_a_rollback(tmp_path:
             ],
             timeout=10,
         )
-        assert (failed.status_code, failed.json()) == (
-            409,
-            {"detail": "'Risk model' exists already"},
-        )
-        assert created.status_code == 201, created.text
         assert imported.status_code == 201, imported.text
         projects = {p["name"]: p["cuid"] for p in [created.json(), *imported.json()]}
-        messages = wait_for_sent(postmark, database, len(projects))
+        messages = wait_for_sent(example, postmark, database, len(projects))
 
     by_name = {m.template_model["project_name"]: m for m in messages}
     assert set(by_name) == {"Churn model", "Credit model", "Pricing model"}
@@ -145,26 +146,11 @@ def test_flask_example_sends_what_commits_and_nothing_for_a_rollback(tmp_path: P
     url = f"http://127.0.0.1:{port}"
     ada = {"X-User": "ada@acme.test"}
 
-    with contextlib.ExitStack() as stack:
-        postmark = stack.enter_context(FakePostmark(templates=app / "postmark"))
-        stack.enter_context(
-            background("worker", worker_argv(FLASK), app, {**env, **postmark_env(postmark)})
-        )
-        # While the worker starts: it needs the tables only once there are tasks.
-        init_db = subprocess.run(  # noqa: S603 - this interpreter, the README's command
-            argv(FLASK["init-db"]),
-            cwd=app,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
-        assert init_db.returncode == 0, init_db.stdout + init_db.stderr
-        web = stack.enter_context(
-            background("web", [*argv(FLASK["web"]), "--port", str(port)], app, env)
-        )
-        wait_until_serving(web, f"{url}/findings")
+    with (
+        FakePostmark(templates=app / "postmark") as postmark,
+        running(app, FLASK, env, postmark, port) as example,
+    ):
+        wait_until_serving(example, f"{url}/findings")
         # The import emits for the first two findings, then aborts on the third (its assignee is
         # no member): 422, no commit, and Flask-SQLAlchemy rolls the session back at the end of
         # the request, emits included.
@@ -178,6 +164,10 @@ def test_flask_example_sends_what_commits_and_nothing_for_a_rollback(tmp_path: P
             ],
             timeout=10,
         )
+        assert (failed.status_code, failed.json()) == (
+            422,
+            {"error": "'nobody@acme.test' is not a member of Acme"},
+        )
         reported = requests.post(
             f"{url}/findings",
             headers=ada,
@@ -188,6 +178,7 @@ def test_flask_example_sends_what_commits_and_nothing_for_a_rollback(tmp_path: P
             },
             timeout=10,
         )
+        assert reported.status_code == 201, reported.text
         imported = requests.post(
             f"{url}/findings/import",
             headers=ada,
@@ -197,14 +188,9 @@ def test_flask_example_sends_what_commits_and_nothing_for_a_rollback(tmp_path: P
             ],
             timeout=10,
         )
-        assert (failed.status_code, failed.json()) == (
-            422,
-            {"error": "'nobody@acme.test' is not a member of Acme"},
-        )
-        assert reported.status_code == 201, reported.text
         assert imported.status_code == 201, imported.text
         findings = {f["title"]: f for f in [reported.json(), *imported.json()]}
-        messages = wait_for_sent(postmark, database, len(findings))
+        messages = wait_for_sent(example, postmark, database, len(findings))
 
     by_title = {m.template_model["title"]: m for m in messages}
     assert set(by_title) == {"Drift in churn model", "Missing monitoring", "Undocumented features"}
@@ -262,6 +248,40 @@ def background(name: str, args: list[str], cwd: Path, env: dict[str, str]) -> It
     )
 
 
+@contextlib.contextmanager
+def running(
+    app: Path, commands: dict[str, str], env: dict[str, str], postmark: FakePostmark, port: int
+) -> Iterator[list[Background]]:
+    """The example, as its README runs it: the tables, the web server and the worker.
+
+    The web server is started first, so that its start-up overlaps the others'; the worker once
+    the tables exist, as the README says (a worker checks emailevents' tables when it starts).
+    """
+    with contextlib.ExitStack() as stack:
+        web = stack.enter_context(
+            background("web", [*argv(commands["web"]), "--port", str(port)], app, env)
+        )
+        init_db = subprocess.run(  # noqa: S603 - this interpreter, the README's command
+            argv(commands["init-db"]),
+            cwd=app,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert init_db.returncode == 0, init_db.stdout + init_db.stderr
+        worker = stack.enter_context(
+            background(
+                "worker",
+                [*argv(commands["worker"]), "--concurrency=1"],
+                app,
+                {**env, **postmark_env(postmark)},
+            )
+        )
+        yield [web, worker]
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     """Kill the process and its children (a worker's pool): what it was run for is done, and a
     Celery warm shutdown takes seconds."""
@@ -284,11 +304,9 @@ def copy_example(example: str, tmp_path: Path) -> Path:
 def argv(command: str) -> list[str]:
     """A README command, run by this interpreter (the reader's virtualenv)."""
     program, *args = shlex.split(command)
-    return [sys.executable, "-m", program, *args]
-
-
-def worker_argv(commands: dict[str, str]) -> list[str]:
-    return [*argv(commands["worker"]), "--concurrency=1"]
+    return (
+        [sys.executable, *args] if program == "python" else [sys.executable, "-m", program, *args]
+    )
 
 
 def readers_env(**settings: str) -> dict[str, str]:
@@ -308,17 +326,19 @@ def free_port() -> int:
         return port
 
 
-def wait_until_serving(web: Background, url: str) -> None:
+def wait_until_serving(example: list[Background], url: str) -> None:
     def answered() -> bool:
         with contextlib.suppress(requests.ConnectionError):
             requests.get(url, timeout=2)
             return True
         return False
 
-    eventually(answered, [web], f"{url} to answer")
+    eventually(answered, example, f"{url} to answer")
 
 
-def wait_for_sent(postmark: FakePostmark, database: Path, count: int) -> list[ReceivedMessage]:
+def wait_for_sent(
+    example: list[Background], postmark: FakePostmark, database: Path, count: int
+) -> list[ReceivedMessage]:
     """Wait for ``count`` messages at Postmark, and ``count`` sends recorded in the database.
 
     The worker runs one task at a time, in the order they were published. The failed request
@@ -330,22 +350,25 @@ def wait_for_sent(postmark: FakePostmark, database: Path, count: int) -> list[Re
             len(postmark.messages) >= count
             and sum(row.status == "sent" for row in delivery_rows(database)) >= count
         ),
-        [],
+        example,
         f"{count} messages at Postmark, recorded as sent",
     )
     return postmark.messages
 
 
 def eventually(check: Callable[[], T], watched: list[Background], what: str) -> T:
+    """Wait until ``check()`` is true; fail with what the processes printed if one exits first
+    or time runs out."""
     deadline = time.monotonic() + WAIT
     while True:
         result = check()
         if result:
             return result
-        for running in watched:
-            assert running.process.poll() is None, f"the {running.name} exited:\n{running.output()}"
-        if time.monotonic() > deadline:
-            pytest.fail(f"waited {WAIT:.0f} s for {what}")
+        exited = [p for p in watched if p.process.poll() is not None]
+        if exited or time.monotonic() > deadline:
+            why = f"the {exited[0].name} exited" if exited else f"{WAIT:.0f} s passed"
+            logs = "\n".join(f"--- {p.name}:\n{p.output()}" for p in watched)
+            pytest.fail(f"waiting for {what}: {why}\n{logs}")
         time.sleep(0.05)
 
 

@@ -1,5 +1,6 @@
 """The web application, its Celery app, and the email events both share.
 
+The tables:       python -m projects_api.init_db
 The web process:  uvicorn projects_api.main:app
 The worker:       celery -A projects_api.main:celery_app worker --loglevel=INFO
 
@@ -8,13 +9,11 @@ worker to run the tasks it registers on ``celery_app``.
 """
 
 import os
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from celery import Celery
-from celery.signals import worker_init
 from fastapi import Depends, FastAPI, Header, HTTPException
 from pydantic import BaseModel, Field
 from sqlalchemy import create_engine, select
@@ -23,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from emailevents import EmailEvents, PostmarkSender, emit
 
-from .models import Base, Organization, Project, User
+from .models import Project, User
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "sqlite:///projects.sqlite3")
 BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
@@ -44,43 +43,18 @@ if BROKER_URL == "filesystem://":
         "polling_interval": 0.1,
     }
 
-# POSTMARK_SERVER_TOKEN and POSTMARK_API_URL say where mail goes. Only the worker sends, so only
-# the worker needs the token.
-sender = PostmarkSender()
 events = EmailEvents(
     Path(__file__).parent.parent / "events.yaml",
     celery=celery_app,
     session_factory=SessionLocal,
-    sender=sender,
+    # POSTMARK_SERVER_TOKEN and POSTMARK_API_URL say where mail goes. Only the worker sends, so
+    # only the worker needs the token.
+    sender=PostmarkSender(),
     context={"site_url": SITE_URL},
 )
 
 
-@worker_init.connect
-def check_postmark_token(**_: Any) -> None:
-    """A worker without a token would record every email as failed: refuse to start instead."""
-    sender.check()
-
-
-@asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-    # For the example: the tables, and Acme with two members. A real application runs its
-    # migrations instead (Alembic: target_metadata = [Base.metadata, emailevents.metadata]).
-    Base.metadata.create_all(engine)
-    events.create_tables(engine)
-    with SessionLocal.begin() as session:
-        if session.scalars(select(Organization)).first() is None:
-            acme = Organization(name="Acme", slug="acme")
-            session.add_all(
-                [
-                    User(email="ada@acme.test", full_name="Ada Lovelace", organization=acme),
-                    User(email="owen@acme.test", full_name="Owen Ortiz", organization=acme),
-                ]
-            )
-    yield
-
-
-app = FastAPI(title="Acme projects", lifespan=lifespan)
+app = FastAPI(title="Acme projects")
 
 
 def get_session() -> Iterator[Session]:
