@@ -1,0 +1,1 @@
+"""A FastAPI application that emails a project's owner when someone creates the project."""
