@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from celery import Celery, Task, bootsteps
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from . import pipeline, retries, schema, store
 from . import relay as relaying
@@ -154,8 +154,9 @@ class EmailEvents:
         """Queue ``event_key`` for the entities named by ``cuids``.
 
         Everything is checked before anything is queued. With ``session`` (a SQLAlchemy
-        ``Session``; typed ``Any`` so that ``**cuids`` from a dict type-checks), nothing is queued
-        until that session's outermost transaction commits, and a rollback drops the emit: it is
+        ``Session``, or a ``scoped_session`` such as Flask-SQLAlchemy's ``db.session``; typed
+        ``Any`` so that ``**cuids`` from a dict type-checks), nothing is queued until that
+        session's outermost transaction commits, and a rollback drops the emit: it is
         written to emailevents' ``emailevents_emits`` table in the same transaction, published
         after the commit, and published by the relay if the broker was down at that moment.
 
@@ -169,6 +170,8 @@ class EmailEvents:
         event = self.event(event_key)
         bound = bind_cuids(event, (), cuids)
         event_id = str(uuid.uuid4())
+        if isinstance(session, scoped_session):
+            session = session()  # Flask-SQLAlchemy's db.session: the session of this context
         if session is not None:
             if not isinstance(session, Session):
                 raise EmitArgumentError(

@@ -19,7 +19,19 @@ __all__ = ["render_stubs"]
 
 # Names the module itself holds: an event with one of these keys has its overload of emit() only.
 TAKEN = frozenset(
-    {"emit", "emailevents", "overload", "Literal", "TYPE_CHECKING", "Receipt", "Session"}
+    {
+        "emit",
+        "emailevents",
+        "annotations",
+        "overload",
+        "Any",
+        "Literal",
+        "TYPE_CHECKING",
+        "Receipt",
+        "Session",
+        "scoped_session",
+        "SessionLike",
+    }
 )
 
 HEADER = '''\
@@ -32,20 +44,28 @@ again; with --check, the same command fails in CI when this file is stale.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import emailevents
 
 if TYPE_CHECKING:
     from emailevents import Receipt
-    from sqlalchemy.orm import Session
+    from sqlalchemy.orm import Session, scoped_session
+
+    SessionLike = Session | scoped_session[Any]  # scoped: Flask-SQLAlchemy's db.session
 
 __all__ = {names}
 '''
 
 IMPLEMENTATION = '''
 
-def emit(event_key: str, /, *, session: Session | None = None, **cuids: str) -> Receipt:
+def emit(
+    event_key: str,
+    /,
+    *,
+    session: SessionLike | None = None,
+    **cuids: str,
+) -> Receipt:
     """Emit through the application's EmailEvents (see emailevents.emit)."""
     return emailevents.emit(event_key, session=session, **cuids)
 '''
@@ -69,7 +89,7 @@ def _function_name(event: Event) -> str | None:
 
 
 def _parameters(event: Event) -> list[str]:
-    return [*(f"{name}: str" for name in event.entity_names), "session: Session | None = None"]
+    return [*(f"{name}: str" for name in event.entity_names), "session: SessionLike | None = None"]
 
 
 def _signature(name: str, leading: Iterable[str], event: Event) -> str:

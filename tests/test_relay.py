@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from celery import Celery
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from emailevents import EmailEvents, EmitArgumentError, OutboxSender, Status
 from emailevents.demo import seed
@@ -200,6 +200,22 @@ def test_concurrent_relays_publish_each_emit_once(
     assert len(ids) == 120
     assert len(set(ids)) == 120
     assert sum(results) == 120
+
+
+def test_a_scoped_session_stands_for_the_session_of_its_scope(
+    app: App, published: list[dict[str, Any]]
+) -> None:
+    """Flask-SQLAlchemy's ``db.session`` is a ``scoped_session``: the emit is in its session."""
+    scoped = scoped_session(app.factory)
+    receipt = app.events.emit("model_finding_created", session=scoped, **finding(app))
+    assert published == []
+    scoped.rollback()
+    app.events.emit("model_finding_created", session=scoped, **finding(app))
+    scoped.commit()
+    scoped.remove()
+    assert [message["headers"]["id"] for message in published] != [receipt.event_id]
+    assert len(published) == 1
+    assert [row[1:] for row in app.rows()] == [("published", 0)]
 
 
 def test_session_must_be_a_sqlalchemy_session(app: App) -> None:

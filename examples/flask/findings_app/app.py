@@ -126,14 +126,13 @@ def add_finding(user: User, item: dict[str, Any]) -> Finding:
     )
     db.session.add(finding)
     db.session.flush()  # gives the finding its cuid
-    # Written in this transaction, published to the broker when it commits. db.session is
-    # Flask-SQLAlchemy's scoped_session, a proxy: emit() takes the Session itself, db.session().
+    # Written in this transaction, published to the broker when it commits.
     emit(
         "finding_reported",
         user=user.cuid,
         org=org.cuid,
         finding=finding.cuid,
-        session=db.session(),
+        session=db.session,
     )
     return finding
 
