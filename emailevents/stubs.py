@@ -27,6 +27,7 @@ TAKEN = frozenset(
         "Any",
         "Literal",
         "TYPE_CHECKING",
+        "TypeAlias",
         "Receipt",
         "Session",
         "scoped_session",
@@ -44,7 +45,7 @@ again; with --check, the same command fails in CI when this file is stale.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
 
 import emailevents
 
@@ -52,7 +53,8 @@ if TYPE_CHECKING:
     from emailevents import Receipt
     from sqlalchemy.orm import Session, scoped_session
 
-    SessionLike = Session | scoped_session[Any]  # scoped: Flask-SQLAlchemy's db.session
+    # A scoped_session too, such as Flask-SQLAlchemy's db.session.
+    SessionLike: TypeAlias = Session | scoped_session[Any]
 
 __all__ = {names}
 '''

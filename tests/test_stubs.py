@@ -72,7 +72,10 @@ def checker_errors(command: list[str], project: Path) -> dict[str, set[int]]:
 
 @pytest.mark.slow
 def test_mypy_strict_rejects_each_mistake_and_accepts_correct_calls(project: Path) -> None:
-    command = [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(project / ".mypy")]
+    # Only the written module and the samples: it is their types that must hold (emailevents,
+    # SQLAlchemy and Celery are Any here; pyright, below, follows them). Seconds, not a minute.
+    command = [sys.executable, "-m", "mypy", "--strict", "--follow-imports=skip"]
+    command += ["--cache-dir", str(project / ".mypy")]
     errors = checker_errors(command, project)
     assert errors == {f"{name}.py": {3} for name in MISTAKES}
 
