@@ -24,6 +24,17 @@ POSTGRES_URL = os.environ.get(
 )
 
 
+# Property tests run a share of their examples in the default run (the edit-test loop and CI);
+# EMAILEVENTS_THOROUGH=1 runs them all (before a release, or on a schedule).
+THOROUGH = os.environ.get("EMAILEVENTS_THOROUGH") == "1"
+DEFAULT_SHARE = 3
+
+
+def examples(full: int) -> int:
+    """``max_examples`` for a property test whose thorough run tries ``full`` examples."""
+    return full if THOROUGH else max(50, full // DEFAULT_SHARE)
+
+
 def services_required() -> bool:
     return os.environ.get("EMAILEVENTS_REQUIRE_SERVICES") == "1"
 

@@ -33,6 +33,7 @@ from emailevents.expressions import parse
 from emailevents.registry import parse_registry
 from emailevents.testing import Runs, worker
 from emailevents.testing.fake_postmark import FakePostmark
+from tests.conftest import examples
 
 VICTIM = "victim@acme.test"
 
@@ -116,7 +117,7 @@ def test_parse_address_refuses_what_it_would_have_to_repair(value: str, message:
         parse_address(value)
 
 
-@settings(max_examples=2000)
+@settings(max_examples=examples(2000))
 @given(st.text(alphabet='ab@.<>()",;:\\ \x00\r\n', max_size=30))
 def test_what_parse_address_accepts_mail_software_reads_the_same_way(value: str) -> None:
     try:
@@ -127,7 +128,7 @@ def test_what_parse_address_accepts_mail_software_reads_the_same_way(value: str)
     assert " ".join(getaddresses([value])[0][0].split()) == " ".join(name.split())
 
 
-@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(500), suppress_health_check=[HealthCheck.too_slow])
 @given(NAMES)
 def test_any_display_name_keeps_the_address_it_is_formatted_with(name: str) -> None:
     formatted = format_address(name, VICTIM)
@@ -229,7 +230,7 @@ def _from_yaml(value: str) -> str:
     return json.dumps(value)  # JSON strings are YAML double-quoted scalars
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(alphabet='ab@.<>()",;: \\\r\n\x00', max_size=40))
 def test_a_from_either_does_not_load_or_is_exactly_one_address(value: str) -> None:
     text = REGISTRY.replace('"Acme <notifications@acme.test>"', _from_yaml(value))
@@ -248,7 +249,7 @@ def test_a_from_either_does_not_load_or_is_exactly_one_address(value: str) -> No
     assert [a for _, a in getaddresses([value])] == [found[1]]
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), suppress_health_check=[HealthCheck.too_slow])
 @given(NAMES)
 def test_any_from_display_name_keeps_its_address(name: str) -> None:
     from_ = format_address(name, "notifications@acme.test")

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from emailevents.errors import EmailEventsError, ExpressionError
 from emailevents.expressions import Path, RenderError, Template, parse
+from tests.conftest import examples
 
 # --- parsing ------------------------------------------------------------------------------
 
@@ -112,13 +113,13 @@ def check_parsed(source: str) -> None:
         assert not any(name.startswith("_") for name in (path.root, *path.attrs))
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 @given(st.text())
 def test_any_string_parses_or_raises_expression_error(source: str) -> None:
     check_parsed(source)
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 @given(st.text(alphabet=st.sampled_from("{}._ aZ0(")))
 def test_brace_heavy_strings_parse_or_raise_expression_error(source: str) -> None:
     check_parsed(source)
@@ -128,7 +129,7 @@ def escape(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.text())
 def test_escaped_text_round_trips_to_itself(text: str) -> None:
     template = parse(escape(text))
@@ -154,7 +155,7 @@ def _template_pieces(draw: st.DrawFn) -> list[str | tuple[str, ...]]:
     return pieces
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(_template_pieces())
 def test_templates_built_from_text_and_names_parse_back_to_them(
     pieces: list[str | tuple[str, ...]],
@@ -268,7 +269,7 @@ def test_values_are_never_formatted_only_inserted(value: str) -> None:
     assert parse("Hi {org.name}!").render_text(values, single_line=True) == f"Hi {value}!"
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.text(), st.text(), st.text())
 def test_a_single_line_rendering_has_no_line_breaks_whatever_the_values(
     before: str, value: str, after: str
@@ -359,7 +360,7 @@ _SOURCES = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.data(), _SOURCES, st.booleans())
 def test_rendering_never_touches_a_private_attribute_and_raises_only_render_error(
     data: st.DataObject, source: str, single_line: bool

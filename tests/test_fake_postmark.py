@@ -22,6 +22,7 @@ from postmarker.exceptions import ClientError
 
 from emailevents.demo import DEMO_TEMPLATES
 from emailevents.testing.fake_postmark import MAX_EMAIL_BYTES, FakePostmark, TemplateLoadError
+from tests.conftest import examples
 
 TOKEN = "test-token"
 NO_TOKEN = "No Account or Server API tokens were supplied in the HTTP headers."
@@ -1475,7 +1476,7 @@ def assert_answered_well(response: requests.Response, log: list[logging.LogRecor
 
 
 @settings(
-    max_examples=300,
+    max_examples=examples(300),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -1496,7 +1497,7 @@ def test_any_json_body_gets_a_postmark_answer_never_a_500(
 
 
 @settings(
-    max_examples=150,
+    max_examples=examples(150),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -1535,7 +1536,7 @@ display_names = st.text(st.characters(blacklist_categories=["Cc", "Cs"]), max_si
 
 
 @settings(
-    max_examples=300,
+    max_examples=examples(300),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -23,6 +23,7 @@ from pydantic import JsonValue, ValidationError
 
 from emailevents.errors import EmailEventsError, Problem, RegistryError
 from emailevents.registry import EventSpec, Registry, load_registry, parse_registry
+from tests.conftest import examples
 from tests.registry_app import hooks, models
 
 FILE = "events.yaml"
@@ -1306,13 +1307,13 @@ def _parses_or_registry_error(text: str) -> None:
         assert problem.column >= 1, problem
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=300))
 def test_any_text_is_a_registry_or_a_registry_error(text: str) -> None:
     _parses_or_registry_error(text)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(alphabet="{}[]:,-&*!|>'\"#\n\t ab1.", max_size=200))
 def test_yaml_punctuation_is_a_registry_or_a_registry_error(text: str) -> None:
     _parses_or_registry_error(text)
@@ -1496,7 +1497,7 @@ def _edited_valid_data(draw: st.DrawFn) -> dict[str, Any]:
     return data
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(_REGISTRY, _edited_valid_data()), st.booleans())
 def test_any_registry_shaped_yaml_is_a_registry_or_a_registry_error(
     data: dict[str, Any], flow: bool
@@ -1532,7 +1533,7 @@ def _mutations(draw: st.DrawFn) -> str:
     return text
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_mutations())
 def test_any_mutation_of_a_valid_registry_is_a_registry_or_a_registry_error(text: str) -> None:
     _parses_or_registry_error(text)

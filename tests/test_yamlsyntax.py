@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from emailevents.errors import Problem, RegistryError, excerpt
 from emailevents.registry import parse_registry
+from tests.conftest import examples
 from tests.test_registry import at, edit
 
 FILE = "events.yaml"
@@ -367,19 +368,19 @@ def _one_character_edits(draw: st.DrawFn) -> str:
     return text
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_one_character_edits())
 def test_any_small_edit_of_the_seed_registry_loads_or_raises_registry_error(text: str) -> None:
     _loads_or_raises_registry_error(text)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(alphabet="{}[]:,-'\"#\n\t xy.\\", max_size=120))
 def test_any_yaml_punctuation_loads_or_raises_registry_error(text: str) -> None:
     _loads_or_raises_registry_error(text)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=200))
 def test_any_text_loads_or_raises_registry_error(text: str) -> None:
     _loads_or_raises_registry_error(text)
