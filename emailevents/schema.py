@@ -37,6 +37,10 @@ VERSION_TABLE = "emailevents_alembic_version"
 SCRIPT_LOCATION = "emailevents:migrations"
 UPGRADE = "emailevents db upgrade"
 FIRST, CHECK_AFTER = "0001", "0002"
+# What create_tables() made before migrations shipped: the tables of a database with no version.
+UNVERSIONED_TABLES = frozenset(
+    {"emailevents_org_settings", "emailevents_deliveries", "emailevents_emits"}
+)
 
 
 def ours(name: str | None, type_: str, _parents: object = None) -> bool:
@@ -162,7 +166,7 @@ def _unversioned(connection: sa.Connection) -> str | None:
     tables = set(sa.inspect(connection).get_table_names()) & set(metadata.tables)
     if not tables:
         return None
-    if tables != set(metadata.tables):
+    if tables != UNVERSIONED_TABLES:
         raise ConfigurationError(
             f"the database holds only some of emailevents' tables ({', '.join(sorted(tables))}) "
             f"and no version: made by hand? Create the others or drop these, then run `{UPGRADE}`"
