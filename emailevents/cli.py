@@ -991,6 +991,7 @@ def _db_options(command: Callable[..., None]) -> Callable[..., None]:
         metavar="URL",
         help="The database, as an SQLAlchemy URL (instead of --app).",
     )(command)
+    command = _format_option("json", help="Text, or one JSON document.")(command)
     return optional_app_option(command)
 
 
@@ -1026,42 +1027,54 @@ def _shown(engine: sa.Engine) -> str:
 @db.command("upgrade")
 @_db_options
 @click.option("--revision", default="head", show_default=True, help="The revision to reach.")
-def db_upgrade(url: str | None, app_ref: str | None, revision: str) -> None:
+def db_upgrade(url: str | None, app_ref: str | None, fmt: str, revision: str) -> None:
     """Bring emailevents' tables to this version (data kept)."""
     from . import schema  # noqa: PLC0415
 
     with _database(url, app_ref) as engine:
         before, after = schema.upgrade(engine, revision)
+    if fmt == "json":
+        _echo_json({"database": _shown(engine), "before": before, "after": after})
+        return
     moved = "already at" if before == after else f"upgraded from {before or 'nothing'} to"
     click.echo(f"{_shown(engine)}: {moved} revision {after}")
 
 
 @db.command("check")
 @_db_options
-def db_check(url: str | None, app_ref: str | None) -> None:
+def db_check(url: str | None, app_ref: str | None, fmt: str) -> None:
     """Exit 1, naming each difference, when emailevents' tables differ from this version's."""
     from . import schema  # noqa: PLC0415
 
     with _database(url, app_ref) as engine:
         found = schema.differences(engine)
-        at = schema.current(engine) or "no revision"
-    for line in found:
-        click.echo(line)
-    if found:
+        at = schema.current(engine)
+    if fmt == "json":
+        document = {"database": _shown(engine), "revision": at, "head": schema.head()}
+        _echo_json({**document, "differences": found})
+    elif found:
+        for line in found:
+            click.echo(line)
         click.echo(
-            f"run: emailevents db upgrade (the database is at {at}, "
+            f"run: emailevents db upgrade (the database is at {at or 'no revision'}, "
             f"this version at {schema.head()})"
         )
+    else:
+        click.echo(f"{_shown(engine)}: emailevents' tables match this version ({schema.head()})")
+    if found:
         raise SystemExit(1)
-    click.echo(f"{_shown(engine)}: emailevents' tables match this version ({schema.head()})")
 
 
 @db.command("current")
 @_db_options
-def db_current(url: str | None, app_ref: str | None) -> None:
+def db_current(url: str | None, app_ref: str | None, fmt: str) -> None:
     """The revision emailevents' tables are at, and the newest this version ships."""
     from . import schema  # noqa: PLC0415
 
     with _database(url, app_ref) as engine:
-        revision = schema.current(engine) or "none (never upgraded)"
-    click.echo(f"{_shown(engine)}: at {revision}; this version's newest is {schema.head()}")
+        revision = schema.current(engine)
+    if fmt == "json":
+        _echo_json({"database": _shown(engine), "revision": revision, "head": schema.head()})
+        return
+    at = revision or "none (never upgraded)"
+    click.echo(f"{_shown(engine)}: at {at}; this version's newest is {schema.head()}")

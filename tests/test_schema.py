@@ -3,6 +3,7 @@ on tables older than the code (docs/migrations.md)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -352,3 +353,24 @@ def test_a_worker_on_old_tables_does_not_consume_and_says_why(
     assert "Run `emailevents db upgrade" in done.stderr
     assert sorted((tmp_path / "broker").glob("*.msg")) == queued, "the message was not taken"
     assert receipt.event_id in queued[0].read_text()
+
+
+def test_db_commands_print_one_json_document(sqlite: sa.Engine) -> None:
+    first_release(sqlite)
+    address = url(sqlite)
+    check = db("check", "--url", address, "--format", "json")
+    assert check.exit_code == 1
+    assert json.loads(check.output) == {
+        "database": address,
+        "revision": None,
+        "head": "0002",
+        "differences": [
+            "emailevents_emits: column check_after is missing",
+            "emailevents_emits: index ix_emailevents_emits_state_check is missing",
+        ],
+    }
+    upgraded = db("upgrade", "--url", address, "--format", "json")
+    assert json.loads(upgraded.output) == {"database": address, "before": None, "after": "0002"}
+    current = db("current", "--url", address, "--format", "json")
+    assert json.loads(current.output) == {"database": address, "revision": "0002", "head": "0002"}
+    assert db("check", "--url", address, "--format", "json").exit_code == 0
