@@ -99,9 +99,16 @@ def mark_published(
     failed: Mapping[str, str],
     *,
     redeliver_after: timedelta | None = None,
+    flush_wait: bool = True,
 ) -> None:
     """Mark emits ``published`` (with ``redeliver_after``, looked at again by the relay that
-    long from now), and those whose publish ``failed`` pending again, with why (not committed)."""
+    long from now), and those whose publish ``failed`` pending again, with why (not committed).
+
+    Without ``flush_wait``, on PostgreSQL, the mark of what was published commits without
+    waiting for its WAL to reach the disk (``synchronous_commit`` off for its transaction
+    alone): a crash of the database server in that moment loses the mark, and the relay
+    publishes those emits again, which their delivery log settles (nothing is sent twice).
+    """
     now = current_time()
     if published:
         values: dict[str, Any] = {
@@ -112,7 +119,12 @@ def mark_published(
         }
         if redeliver_after is not None:
             values["check_after"] = now + redeliver_after
-        db.execute(sa.update(emits).where(emits.c.event_id.in_(published)).values(**values))
+        mark = sa.update(emits).where(emits.c.event_id.in_(published)).values(**values)
+        bind = db if isinstance(db, sa.Connection) else db.get_bind()
+        if not flush_wait and bind.dialect.name == "postgresql":
+            # `SET LOCAL`, inside the statement: the whole transaction when it runs alone.
+            mark = mark.returning(sa.func.set_config("synchronous_commit", "off", sa.true()))
+        db.execute(mark)
     for event_id, error in failed.items():
         # Pending again (a re-publish of a published emit that failed too): the next pass
         # publishes it.

@@ -132,7 +132,7 @@ def _publish_committed(pending: Sequence[_Pending]) -> None:
     outgoing = [p.outgoing for p in pending if p.outgoing.event_id in committed]
     published, failed = _publish(outgoing, after_commit=True)
     with emitstore.connect_alone(engine) as conn:
-        emitstore.mark_published(conn, published, failed)
+        emitstore.mark_published(conn, published, failed, flush_wait=False)
 
 
 def _publish(

@@ -218,6 +218,22 @@ def test_a_scoped_session_stands_for_the_session_of_its_scope(
     assert [row[1:] for row in app.rows()] == [("published", 0)]
 
 
+def test_the_mark_after_commit_does_not_wait_for_the_wal_flush_on_postgresql(
+    app: App, db_engine: sa.Engine, published: list[dict[str, Any]]
+) -> None:
+    """A lost mark only makes the relay publish the emit again, which its delivery log
+    settles: the commit that carries the emit is the one that waits for the disk."""
+    statements: list[str] = []
+    sa.event.listen(db_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    with app.factory() as session:
+        app.events.emit("model_finding_created", session=session, **finding(app))
+        session.commit()
+    (mark,) = [s for s in statements if s.lstrip().upper().startswith("UPDATE EMAILEVENTS_EMITS")]
+    assert ("set_config" in mark) is (db_engine.dialect.name == "postgresql")
+    assert len(published) == 1
+    assert [row[1:] for row in app.rows()] == [("published", 0)]
+
+
 def test_session_must_be_a_sqlalchemy_session(app: App) -> None:
     with pytest.raises(EmitArgumentError, match="session= must be a SQLAlchemy Session"):
         app.events.emit("model_finding_created", session="db", **finding(app))
