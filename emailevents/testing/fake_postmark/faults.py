@@ -214,15 +214,19 @@ class Faults:
             return process()
         return fault.answer(process)
 
-    def check_recipients(self, recipients: list[str]) -> list[str]:
+    def check_recipients(
+        self, recipients: list[str], suppressed: frozenset[str] | set[str] = frozenset()
+    ) -> list[str]:
         """Raise a configured recipient failure, or list the inactive (406) recipients.
+
+        ``suppressed`` (lowercased) are inactive too: the stream's suppression list.
 
         Raises:
             RequestRefusedError: a recipient made to fail, or every recipient inactive.
         """
         inactive = []
         for address in recipients:
-            code = self._recipient_code(address)
+            code = 406 if address.lower() in suppressed else self._recipient_code(address)
             if code == 406:  # noqa: PLR2004 - Postmark's inactive recipient
                 inactive.append(address)
             elif code is not None:

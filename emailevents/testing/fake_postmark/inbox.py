@@ -28,6 +28,7 @@ __all__ = [
     "LIST_LIMIT",
     "SCRIPT",
     "index_page",
+    "layout",
     "list_rows",
     "live_answer",
     "message_page",
@@ -111,10 +112,11 @@ def index_page(
         f"<p class='count' id='count' aria-live='polite'>"
         f"{_count(len(found), len(messages), query)}</p>"
         f"{_table(list_rows(found, query=query))}"
-        f"<p class='api'>Postmark API at <code>{_e(api_url)}</code></p>"
+        f"<p class='api'>Postmark API at <code>{_e(api_url)}</code> · "
+        "<a href='/__webhooks'>Webhooks sent</a></p>"
     )
     attributes = f"data-live='{live}' data-version='{version}'"
-    return _layout(_title(len(messages)), body, attributes=attributes)
+    return layout(_title(len(messages)), body, attributes=attributes)
 
 
 def list_rows(found: Sequence[ReceivedMessage], *, query: str = "", anchors: bool = False) -> str:
@@ -210,12 +212,12 @@ def message_page(
     if older:
         links.append(f"<a href='{_message_link(older, query)}' rel='next'>↓ Older</a>")
     nav = f"<nav class='pager'>{' '.join(links)}</nav>"
-    return _layout(message.subject or "(no subject)", nav + _message_view(message, "m"))
+    return layout(message.subject or "(no subject)", nav + _message_view(message, "m"))
 
 
 def not_found_page() -> str:
     """The page for a MessageID the server does not hold (any more)."""
-    return _layout("Not found", "<p>No such message. <a href='/'>Back to the inbox</a>.</p>")
+    return layout("Not found", "<p>No such message. <a href='/'>Back to the inbox</a>.</p>")
 
 
 def _message_view(m: ReceivedMessage, prefix: str) -> str:
@@ -330,7 +332,7 @@ def snapshot(messages: Sequence[ReceivedMessage]) -> str:
         f"{_table(list_rows(found, anchors=True))}{views}"
     )
     # The header's link goes to the top of this page: "/" would be the disk's root folder.
-    return _layout(_title(len(messages)), body, script=f"<script>{SCRIPT}</script>", home="#")
+    return layout(_title(len(messages)), body, script=f"<script>{SCRIPT}</script>", home="#")
 
 
 # -- layout ----------------------------------------------------------------------------------------
@@ -475,9 +477,10 @@ SCRIPT = """
 """The pages' script, served at ``/__inbox.js``: tabs, the confirmation, the live list."""
 
 
-def _layout(
+def layout(
     title: str, body: str, *, script: str | None = None, attributes: str = "", home: str = "/"
 ) -> str:
+    """A whole page around ``body`` (already escaped HTML), with the pages' style and script."""
     live = "<span class='live' id='live'>live</span>" if "data-live" in attributes else ""
     script = script if script is not None else "<script src='/__inbox.js' defer></script>"
     return (

@@ -77,6 +77,11 @@ class Pages:
             ),
         )
 
+    @staticmethod
+    def html(page: str) -> Response:
+        """A page rendered elsewhere (the webhooks page), sent with the pages' policy."""
+        return _page(200, page)
+
     def clear(self, _body: bytes) -> Response:
         """Forget every message (``POST /__clear``, the inbox's "Clear all"), back to the inbox."""
         self._mailbox.clear()

@@ -16,6 +16,7 @@ from typing import Any
 
 from ...errors import RequestRefusedError
 from ..mustache import Template, suggested_model
+from .activity import Activity
 from .faults import Faults
 from .handler import Response, error_response, json_response
 from .messages import Mailbox, ReceivedMessage
@@ -34,6 +35,7 @@ _INACTIVE_SOME = "Message OK, but will not deliver to these inactive addresses: 
 _MESSAGE_DETAILS = re.compile(r"/messages/outbound/([^/]+)/details")
 _TEMPLATE_PATH = re.compile(r"/templates/([^/]+)")
 _STREAM_PATH = re.compile(r"/message-streams/([^/]+)")
+_SUPPRESSIONS_PATH = re.compile(r"/message-streams/([^/]+)/suppressions(/dump|/delete)?")
 
 #: Every Postmark server starts with these three streams ("outbound" is the default one).
 DEFAULT_STREAMS: Mapping[str, str] = {
@@ -61,6 +63,7 @@ class Api:
         mailbox: where accepted messages go.
         faults: the recipients made to fail.
         streams: its message streams, ID -> ``MessageStreamType``.
+        activity: what happens after a send: records, webhooks, suppressions.
     """
 
     def __init__(
@@ -69,11 +72,13 @@ class Api:
         mailbox: Mailbox,
         faults: Faults,
         streams: Mapping[str, str],
+        activity: Activity,
     ) -> None:
         self._templates = templates
         self._mailbox = mailbox
         self._faults = faults
         self._streams = streams
+        self._activity = activity
 
     def answer(self, method: str, route: str, query: dict[str, str], body: bytes) -> Response:
         """The answer to an authenticated API request; a refused one gets Postmark's error."""
@@ -106,6 +111,9 @@ class Api:
             return self._template_item, {"GET", "PUT", "DELETE"}
         if _MESSAGE_DETAILS.fullmatch(route):
             return self._get_details, {"GET"}
+        suppressions = _SUPPRESSIONS_PATH.fullmatch(route)
+        if suppressions:
+            return self._suppressions, {"GET"} if suppressions.group(2) == "/dump" else {"POST"}
         if _STREAM_PATH.fullmatch(route):
             return self._get_stream, {"GET"}
         return None, set()
@@ -160,7 +168,9 @@ class Api:
         if templated:
             template, model = self._templates.for_send(message), template_model(message)
         envelope = Envelope.of(message)
-        inactive = self._faults.check_recipients(envelope.recipients())
+        recipients = envelope.recipients()
+        suppressed = self._activity.suppressions.suppressed(envelope.message_stream, recipients)
+        inactive = self._faults.check_recipients(recipients, suppressed)
         if template is not None and model is not None:
             rendered = template.render(model)
             subject = rendered["Subject"]
@@ -187,6 +197,7 @@ class Api:
             request=message,  # parsed from this request's body: nobody else holds it
         )
         self._mailbox.add(received)
+        self._activity.accepted(received, inactive)
         return {
             "To": envelope.to,
             "SubmittedAt": received.received_at.isoformat(),
@@ -337,6 +348,20 @@ class Api:
             if kind in {"all", stream_type.lower()}
         ]
         return json_response(200, {"MessageStreams": streams, "TotalCount": len(streams)})
+
+    def _suppressions(self, _m: str, route: str, query: dict[str, str], data: Any) -> Response:
+        # https://postmarkapp.com/developer/api/suppressions-api
+        match = _SUPPRESSIONS_PATH.fullmatch(route)
+        assert match is not None  # noqa: S101 - routed here by this pattern
+        stream_id, action = match.group(1), match.group(2)
+        if stream_id not in self._streams:
+            raise RequestRefusedError(*_STREAM_NOT_FOUND)
+        suppressions = self._activity.suppressions
+        if action == "/dump":
+            return json_response(200, suppressions.dump(stream_id, query))
+        if action == "/delete":
+            return json_response(200, suppressions.delete_many(stream_id, data))
+        return json_response(200, suppressions.create_many(stream_id, data))
 
     def _get_stream(self, _m: str, route: str, _q: dict[str, str], _d: Any) -> Response:
         match = _STREAM_PATH.fullmatch(route)

@@ -20,12 +20,15 @@ from types import TracebackType
 from typing import Any, Self
 
 from ...errors import RequestRefusedError
+from .activity import Activity
 from .faults import MAX_FAULT_DELAY, Faults
 from .handler import HTTPServer, Response, error_response, json_response
 from .messages import Mailbox, ReceivedMessage
 from .pages import MESSAGE_PAGE, Pages, script
 from .routes import DEFAULT_STREAMS, STREAM_TYPES, Api
 from .templates import StoredTemplate, TemplateStore, read_template_files
+from .webhook_page import webhooks_page
+from .webhooks import RECORD_TYPES, Webhooks
 
 __all__ = ["FakePostmark"]
 
@@ -53,9 +56,15 @@ class FakePostmark:
             lists them; by default Postmark's three: ``outbound``, ``broadcast``, ``inbound``.
         latency: seconds every API answer is held, as if Postmark were a network away (see
             :meth:`set_latency`).
+        webhook_url: post webhooks here (``https://user:pass@host/path`` sends Basic
+            credentials); more settings with ``server.webhooks.configure(...)``.
+        webhook_record_types: which records to post: ``Delivery``, ``Bounce``,
+            ``SpamComplaint``, ``Open``, ``Click``, ``SubscriptionChange`` (all by default).
+        webhook_retry_scale: Postmark's retry schedule multiplied by this (0.001: its first
+            retry after 60 ms).
 
     Raises:
-        ValueError: a latency out of range.
+        ValueError: a latency out of range, or webhook settings that are not valid.
         TemplateLoadError: a template is malformed, its content does not parse, or an id or
             alias is used twice.
     """
@@ -70,6 +79,9 @@ class FakePostmark:
         max_messages: int = 10_000,
         message_streams: Mapping[str, str] | None = None,
         latency: float = 0.0,
+        webhook_url: str | None = None,
+        webhook_record_types: Iterable[str] = RECORD_TYPES,
+        webhook_retry_scale: float = 0.001,
     ) -> None:
         self.host = host
         self.message_streams = dict(DEFAULT_STREAMS if message_streams is None else message_streams)
@@ -86,7 +98,17 @@ class FakePostmark:
         self._requests: deque[tuple[str, str]] = deque(maxlen=100_000)
         self._templates = TemplateStore(self._lock)
         self._pages = Pages(self._mailbox)
-        self._api = Api(self._templates, self._mailbox, self.faults, self.message_streams)
+        self.webhooks = Webhooks()
+        """Where webhooks go, and what was posted (:class:`~.webhooks.Webhooks`)."""
+        self.activity = Activity(self._lock, self._mailbox, self.webhooks)
+        """Bounces, complaints, opens, clicks and suppressions (:class:`~.activity.Activity`)."""
+        self._api = Api(
+            self._templates, self._mailbox, self.faults, self.message_streams, self.activity
+        )
+        if webhook_url is not None:
+            self.webhooks.configure(
+                webhook_url, record_types=webhook_record_types, retry_scale=webhook_retry_scale
+            )
         self._server: HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._serving = threading.Event()
@@ -137,6 +159,7 @@ class FakePostmark:
         server.server_close()
         if thread is not None and thread is not threading.current_thread():
             thread.join(5)
+        self.webhooks.stop()
         self._serving.clear()
         self._stopping.clear()
 
@@ -243,12 +266,15 @@ class FakePostmark:
             self._latency = float(seconds)
 
     def reset(self) -> None:
-        """Forget messages, requests and faults; templates go back to those loaded at start."""
+        """Forget messages, requests, faults, bounces, suppressions and the webhooks posted;
+        templates go back to those loaded at start (the webhook settings stay)."""
         with self._lock:
             self._mailbox.clear()
             self._requests.clear()
             self._templates.reset(self._initial)
         self.faults.clear()
+        self.activity.clear()
+        self.webhooks.clear()
 
     def clear_messages(self) -> None:
         """Forget the messages received (the inbox's "Clear all"); keep everything else."""
@@ -303,6 +329,10 @@ class FakePostmark:
         body: bytes,
     ) -> Response:
         route = path.rstrip("/") or "/"
+        if method == "POST" and route.startswith("/__") and not self._same_origin(headers):
+            # A page on another site may post forms here (a browser sends them cross-site with
+            # an Origin header); the control endpoints change state, so only our own pages may.
+            return json_response(403, {"error": "cross-origin requests are refused"})
         local = self._local(method, route, query, body)
         if local is not None:
             return local
@@ -323,6 +353,21 @@ class FakePostmark:
             or (method == "GET" and MESSAGE_PAGE.fullmatch(route) is not None)
         )
 
+    def _same_origin(self, headers: Mapping[str, str]) -> bool:
+        """Whether a request has no ``Origin`` (not from a browser page) or this server's own.
+
+        The Host header is not trusted for this: under DNS rebinding, a page of another site
+        reaches this server with its own name in both Host and Origin.
+        """
+        origin = headers.get("origin")
+        if origin is None:
+            return True
+        port = self.port
+        hosts = {self.host, f"[{self.host}]"}
+        if self.host in {"127.0.0.1", "::1", "localhost", "0.0.0.0", "::"}:  # noqa: S104
+            hosts |= {"127.0.0.1", "[::1]", "localhost"}
+        return origin.lower() in {f"http://{host}:{port}" for host in hosts}
+
     def _local(
         self, method: str, route: str, query: dict[str, str], body: bytes
     ) -> Response | None:
@@ -339,6 +384,13 @@ class FakePostmark:
             ("GET", "/__faults"): lambda _: json_response(200, self.faults.snapshot()),
             ("POST", "/__faults"): self._configure_faults,
             ("POST", "/__reset"): self._reset_endpoint,
+            ("GET", "/__webhooks"): lambda _: self._pages.html(
+                webhooks_page(self.webhooks.deliveries, self.webhooks.settings())
+            ),
+            ("GET", "/__webhooks/log"): lambda _: json_response(200, self._webhook_log()),
+            ("POST", "/__webhooks"): self._control(configure_webhooks),
+            ("POST", "/__bounces"): self._control(bounce_addresses),
+            ("POST", "/__activity"): self._control(record_activity),
         }
         handler = local.get((method, route))
         return handler(body) if handler else None
@@ -353,6 +405,81 @@ class FakePostmark:
             return json_response(400, {"error": str(exc)})
         return json_response(200, self.faults.snapshot())
 
+    def _webhook_log(self) -> dict[str, Any]:
+        return {
+            "settings": self.webhooks.settings(),
+            "deliveries": [d.summary() for d in self.webhooks.deliveries],
+        }
+
+    def _control(
+        self, action: Callable[[FakePostmark, dict[str, Any]], Any]
+    ) -> Callable[[bytes], Response]:
+        """A control endpoint taking a JSON object and answering ``action``'s result as JSON."""
+
+        def endpoint(body: bytes) -> Response:
+            try:
+                request = json.loads(body or b"{}")
+                if not isinstance(request, dict):
+                    return json_response(400, {"error": "the body is a JSON object"})
+                return json_response(200, action(self, request))
+            except KeyError as exc:
+                return json_response(404, {"error": f"not found: {exc}"})
+            except (ValueError, TypeError) as exc:
+                return json_response(400, {"error": str(exc)})
+
+        return endpoint
+
     def _reset_endpoint(self, _body: bytes) -> Response:
         self.reset()
         return json_response(200, {"status": "ok"})
+
+
+# -- control endpoints over the activity (POST /__webhooks, /__bounces, /__activity) --
+
+
+def configure_webhooks(server: FakePostmark, request: dict[str, Any]) -> dict[str, Any]:
+    """``POST /__webhooks``: ``{"url": ..., "record_types": [...], "retry_scale": ...}``, the
+    keyword arguments of :meth:`.Webhooks.configure`; ``{"url": null}`` stops posting."""
+    options = dict(request)
+    url = options.pop("url", None)
+    if url is None:
+        server.webhooks.disable()
+    elif not isinstance(url, str):
+        raise ValueError("url is a string")
+    else:
+        server.webhooks.configure(url, **options)
+    return server.webhooks.settings()
+
+
+def bounce_addresses(server: FakePostmark, request: dict[str, Any]) -> dict[str, Any]:
+    """``POST /__bounces``: ``{"addresses": [...], "type": "HardBounce"}``."""
+    addresses = request.get("addresses")
+    if not isinstance(addresses, list):
+        raise TypeError("addresses is a list of email addresses")
+    server.activity.bounce_addresses(addresses, request.get("type", "HardBounce"))
+    return {"bouncing": server.activity.bouncing()}
+
+
+def record_activity(server: FakePostmark, request: dict[str, Any]) -> Any:
+    """``POST /__activity``: ``{"record": "Bounce", "message_id": ..., "recipient": ...}``; the
+    record made (``type`` names a bounce type, ``link`` the link clicked)."""
+    kind, message_id = request.get("record"), request.get("message_id")
+    recipient = request.get("recipient")
+    if not isinstance(message_id, str) or not isinstance(recipient, str | None):
+        raise TypeError("message_id is a MessageID and recipient an address")
+    activity = server.activity
+    if kind == "Bounce":
+        return activity.bounce(message_id, recipient, bounce_type=request.get("type", "HardBounce"))
+    if kind == "SpamComplaint":
+        return activity.spam_complaint(message_id, recipient)
+    if kind == "Open":
+        return activity.open(message_id, recipient)
+    if kind == "Click":
+        link = request.get("link")
+        if not isinstance(link, str):
+            raise ValueError("a Click needs the link clicked")
+        return activity.click(message_id, link, recipient)
+    if kind == "Unsubscribe":
+        entry = activity.unsubscribe(message_id, recipient)
+        return entry.dump() if entry else None
+    raise ValueError("record is Bounce, SpamComplaint, Open, Click or Unsubscribe")
