@@ -237,15 +237,28 @@ def demo(directory: Path, serve: bool, port: int, verbose: bool) -> None:
     default=None,
     help="A directory of YAML templates, or one YAML file. Default: the demo's templates.",
 )
-def fake_postmark(host: str, port: int, tokens: tuple[str, ...], templates: Path | None) -> None:
+@click.option(
+    "--webhook-url",
+    default=None,
+    help="Post Postmark's webhooks here (https://user:pass@host/path sends Basic credentials).",
+)
+def fake_postmark(
+    host: str, port: int, tokens: tuple[str, ...], templates: Path | None, webhook_url: str | None
+) -> None:
     """Run the local Postmark-compatible server, for development and tests."""
     from .demo import DEMO_TEMPLATES  # noqa: PLC0415
     from .testing.fake_postmark import FakePostmark  # noqa: PLC0415
 
     _logging(verbose=False)
     try:
-        server = FakePostmark(host, port, tokens=tokens, templates=templates or DEMO_TEMPLATES)
-    except EmailEventsError as exc:
+        server = FakePostmark(
+            host,
+            port,
+            tokens=tokens,
+            templates=templates or DEMO_TEMPLATES,
+            webhook_url=webhook_url,
+        )
+    except (EmailEventsError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
         server.start()

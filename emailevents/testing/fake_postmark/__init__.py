@@ -16,26 +16,43 @@ demand (``server.faults``) so retry logic can be exercised over real HTTP::
 Where Postmark's behaviour is known from its documentation, its clients or recorded answers,
 the comment next to it says so; the rest is marked "assumed".
 
+After the send it plays Postmark's part too: :mod:`.activity` makes each message's webhook
+records (Delivery, Bounce, SpamComplaint, Open, Click, SubscriptionChange) and keeps the
+streams' suppression lists (:mod:`.suppressions`, with Postmark's Suppressions API), and
+:mod:`.webhooks` posts them from the background with Postmark's retries.
+
 One module per job: :mod:`.server` (the server: lifecycle, state, where requests go),
 :mod:`.handler` (HTTP), :mod:`.routes` (Postmark's API), :mod:`.validation` (a send checked as
-Postmark checks it), :mod:`.templates`, :mod:`.messages`, :mod:`.faults`, and the inbox's
-:mod:`.pages`, rendered by :mod:`.inbox`.
+Postmark checks it), :mod:`.templates`, :mod:`.messages`, :mod:`.faults`, :mod:`.activity`,
+:mod:`.suppressions`, :mod:`.webhooks`, and the pages: :mod:`.pages`, rendered by :mod:`.inbox`
+and :mod:`.webhook_page`.
 """
 
 from ...errors import TemplateLoadError
+from .activity import BOUNCE_TESTING_DOMAIN, BOUNCE_TYPES, Activity
 from .faults import Faults
 from .handler import MAX_EMAIL_BYTES
 from .messages import ReceivedMessage
 from .routes import DEFAULT_STREAMS
 from .server import FakePostmark
+from .suppressions import Suppression
 from .templates import StoredTemplate
+from .webhooks import RECORD_TYPES, RETRY_SCHEDULE, WebhookDelivery, Webhooks
 
 __all__ = [
+    "BOUNCE_TESTING_DOMAIN",
+    "BOUNCE_TYPES",
     "DEFAULT_STREAMS",
     "MAX_EMAIL_BYTES",
+    "RECORD_TYPES",
+    "RETRY_SCHEDULE",
+    "Activity",
     "FakePostmark",
     "Faults",
     "ReceivedMessage",
     "StoredTemplate",
+    "Suppression",
     "TemplateLoadError",
+    "WebhookDelivery",
+    "Webhooks",
 ]
