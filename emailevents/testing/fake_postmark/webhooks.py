@@ -182,7 +182,6 @@ class Webhooks:
                 bare, authorization, types, float(retry_scale), float(timeout), duplicate,
                 float(out_of_order),
             )  # fmt: skip
-            self._start()
 
     def disable(self) -> None:
         """Post nothing more (what is on its way is dropped)."""
@@ -240,6 +239,7 @@ class Webhooks:
                 order = -next(self._order) if s.out_of_order else next(self._order)
                 heapq.heappush(self._queue, (due, order, delivery))
             self.version += 1
+            self._start()
             self._lock.notify_all()
 
     @property
@@ -284,9 +284,7 @@ class Webhooks:
         if thread is not None and thread is not threading.current_thread():
             thread.join(5)
         with self._lock:
-            self._stopping = False
-            if self._settings is not None and self._queue:
-                self._start()
+            self._stopping = False  # a later post starts a new thread
 
     # -- the posting thread --
 
@@ -339,7 +337,9 @@ class Webhooks:
                 delivery.state = "dropped"
             elif remaining == 0:
                 delivery.state = "failed"
-            elif delivery.state == "pending" and self._settings is not None:
+            elif self._settings is None:
+                delivery.state = "dropped"  # disabled meanwhile
+            else:
                 wait = RETRY_SCHEDULE[len(RETRY_SCHEDULE) - remaining] * settings.retry_scale
                 heapq.heappush(self._queue, (time.monotonic() + wait, next(self._order), delivery))
 
