@@ -6,7 +6,10 @@ from __future__ import annotations
 import base64
 import json
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -493,3 +496,41 @@ def test_webhook_settings_are_checked() -> None:
         server.webhooks.configure("http://127.0.0.1:1/", retry_scale=-1)
     with pytest.raises(ValueError, match="bounce types"):
         server.activity.bounce_addresses(["a@b.test"], "Bounced")
+
+
+def test_the_command_posts_webhooks_to_the_url_it_is_given(receiver: Receiver) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = "from emailevents.cli import main; main(prog_name='emailevents')"
+    options = ["--port", str(port), "--webhook-url", receiver.url]
+    process = subprocess.Popen(  # noqa: S603 - our own command
+        [sys.executable, "-c", command, "fake-postmark", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/__health", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.05)
+        answer = requests.post(
+            f"http://127.0.0.1:{port}/email",
+            headers=HEADERS,
+            json={"From": "n@acme.test", "To": "ada@acme.test", "TextBody": "hi"},
+            timeout=5,
+        ).json()
+        while not receiver.received:
+            assert time.monotonic() < deadline, "no webhook came"
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=20)
+    ((headers, body),) = receiver.received
+    assert (body["RecordType"], body["MessageID"]) == ("Delivery", answer["MessageID"])
+    assert headers["Authorization"].startswith("Basic ")
