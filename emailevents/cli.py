@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .registry import Registry
     from .senders.postmark import PostmarkSender
     from .store import Explanation
+    from .timeline import Life
 
 __all__ = ["main"]
 
@@ -444,19 +445,21 @@ def _load_app(ref: str) -> EmailEvents:
 @app_option
 @_format_option("json", help="A table, or one JSON document (docs/operations.md).")
 def explain(event_id: str, app_ref: str, fmt: str) -> None:
-    """Every recipient's outcome for one emit, and why."""
-    from . import store  # noqa: PLC0415
+    """Every recipient's outcome for one emit, and why; then each one's whole life: queued,
+    sent, and what Postmark's webhooks said (delivered, bounced, opened, ...)."""
+    from . import store, timeline  # noqa: PLC0415
 
     events = _load_app(app_ref)
     with events.session_factory() as session:
         explanation = store.explain(session, event_id)
+        lives = timeline.explain(session, event_id)
     if explanation.emit is None and not explanation.deliveries:
         raise click.ClickException(
             f"nothing is recorded for event id {event_id}: it was never emitted through "
             "this database, or the worker has not run it yet"
         )
     if fmt == "json":
-        _echo_json(_explanation_document(event_id, explanation))
+        _echo_json(_explanation_document(event_id, explanation, lives))
         return
     if explanation.emit is not None:
         emit = explanation.emit
@@ -485,9 +488,35 @@ def explain(event_id: str, app_ref: str, fmt: str) -> None:
     click.echo(
         _table(("Recipient", "Status", "Reason", "Message ID / why", "At"), rows, colour_column=1)
     )
+    for life in lives.values():
+        if life.recipient:
+            click.echo(f"\n{life.recipient}: {life.state}")
+            for step in life.steps:
+                at = f"{step.at:%Y-%m-%d %H:%M:%S}" if step.at is not None else "-"
+                click.echo(f"  {at}  {step.what}{_step_detail(step.what, step.detail)}")
 
 
-def _explanation_document(event_id: str, explanation: Explanation) -> dict[str, Any]:
+def _step_detail(what: str, detail: Any) -> str:
+    """What a timeline step adds to its name, in a few words."""
+    match what:
+        case "sent":
+            text = detail.get("message_id")
+        case "bounced":
+            text = f"{detail.get('type')}: {detail.get('description')}"
+        case "complained":
+            text = detail.get("type")
+        case "clicked":
+            text = detail.get("link")
+        case "unsubscribed" | "failed" | "skipped":
+            text = detail.get("reason")
+        case _:
+            text = None
+    return f" ({text})" if text else ""
+
+
+def _explanation_document(
+    event_id: str, explanation: Explanation, lives: dict[str, Life]
+) -> dict[str, Any]:
     emit = explanation.emit
     return {
         "event_id": event_id,
@@ -510,10 +539,47 @@ def _explanation_document(event_id: str, explanation: Explanation) -> dict[str, 
                 "message_id": d.message_id,
                 "created_at": _timestamp(d.created_at),
                 "updated_at": _timestamp(d.updated_at),
+                **_life_document(lives.get(d.recipient.lower())),
             }
             for d in explanation.deliveries
         ],
     }
+
+
+def _life_document(life: Life | None) -> dict[str, Any]:
+    if life is None:
+        return {"state": None, "timeline": []}
+    return {
+        "state": life.state,
+        "timeline": [
+            {"what": step.what, "at": _timestamp(step.at), "detail": dict(step.detail)}
+            for step in life.steps
+        ],
+    }
+
+
+@main.command()
+@app_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8025, show_default=True, help="Port to listen on.")
+@click.option("--threads", default=8, show_default=True, help="Requests answered at once.")
+def serve(app_ref: str, host: str, port: int, threads: int) -> None:
+    """Run the web component (Postmark's webhooks, docs/webhooks.md) on waitress."""
+    from .web import WEBHOOK_PATH  # noqa: PLC0415
+    from .web import serve as run_server  # noqa: PLC0415
+
+    events = _load_app(app_ref)
+    _logging(verbose=True)
+    if events.webhook_auth is None:
+        click.echo(
+            f"warning: EmailEvents(webhook_auth=...) is not set: {WEBHOOK_PATH} answers 404",
+            err=True,
+        )
+    click.echo(f"emailevents web on http://{host}:{port} ({WEBHOOK_PATH}); Ctrl-C stops.")
+    try:
+        run_server(events.wsgi_app(), host=host, port=port, threads=threads)
+    except EmailEventsError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command()

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, scoped_session
 
-from . import pipeline, retries, schema, store
+from . import pipeline, retries, schema, store, web
 from . import relay as relaying
 from .errors import (
     ConfigurationError,
@@ -117,6 +117,8 @@ class EmailEvents:
         retry_backoff_max: float = 600.0,
         claim_timeout: float = 600.0,
         redeliver_after: float = 3600.0,
+        webhook_auth: tuple[str, str] | None = None,
+        webhook_max_body: int = web.DEFAULT_MAX_BODY,
         set_default: bool = True,
     ) -> None:
         self.registry = registry if isinstance(registry, Registry) else load_registry(registry)
@@ -129,6 +131,8 @@ class EmailEvents:
         self.retry_backoff = retry_backoff
         self.retry_backoff_max = retry_backoff_max
         self.redeliver_after = redeliver_after
+        self.webhook_auth = webhook_auth
+        self.webhook_max_body = webhook_max_body
         self.runtime = pipeline.Runtime(
             session_factory=session_factory,
             sender=sender,
@@ -214,6 +218,18 @@ class EmailEvents:
         database lacks a table or column this version writes (checked once per process)."""
         with self.session_factory() as session:
             schema.verify(session.connection())
+
+    def wsgi_app(self) -> web.WsgiApp:
+        """A WSGI application answering Postmark's webhooks (``POST /postmark/webhook``, with
+        ``webhook_auth``), to mount in any WSGI server or framework (docs/webhooks.md)."""
+        return web.WsgiApp(self._site())
+
+    def asgi_app(self) -> web.AsgiApp:
+        """The same as an ASGI application: ``app.mount("/emails", events.asgi_app())``."""
+        return web.AsgiApp(self._site())
+
+    def _site(self) -> web.Site:
+        return web.Site(self.session_factory, self.webhook_auth, self.webhook_max_body)
 
     def set_toggle(self, session: Session, org_key: str, toggle_key: str, enabled: bool) -> None:
         """Switch an email toggle on or off for an org in emailevents' own settings table."""

@@ -3,7 +3,8 @@
 The delivery log (``emailevents_deliveries``): a run claims its recipients, records their
 outcomes, and finds what other runs of the same emit did. The org settings
 (``emailevents_org_settings``): the toggles. The statements on the emits
-(``emailevents_emits``) are :mod:`emailevents.emitstore`'s. Nothing else runs SQL on them.
+(``emailevents_emits``) are :mod:`emailevents.emitstore`'s, the webhooks' :mod:`.timeline`'s.
+Nothing else runs SQL on them.
 
 ``metadata`` is for the application's Alembic migrations; ``EmailEvents.create_tables`` creates
 them for tests and the demo.
@@ -26,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from .outcomes import Outcome
 
-__all__ = ["EVENT_LEVEL", "deliveries", "emits", "metadata", "org_settings"]
+__all__ = ["EVENT_LEVEL", "deliveries", "emits", "message_events", "metadata", "org_settings"]
 
 metadata = sa.MetaData()
 
@@ -97,6 +98,30 @@ commits, and by the relay when that publish did not happen (broker down, process
 ``check_after`` is when the relay looks whether a published emit's task left a settled outcome;
 if not (its message was lost in the broker), the relay publishes it again. A task that retries
 pushes it back, and writes the row for an emit made without ``session=``."""
+
+# What Postmark's webhooks said of each message we sent, a row per record, stored once per
+# ``identity`` (a hash of what identifies the record); and, counted per day and type, the records
+# of messages we did not send (no event id in their Metadata). Statements: emailevents.timeline.
+message_events = sa.Table(
+    "emailevents_message_events",
+    metadata,
+    sa.Column("identity", sa.String(64), primary_key=True),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("recipient", sa.String(320), nullable=False),
+    sa.Column("message_id", sa.String(64)),
+    sa.Column("record_type", sa.String(32), nullable=False),
+    sa.Column("occurred_at", sa.DateTime(timezone=True)),
+    sa.Column("detail", sa.JSON, nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
+    sa.Index("ix_emailevents_message_events_event", "event_id", "recipient"),
+)
+foreign_records = sa.Table(
+    "emailevents_foreign_records",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("record_type", sa.String(32), primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+)
 
 PENDING = "pending"
 PUBLISHED = "published"

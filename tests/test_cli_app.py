@@ -69,7 +69,7 @@ def test_explain_prints_every_recipients_outcome(app: Any, world: seed.DemoWorld
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == "event model_comment_added, id ev-comment"
-    assert [line.split()[:3] for line in lines[3:]] == [
+    assert [line.split()[:3] for line in lines[3:6]] == [
         ["owen@acme.test", "sent", "sent"],
         ["priya@acme.test", "sent", "sent"],
         ["sam@acme.test", "sent", "sent"],
@@ -232,7 +232,8 @@ def test_explain_prints_one_json_document(app: Any, world: seed.DemoWorld) -> No
     )
     first = document["deliveries"][0]
     assert set(first) == {
-        "recipient", "status", "reason", "detail", "message_id", "created_at", "updated_at"
+        "recipient", "status", "reason", "detail", "message_id", "created_at", "updated_at",
+        "state", "timeline",
     }  # fmt: skip
     assert [(d["recipient"], d["status"]) for d in document["deliveries"]] == [
         ("owen@acme.test", "sent"),

@@ -1,0 +1,169 @@
+"""The records Postmark's webhooks post, one pydantic model per ``RecordType``, and what the
+timeline keeps of each.
+
+Shapes as Postmark documents them:
+
+- Delivery: https://postmarkapp.com/developer/webhooks/delivery-webhook
+- Bounce: https://postmarkapp.com/developer/webhooks/bounce-webhook
+- SpamComplaint: https://postmarkapp.com/developer/webhooks/spam-complaint-webhook
+- Open: https://postmarkapp.com/developer/webhooks/open-tracking-webhook
+- Click: https://postmarkapp.com/developer/webhooks/click-webhook
+- SubscriptionChange: https://postmarkapp.com/developer/webhooks/subscription-change-webhook
+
+Fields we do not keep are ignored (Postmark adds fields over time); those we keep must be
+there, with their type, or the record is refused.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from ..timeline import MessageEvent
+
+__all__ = ["RECORD_TYPES", "message_event", "parse"]
+
+EVENT_ID = "event_id"
+"""The Metadata key our sends carry the event id in (``PostmarkSender``)."""
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    message_id: str | None = Field(None, alias="MessageID")
+    metadata: dict[str, Any] | None = Field(None, alias="Metadata")
+    tag: str | None = Field(None, alias="Tag")
+    message_stream: str | None = Field(None, alias="MessageStream")
+
+    @property
+    def event_id(self) -> str | None:
+        value = (self.metadata or {}).get(EVENT_ID)
+        return value if isinstance(value, str) and value else None
+
+
+class Delivery(_Record):
+    record_type: Literal["Delivery"] = Field(alias="RecordType")
+    recipient: str = Field(alias="Recipient")
+    delivered_at: datetime = Field(alias="DeliveredAt")
+    details: str = Field("", alias="Details")
+
+
+class Bounce(_Record):
+    # "Bounce webhooks are triggered for bounces that resulted from outgoing email": ID is the
+    # bounce's own, unique in the account.
+    record_type: Literal["Bounce"] = Field(alias="RecordType")
+    id: int = Field(alias="ID")
+    type: str = Field(alias="Type")
+    type_code: int = Field(alias="TypeCode")
+    email: str = Field(alias="Email")
+    bounced_at: datetime = Field(alias="BouncedAt")
+    description: str = Field("", alias="Description")
+    details: str = Field("", alias="Details")
+    inactive: bool = Field(default=False, alias="Inactive")
+
+
+class SpamComplaint(Bounce):
+    # The same document as a bounce, of Type "SpamComplaint" (TypeCode 512).
+    record_type: Literal["SpamComplaint"] = Field(alias="RecordType")  # type: ignore[assignment]
+
+
+class Open(_Record):
+    record_type: Literal["Open"] = Field(alias="RecordType")
+    recipient: str = Field(alias="Recipient")
+    received_at: datetime = Field(alias="ReceivedAt")
+    first_open: bool = Field(default=False, alias="FirstOpen")
+    platform: str = Field("", alias="Platform")
+
+
+class Click(_Record):
+    record_type: Literal["Click"] = Field(alias="RecordType")
+    recipient: str = Field(alias="Recipient")
+    received_at: datetime = Field(alias="ReceivedAt")
+    original_link: str = Field(alias="OriginalLink")
+    click_location: str = Field("", alias="ClickLocation")
+    platform: str = Field("", alias="Platform")
+
+
+class SubscriptionChange(_Record):
+    # "The SuppressSending field will inform whether that was a deactivation or reactivation."
+    record_type: Literal["SubscriptionChange"] = Field(alias="RecordType")
+    recipient: str = Field(alias="Recipient")
+    changed_at: datetime = Field(alias="ChangedAt")
+    suppress_sending: bool = Field(alias="SuppressSending")
+    suppression_reason: str | None = Field(None, alias="SuppressionReason")
+    origin: str | None = Field(None, alias="Origin")
+
+
+Record = Delivery | Bounce | SpamComplaint | Open | Click | SubscriptionChange
+_RECORD: TypeAdapter[Record] = TypeAdapter(Annotated[Record, Field(discriminator="record_type")])
+RECORD_TYPES = ("Delivery", "Bounce", "SpamComplaint", "Open", "Click", "SubscriptionChange")
+
+
+def parse(document: object) -> Record:
+    """The record in a webhook's JSON ``document``.
+
+    Raises:
+        pydantic.ValidationError: not one of the record types, or a field it needs is missing
+            or of the wrong type.
+    """
+    return _RECORD.validate_python(document)
+
+
+def message_event(record: Record) -> MessageEvent:
+    """What the timeline keeps of ``record``."""
+    common: dict[str, Any] = {
+        "record_type": record.record_type,
+        "event_id": record.event_id,
+        "message_id": record.message_id,
+        "event_key": record.tag,
+    }
+    message = record.message_id or ""
+    match record:
+        case Bounce():  # and SpamComplaint
+            return MessageEvent(
+                **common,
+                recipient=record.email,
+                occurred_at=record.bounced_at,
+                detail={
+                    "type": record.type,
+                    "type_code": record.type_code,
+                    "description": record.description,
+                    "details": record.details,
+                    "inactive": record.inactive,
+                },
+                identifies=(str(record.id),),
+            )
+        case Delivery():
+            at = record.delivered_at
+            detail: dict[str, Any] = {"details": record.details}
+            identifies: tuple[str, ...] = (message, record.recipient.lower(), at.isoformat())
+        case Open():
+            at = record.received_at
+            detail = {"first_open": record.first_open, "platform": record.platform}
+            identifies = (message, record.recipient.lower(), at.isoformat(), str(record.first_open))
+        case Click():
+            at = record.received_at
+            detail = {
+                "link": record.original_link,
+                "click_location": record.click_location,
+                "platform": record.platform,
+            }
+            identifies = (message, record.recipient.lower(), at.isoformat(), record.original_link)
+        case SubscriptionChange():
+            at = record.changed_at
+            detail = {
+                "suppress_sending": record.suppress_sending,
+                "reason": record.suppression_reason,
+                "origin": record.origin,
+            }
+            identifies = (
+                message,
+                record.recipient.lower(),
+                at.isoformat(),
+                str(record.suppress_sending),
+            )
+    return MessageEvent(
+        **common, recipient=record.recipient, occurred_at=at, detail=detail, identifies=identifies
+    )

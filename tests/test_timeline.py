@@ -1,0 +1,209 @@
+"""Every message's timeline: webhook records posted over real HTTP to ``events.wsgi_app()``,
+then read back by ``emailevents explain`` (text and JSON)."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import socketserver
+import sys
+import threading
+import uuid
+import wsgiref.simple_server
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from emailevents.cli import main
+from emailevents.demo import seed
+from emailevents.testing import memory_app  # noqa: F401 - the app module below imports it
+
+AUTH = ("postmark", "s3cret-pass")
+APP = """\
+import sqlalchemy as sa
+from sqlalchemy.orm import sessionmaker
+
+from emailevents import EmailEvents, OutboxSender
+from emailevents.demo import hooks, models
+from emailevents.demo.run import REGISTRY
+from emailevents.testing import memory_app
+
+engine = sa.create_engine("sqlite:///{db}")
+models.Base.metadata.create_all(engine)
+events = EmailEvents(REGISTRY, celery=memory_app(), session_factory=sessionmaker(engine),
+                     sender=OutboxSender(), context={{"site_url": hooks.site_url}},
+                     webhook_auth=("postmark", "s3cret-pass"), set_default=False)
+events.create_tables(engine)
+"""
+
+
+class _Server(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
+    daemon_threads = True
+
+
+class _Quiet(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def _serve(app: Any) -> Iterator[int]:
+    """``app`` on a threaded standard-library WSGI server (a request per thread)."""
+    server = wsgiref.simple_server.make_server(
+        "127.0.0.1", 0, app, server_class=_Server, handler_class=_Quiet
+    )
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def post(port: int, body: dict[str, Any]) -> int:
+    auth = base64.b64encode(":".join(AUTH).encode()).decode()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(
+            "POST", "/postmark/webhook", json.dumps(body), {"Authorization": f"Basic {auth}"}
+        )
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+ADA = "owen@acme.test"
+
+
+def later(minutes: int) -> str:
+    """A time after the send, as Postmark writes it (with its own offset)."""
+    moment = datetime.now(UTC) + timedelta(minutes=minutes)
+    return moment.astimezone(timezone(timedelta(hours=-4))).isoformat()
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    name = f"timelineapp_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(APP.format(db=tmp_path / "app.sqlite3"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = __import__(name)
+    module.ref = f"{name}:events"
+    yield module
+    module.engine.dispose()
+    sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def sent(app: Any) -> dict[str, str]:
+    """An emit of three recipients, run: recipient -> its MessageID."""
+    with app.events.session_factory() as session:
+        world = seed.seed(session)
+        session.commit()
+    key, cuids = seed.emits(world)[6]  # the comment: three recipients
+    result = app.events.run(key, "ev-comment", **cuids)
+    return {o.recipient: o.message_id for o in result.outcomes}
+
+
+@pytest.fixture
+def port(app: Any) -> Iterator[int]:
+    yield from _serve(app.events.wsgi_app())
+
+
+def record(kind: str, recipient: str, message_id: str, **fields: Any) -> dict[str, Any]:
+    common = {
+        "RecordType": kind,
+        "MessageID": message_id,
+        "Tag": "model_comment_added",
+        "MessageStream": "outbound",
+        "Metadata": {"event_id": "ev-comment"},
+    }
+    if kind in {"Bounce", "SpamComplaint"}:
+        return common | {"Email": recipient, "TypeCode": 1, **fields}
+    return common | {"Recipient": recipient, **fields}
+
+
+def explain(app: Any, *args: str) -> Any:
+    result = CliRunner().invoke(main, ["explain", "ev-comment", "--app", app.ref, *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_a_bounce_before_its_delivery_still_ends_bounced(
+    app: Any, sent: dict[str, str], port: int
+) -> None:
+    message = sent[ADA]
+    bounce = record(
+        "Bounce",
+        ADA,
+        message,
+        ID=4242,
+        Type="HardBounce",
+        BouncedAt=later(2),
+        Description="The server was unable to deliver your message",
+    )
+    delivered = record("Delivery", ADA, message, DeliveredAt=later(1))
+    assert post(port, bounce) == 200
+    assert post(port, delivered) == 200
+    document = json.loads(explain(app, "--format", "json"))
+    (owen,) = [d for d in document["deliveries"] if d["recipient"] == ADA]
+    assert owen["status"] == "sent"  # the existing keys stay
+    assert owen["state"] == "bounced"
+    assert [step["what"] for step in owen["timeline"]] == ["queued", "sent", "delivered", "bounced"]
+    assert owen["timeline"][1]["detail"] == {"message_id": message}
+    assert owen["timeline"][3]["detail"]["type"] == "HardBounce"
+
+
+def test_explain_shows_each_recipients_whole_life(
+    app: Any, sent: dict[str, str], port: int
+) -> None:
+    priya = "priya@acme.test"
+    message = sent[priya]
+    for body in (
+        record("Delivery", priya, message, DeliveredAt=later(1)),
+        record("Open", priya, message, ReceivedAt=later(3), FirstOpen=True),
+        record(
+            "Click",
+            priya,
+            message,
+            ReceivedAt=later(4),
+            OriginalLink="https://app.acme.test/findings/1",
+        ),
+    ):
+        assert post(port, body) == 200
+    lines = explain(app).splitlines()
+    start = lines.index(f"{priya}: clicked")
+    steps = [line.split(maxsplit=2)[2] for line in lines[start + 1 : start + 6]]
+    assert steps == [
+        "queued",
+        f"sent ({message})",
+        "delivered",
+        "opened",
+        "clicked (https://app.acme.test/findings/1)",
+    ]
+    assert "sam@acme.test: sent" in lines
+
+
+def test_an_unsubscribe_lifted_later_is_not_the_state(
+    app: Any, sent: dict[str, str], port: int
+) -> None:
+    sam = "sam@acme.test"
+    for suppress, at in ((True, later(5)), (False, later(6))):
+        body = record(
+            "SubscriptionChange",
+            sam,
+            sent[sam],
+            ChangedAt=at,
+            SuppressSending=suppress,
+            SuppressionReason="ManualSuppression",
+        )
+        assert post(port, body) == 200
+    assert f"{sam}: sent" in explain(app).splitlines()
