@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .outcomes import Outcome, Reason, RunResult, Status
     from .registry import Registry, load_registry
     from .senders import DirectoryOutbox, OutboxSender, PostmarkSender, Sender
-    from .store import metadata
+    from .tables import metadata
 
 __all__ = [
     "ConfigurationError",
@@ -87,7 +87,7 @@ _MODULES = {
     "OutboxSender": "senders",
     "PostmarkSender": "senders",
     "Sender": "senders",
-    "metadata": "store",
+    "metadata": "tables",
 }
 
 

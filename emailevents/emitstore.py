@@ -16,7 +16,8 @@ from typing import Any, TypeAlias
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from .store import PENDING, PUBLISHED, current_time, emits
+from .store import PENDING, PUBLISHED
+from .tables import current_time, emits
 
 __all__ = [
     "Emit",

@@ -128,7 +128,7 @@ def org_settings_toggles(session: Any) -> dict[str, int]:
     """Toggle key -> how many orgs switched it off, from the engine's org-settings table."""
     import sqlalchemy as sa  # noqa: PLC0415 - only the command line's --app needs it
 
-    from .store import org_settings  # noqa: PLC0415
+    from .tables import org_settings  # noqa: PLC0415
 
     rows = session.execute(
         sa.select(org_settings.c.toggle_key, sa.func.count())

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from .errors import ConfigurationError
-from .store import emits, metadata
+from .tables import emits, metadata
 
 if TYPE_CHECKING:
     from alembic.config import Config

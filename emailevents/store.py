@@ -1,4 +1,4 @@
-"""The tables emailevents owns, and every statement run against them but the emits'.
+"""Every statement on the delivery log and the toggles (the tables are in :mod:`.tables`).
 
 The delivery log (``emailevents_deliveries``): a run claims its recipients, records their
 outcomes, and finds what other runs of the same emit did. The org settings
@@ -6,8 +6,7 @@ outcomes, and finds what other runs of the same emit did. The org settings
 (``emailevents_emits``) are :mod:`emailevents.emitstore`'s, the webhooks' :mod:`.timeline`'s.
 Nothing else runs SQL on them.
 
-``metadata`` is for the application's Alembic migrations; ``EmailEvents.create_tables`` creates
-them for tests and the demo.
+The tables are re-exported here, where they were defined before ``tables`` held them.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import threading
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,10 +25,26 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .outcomes import Outcome
+from .tables import (
+    current_time,
+    deliveries,
+    emits,
+    foreign_records,
+    message_events,
+    metadata,
+    org_settings,
+)
 
-__all__ = ["EVENT_LEVEL", "deliveries", "emits", "message_events", "metadata", "org_settings"]
-
-metadata = sa.MetaData()
+__all__ = [
+    "EVENT_LEVEL",
+    "current_time",
+    "deliveries",
+    "emits",
+    "foreign_records",
+    "message_events",
+    "metadata",
+    "org_settings",
+]
 
 CLAIMED = "claimed"
 RETRY = "retry"
@@ -40,88 +55,6 @@ EVENT_LEVEL = ""
 DETAIL_LENGTH = 4000
 """The most of an outcome's detail the delivery log keeps."""
 
-
-def current_time() -> datetime:
-    """The time written on rows: aware, in UTC."""
-    return datetime.now(UTC)
-
-
-org_settings = sa.Table(
-    "emailevents_org_settings",
-    metadata,
-    sa.Column("org_key", sa.String(255), primary_key=True),
-    sa.Column("toggle_key", sa.String(255), primary_key=True),
-    sa.Column("enabled", sa.Boolean, nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
-)
-
-deliveries = sa.Table(
-    "emailevents_deliveries",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("event_id", sa.String(64), nullable=False),
-    sa.Column("event_key", sa.String(255), nullable=False),
-    sa.Column("recipient", sa.String(320), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("reason", sa.String(64), nullable=False),
-    sa.Column("detail", sa.Text, nullable=False, default=""),
-    sa.Column("message_id", sa.String(64)),
-    sa.Column("claim", sa.String(64)),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
-    sa.UniqueConstraint("event_id", "recipient", name="uq_emailevents_delivery"),
-    sa.Index("ix_emailevents_deliveries_key_created", "event_key", "created_at"),
-)
-
-
-emits = sa.Table(
-    "emailevents_emits",
-    metadata,
-    sa.Column("event_id", sa.String(64), primary_key=True),
-    sa.Column("event_key", sa.String(255), nullable=False),
-    sa.Column("task_name", sa.String(255), nullable=False),
-    sa.Column("cuids", sa.JSON, nullable=False),
-    sa.Column("state", sa.String(16), nullable=False, default="pending"),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("last_error", sa.Text, nullable=False, default=""),
-    sa.Column("lease_until", sa.DateTime(timezone=True)),
-    sa.Column("lease", sa.String(64)),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
-    sa.Column("published_at", sa.DateTime(timezone=True)),
-    sa.Column("check_after", sa.DateTime(timezone=True)),
-    sa.Index("ix_emailevents_emits_state_created", "state", "created_at"),
-    sa.Index("ix_emailevents_emits_state_check", "state", "check_after"),
-)
-"""Emits made with ``session=``: written in the application's transaction, published after it
-commits, and by the relay when that publish did not happen (broker down, process gone).
-
-``check_after`` is when the relay looks whether a published emit's task left a settled outcome;
-if not (its message was lost in the broker), the relay publishes it again. A task that retries
-pushes it back, and writes the row for an emit made without ``session=``."""
-
-# What Postmark's webhooks said of each message we sent, a row per record, stored once per
-# ``identity`` (a hash of what identifies the record); and, counted per day and type, the records
-# of messages we did not send (no event id in their Metadata). Statements: emailevents.timeline.
-message_events = sa.Table(
-    "emailevents_message_events",
-    metadata,
-    sa.Column("identity", sa.String(64), primary_key=True),
-    sa.Column("event_id", sa.String(64), nullable=False),
-    sa.Column("recipient", sa.String(320), nullable=False),
-    sa.Column("message_id", sa.String(64)),
-    sa.Column("record_type", sa.String(32), nullable=False),
-    sa.Column("occurred_at", sa.DateTime(timezone=True)),
-    sa.Column("detail", sa.JSON, nullable=False),
-    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
-    sa.Index("ix_emailevents_message_events_event", "event_id", "recipient"),
-)
-foreign_records = sa.Table(
-    "emailevents_foreign_records",
-    metadata,
-    sa.Column("day", sa.Date, primary_key=True),
-    sa.Column("record_type", sa.String(32), primary_key=True),
-    sa.Column("count", sa.Integer, nullable=False),
-)
 
 PENDING = "pending"
 PUBLISHED = "published"

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from .store import current_time, deliveries, foreign_records, message_events
+from .tables import current_time, deliveries, foreign_records, message_events
 
 __all__ = ["Life", "MessageEvent", "Recorded", "Step", "count_foreign", "explain", "record"]
 

@@ -195,7 +195,7 @@ LAYERS = [
     {"store", "emitstore", "timeline"},
     {"registry"},
     {"yamlnodes", "yamlsyntax", "introspect", "expressions", "addresses"},
-    {"outcomes", "errors"},
+    {"outcomes", "errors", "tables"},
 ]
 # The pytest plugin's `fake_postmark` fixture serves the demo's templates, as documented.
 UPWARD_ALLOWED = {("emailevents.testing.pytest_plugin", "emailevents.demo")}

@@ -4,7 +4,7 @@ from alembic import context
 
 from emailevents.errors import ConfigurationError
 from emailevents.schema import VERSION_TABLE, ours
-from emailevents.store import metadata
+from emailevents.tables import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -1,0 +1,106 @@
+"""The tables emailevents owns, in one ``metadata``: what the migrations in
+``emailevents/migrations`` create (``emailevents db upgrade``) and ``tests/test_schema.py`` holds
+them to. Statements on them: :mod:`.store` (the delivery log, the toggles), :mod:`.emitstore`
+(the emits), :mod:`.timeline` (what Postmark's webhooks said).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+__all__ = [
+    "current_time",
+    "deliveries",
+    "emits",
+    "foreign_records",
+    "message_events",
+    "metadata",
+    "org_settings",
+]
+
+metadata = sa.MetaData()
+
+
+def current_time() -> datetime:
+    """The time written on rows: aware, in UTC."""
+    return datetime.now(UTC)
+
+
+org_settings = sa.Table(
+    "emailevents_org_settings",
+    metadata,
+    sa.Column("org_key", sa.String(255), primary_key=True),
+    sa.Column("toggle_key", sa.String(255), primary_key=True),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
+)
+
+deliveries = sa.Table(
+    "emailevents_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("event_key", sa.String(255), nullable=False),
+    sa.Column("recipient", sa.String(320), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+    sa.Column("message_id", sa.String(64)),
+    sa.Column("claim", sa.String(64)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
+    sa.UniqueConstraint("event_id", "recipient", name="uq_emailevents_delivery"),
+    sa.Index("ix_emailevents_deliveries_key_created", "event_key", "created_at"),
+)
+
+
+emits = sa.Table(
+    "emailevents_emits",
+    metadata,
+    sa.Column("event_id", sa.String(64), primary_key=True),
+    sa.Column("event_key", sa.String(255), nullable=False),
+    sa.Column("task_name", sa.String(255), nullable=False),
+    sa.Column("cuids", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text, nullable=False, default=""),
+    sa.Column("lease_until", sa.DateTime(timezone=True)),
+    sa.Column("lease", sa.String(64)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
+    sa.Column("published_at", sa.DateTime(timezone=True)),
+    sa.Column("check_after", sa.DateTime(timezone=True)),
+    sa.Index("ix_emailevents_emits_state_created", "state", "created_at"),
+    sa.Index("ix_emailevents_emits_state_check", "state", "check_after"),
+)
+"""Emits made with ``session=``: written in the application's transaction, published after it
+commits, and by the relay when that publish did not happen (broker down, process gone).
+
+``check_after`` is when the relay looks whether a published emit's task left a settled outcome;
+if not (its message was lost in the broker), the relay publishes it again. A task that retries
+pushes it back, and writes the row for an emit made without ``session=``."""
+
+# What Postmark's webhooks said of each message we sent, a row per record, stored once per
+# ``identity`` (a hash of what identifies the record); and, counted per day and type, the records
+# of messages we did not send (no event id in their Metadata). Statements: emailevents.timeline.
+message_events = sa.Table(
+    "emailevents_message_events",
+    metadata,
+    sa.Column("identity", sa.String(64), primary_key=True),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("recipient", sa.String(320), nullable=False),
+    sa.Column("message_id", sa.String(64)),
+    sa.Column("record_type", sa.String(32), nullable=False),
+    sa.Column("occurred_at", sa.DateTime(timezone=True)),
+    sa.Column("detail", sa.JSON, nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
+    sa.Index("ix_emailevents_message_events_event", "event_id", "recipient"),
+)
+foreign_records = sa.Table(
+    "emailevents_foreign_records",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("record_type", sa.String(32), primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+)
