@@ -1126,7 +1126,10 @@ def test_one_message_delivered_to_two_workers_at_once_sends_once(
         f"seconds={harness.elapsed():.1f}",
         harness,
     )
-    assert concurrent == len(indexes)
+    # The fault happened: the copies of most emits ran at once, on two workers. On a loaded
+    # machine the second worker may take its copy only after the first run ended (CI saw 11 of
+    # 12): a sequential duplicate, which must send once all the same (asserted below).
+    assert concurrent >= len(indexes) // 2 + 1, f"{concurrent} of {len(indexes)} ran at once"
     harness.assert_each_sent_once(figures, emits=len(indexes))
 
 
