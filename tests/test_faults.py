@@ -1232,8 +1232,10 @@ def test_retries_outliving_the_visibility_timeout_run_twice_and_send_once(
     reconfigure(
         harness,
         visibility_timeout=1.5,
-        retry_backoff=3.0,
-        retry_backoff_max=4.0,
+        # Full jitter: a retry waits up to 6 s, most of them well past the visibility timeout
+        # (up to 3 s, as before, left a loaded CI machine with no early redelivery once).
+        retry_backoff=6.0,
+        retry_backoff_max=6.0,
         claim_timeout=3.0,
         sender_timeout=1.0,
         max_retries=8,

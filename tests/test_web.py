@@ -140,9 +140,24 @@ def test_wrong_or_missing_credentials_get_401_with_a_challenge(
     assert stored(engine) == []
 
 
+def oversized(port: int) -> int:
+    """The status of a POST announced as 2 MB, its body never sent: a server that reads no
+    more than its limit answers from the headers (a client sending the body meanwhile may
+    find the connection closed under it)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.putrequest("POST", "/postmark/webhook")
+        connection.putheader("Authorization", basic(*AUTH))
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(2_000_000))
+        connection.endheaders()
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
 def test_a_body_over_the_limit_gets_413_unread(port: int) -> None:
-    status, _, _ = post(port, b"x" * 2_000_000)
-    assert status == 413
+    assert oversized(port) == 413
 
 
 @pytest.mark.parametrize(
@@ -277,7 +292,7 @@ def test_the_asgi_app_on_uvicorn(site: web.Site, engine: sa.Engine) -> None:
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.02)
         assert post(port, delivery())[0] == 200
-        assert post(port, b"x" * 2_000_000)[0] == 413
+        assert oversized(port) == 413
         assert post(port, delivery(), auth=None)[0] == 401
     finally:
         server.should_exit = True
