@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,36 +16,16 @@ from click.testing import CliRunner
 from emailevents.cli import main
 from emailevents.demo import seed
 from emailevents.store import emits
-
-APP = """\
-import sqlalchemy as sa
-from sqlalchemy.orm import sessionmaker
-
-from emailevents import EmailEvents, OutboxSender
-from emailevents.demo import hooks, models
-from emailevents.demo.run import REGISTRY
-from emailevents.testing import memory_app
-
-engine = sa.create_engine("sqlite:///{db}")
-models.Base.metadata.create_all(engine)
-outbox = OutboxSender()
-events = EmailEvents(REGISTRY, celery=memory_app(), session_factory=sessionmaker(engine),
-                     sender=outbox, context={{"site_url": hooks.site_url}}, set_default=False)
-events.create_tables(engine)
-"""
+from tests.appmodule import app_module, demo_app
 
 
 @pytest.fixture
 def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    name = f"cliapp_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(APP.format(db=tmp_path / "app.sqlite3"))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    module = __import__(name)
-    module.ref = f"{name}:events"
-    yield module
-    module.engine.dispose()
-    sys.modules.pop(name, None)
+    with app_module(
+        tmp_path, demo_app(tmp_path / "app.sqlite3"), monkeypatch, prefix="cliapp"
+    ) as module:
+        yield module
 
 
 @pytest.fixture

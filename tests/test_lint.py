@@ -36,6 +36,7 @@ from emailevents.lint import (
 from emailevents.senders import PostmarkSender
 from emailevents.senders.postmark_templates import PostmarkTemplates
 from emailevents.testing.fake_postmark import FakePostmark
+from tests.appmodule import app_module, demo_app
 from tests.test_docs import parse_blocks
 
 ROOT = Path(__file__).parent.parent
@@ -428,24 +429,6 @@ def test_lint_usage_problems_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert invoke("lint", "--app", "no_such_module:events").exit_code == 2
 
 
-APP = """\
-import sqlalchemy as sa
-from sqlalchemy.orm import sessionmaker
-
-from emailevents import EmailEvents, PostmarkSender
-from emailevents.demo import hooks, models
-from emailevents.demo.run import REGISTRY
-from emailevents.testing import memory_app
-
-engine = sa.create_engine("sqlite:///{db}")
-models.Base.metadata.create_all(engine)
-events = EmailEvents(REGISTRY, celery=memory_app(), session_factory=sessionmaker(engine),
-                     sender=PostmarkSender("{token}", api_url="{url}"),
-                     context={{"site_url": hooks.site_url}}, set_default=False)
-events.create_tables(engine)
-"""
-
-
 @pytest.fixture
 def postmark() -> Iterator[FakePostmark]:
     with FakePostmark(tokens=[TOKEN], templates=DEMO_TEMPLATES) as server:
@@ -456,17 +439,12 @@ def _app_module(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postmark: FakePostmark, token: str
 ) -> Iterator[Any]:
     """The demo application as a module of its own, its PostmarkSender given ``token``."""
-    name = f"lintapp_{uuid.uuid4().hex[:8]}"
-    source = APP.format(db=tmp_path / "app.sqlite3", token=token, url=postmark.url)
-    (tmp_path / f"{name}.py").write_text(source)
+    sender = f"PostmarkSender({token!r}, api_url={postmark.url!r})"
     monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv("POSTMARK_SERVER_TOKEN", raising=False)
-    module = __import__(name)
-    module.ref = f"{name}:events"
-    yield module
-    module.engine.dispose()
-    sys.modules.pop(name, None)
+    source = demo_app(tmp_path / "app.sqlite3", sender=sender)
+    with app_module(tmp_path, source, monkeypatch, prefix="lintapp") as module:
+        yield module
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import traceback
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from emailevents.senders.postmark import (
 from emailevents.store import deliveries
 from emailevents.testing import Runs, memory_app, worker
 from emailevents.testing.fake_postmark import FakePostmark
+from tests.appmodule import app_module
 
 TOKEN = "test-token"
 DOC = Path(__file__).parent.parent / "docs" / "postmark.md"
@@ -987,20 +987,16 @@ def tokenless_app(
     tmp_path: Path, no_postmark_env: pytest.MonkeyPatch, fake_postmark: FakePostmark
 ) -> Iterator[Any]:
     """An application module whose PostmarkSender gets no token; the environment has none."""
-    name = f"tokenless_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(TOKENLESS_APP)
     (tmp_path / "broker").mkdir()
     no_postmark_env.setenv("POSTMARK_API_URL", fake_postmark.url)
-    no_postmark_env.syspath_prepend(str(tmp_path))
-    module = __import__(name)  # importing the app needs no token
-    models.Base.metadata.create_all(module.engine)
-    module.events.create_tables(module.engine)
-    with module.events.session_factory() as session:
-        module.world = seed.seed(session)
-        session.commit()
-    yield module
-    module.engine.dispose()
-    sys.modules.pop(name, None)
+    # Importing the app needs no token.
+    with app_module(tmp_path, TOKENLESS_APP, no_postmark_env, prefix="tokenless") as module:
+        models.Base.metadata.create_all(module.engine)
+        module.events.create_tables(module.engine)
+        with module.events.session_factory() as session:
+            module.world = seed.seed(session)
+            session.commit()
+        yield module
 
 
 def test_a_process_that_only_emits_needs_no_token_and_a_worker_without_one_records_why(

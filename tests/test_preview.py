@@ -20,25 +20,9 @@ from emailevents.demo.run import REGISTRY
 from emailevents.preview import PreviewError, preview, preview_sample
 from emailevents.registry import load_registry
 from emailevents.testing.fake_postmark import FakePostmark
+from tests.appmodule import demo_app
 
 TOKEN = "preview-test-token"
-
-APP = """\
-import sqlalchemy as sa
-from sqlalchemy.orm import sessionmaker
-
-from emailevents import EmailEvents, OutboxSender, PostmarkSender
-from emailevents.demo import hooks, models
-from emailevents.demo.run import REGISTRY
-from emailevents.testing import memory_app
-
-engine = sa.create_engine("sqlite:///{db}")
-models.Base.metadata.create_all(engine)
-sender = PostmarkSender("{token}", api_url="{url}") if "{url}" else OutboxSender()
-events = EmailEvents(REGISTRY, celery=memory_app(), session_factory=sessionmaker(engine),
-                     sender=sender, context={{"site_url": hooks.site_url}}, set_default=False)
-events.create_tables(engine)
-"""
 
 
 @pytest.fixture
@@ -49,7 +33,8 @@ def postmark() -> Iterator[FakePostmark]:
 
 def make_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> Any:
     name = f"previewapp_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(APP.format(db=tmp_path / "app.db", token=TOKEN, url=url))
+    sender = f"PostmarkSender({TOKEN!r}, api_url={url!r})" if url else "OutboxSender()"
+    (tmp_path / f"{name}.py").write_text(demo_app(tmp_path / "app.db", sender=sender))
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv("POSTMARK_SERVER_TOKEN", raising=False)

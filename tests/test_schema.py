@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from emailevents import schema
 from emailevents.cli import main
 from emailevents.errors import ConfigurationError
 from emailevents.store import metadata
+from tests.appmodule import app_module, demo_app
 
 # The tables as emailevents 0.1 made them (`create_tables()`, no migrations): what databases in
 # the field hold, frozen here as the release shipped it.
@@ -218,25 +218,12 @@ def test_verify_names_the_missing_column_and_the_command(sqlite: sa.Engine) -> N
 
 
 def test_db_takes_the_database_from_the_application(tmp_path: Path) -> None:
-    name = f"schemaapp_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(
-        "import sqlalchemy as sa\n"
-        "from sqlalchemy.orm import sessionmaker\n"
-        "from emailevents import EmailEvents, OutboxSender\n"
-        "from emailevents.demo import hooks\n"
-        "from emailevents.demo.run import REGISTRY\n"
-        "from emailevents.testing import memory_app\n"
-        f"engine = sa.create_engine('sqlite:///{tmp_path / 'app.sqlite3'}')\n"
-        "events = EmailEvents(\n"
-        "    REGISTRY, celery=memory_app(), session_factory=sessionmaker(engine),\n"
-        "    sender=OutboxSender(), context={'site_url': hooks.site_url}, set_default=False,\n"
-        ")\n"
-    )
+    source = demo_app(tmp_path / "app.sqlite3", tables=False)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path)
-        patch.syspath_prepend(str(tmp_path))
-        current = db("current", "--app", f"{name}:events")
-        upgraded = db("upgrade", "--app", f"{name}:events")
+        with app_module(tmp_path, source, patch, prefix="schemaapp") as app:
+            current = db("current", "--app", app.ref)
+            upgraded = db("upgrade", "--app", app.ref)
     assert current.exit_code == 0, current.output
     assert current.output.endswith("at none (never upgraded); this version's newest is 0003\n")
     assert upgraded.exit_code == 0, upgraded.output
@@ -295,16 +282,11 @@ def old_schema_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     """An application whose database holds emailevents' tables as the first release made them."""
     from emailevents.demo import models  # noqa: PLC0415
 
-    name = f"oldschema_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(OLD_SCHEMA_APP)
     (tmp_path / "broker" / "control").mkdir(parents=True)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    module = __import__(name)
-    models.Base.metadata.create_all(module.engine)
-    first_release(module.engine)
-    yield module
-    module.engine.dispose()
-    sys.modules.pop(name, None)
+    with app_module(tmp_path, OLD_SCHEMA_APP, monkeypatch, prefix="oldschema") as module:
+        models.Base.metadata.create_all(module.engine)
+        first_release(module.engine)
+        yield module
 
 
 def test_emit_with_a_session_on_old_tables_raises_naming_the_command(old_schema_app: Any) -> None:

@@ -3,14 +3,8 @@ then read back by ``emailevents explain`` (text and JSON)."""
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
-import socketserver
-import sys
-import threading
-import uuid
-import wsgiref.simple_server
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -21,57 +15,15 @@ from click.testing import CliRunner
 
 from emailevents.cli import main
 from emailevents.demo import seed
-from emailevents.testing import memory_app  # noqa: F401 - the app module below imports it
-
-AUTH = ("postmark", "s3cret-pass")
-APP = """\
-import sqlalchemy as sa
-from sqlalchemy.orm import sessionmaker
-
-from emailevents import EmailEvents, OutboxSender
-from emailevents.demo import hooks, models
-from emailevents.demo.run import REGISTRY
-from emailevents.testing import memory_app
-
-engine = sa.create_engine("sqlite:///{db}")
-models.Base.metadata.create_all(engine)
-events = EmailEvents(REGISTRY, celery=memory_app(), session_factory=sessionmaker(engine),
-                     sender=OutboxSender(), context={{"site_url": hooks.site_url}},
-                     webhook_auth=("postmark", "s3cret-pass"), set_default=False)
-events.create_tables(engine)
-"""
-
-
-class _Server(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
-    daemon_threads = True
-
-
-class _Quiet(wsgiref.simple_server.WSGIRequestHandler):
-    def log_message(self, *_: Any) -> None:
-        pass
-
-
-def _serve(app: Any) -> Iterator[int]:
-    """``app`` on a threaded standard-library WSGI server (a request per thread)."""
-    server = wsgiref.simple_server.make_server(
-        "127.0.0.1", 0, app, server_class=_Server, handler_class=_Quiet
-    )
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield server.server_port
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+from tests.appmodule import app_module, demo_app
+from tests.wsgiserver import AUTH, basic, serve
 
 
 def post(port: int, body: dict[str, Any]) -> int:
-    auth = base64.b64encode(":".join(AUTH).encode()).decode()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         connection.request(
-            "POST", "/postmark/webhook", json.dumps(body), {"Authorization": f"Basic {auth}"}
+            "POST", "/postmark/webhook", json.dumps(body), {"Authorization": basic(*AUTH)}
         )
         response = connection.getresponse()
         response.read()
@@ -91,15 +43,10 @@ def later(minutes: int) -> str:
 
 @pytest.fixture
 def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    name = f"timelineapp_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(APP.format(db=tmp_path / "app.sqlite3"))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    module = __import__(name)
-    module.ref = f"{name}:events"
-    yield module
-    module.engine.dispose()
-    sys.modules.pop(name, None)
+    source = demo_app(tmp_path / "app.sqlite3", options=f" webhook_auth={AUTH!r},")
+    with app_module(tmp_path, source, monkeypatch, prefix="timelineapp") as module:
+        yield module
 
 
 @pytest.fixture
@@ -115,7 +62,7 @@ def sent(app: Any) -> dict[str, str]:
 
 @pytest.fixture
 def port(app: Any) -> Iterator[int]:
-    yield from _serve(app.events.wsgi_app())
+    yield from serve(app.events.wsgi_app())
 
 
 def record(kind: str, recipient: str, message_id: str, **fields: Any) -> dict[str, Any]:

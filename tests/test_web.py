@@ -4,18 +4,15 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import http.client
 import json
 import os
 import socket
-import socketserver
 import subprocess
 import sys
 import threading
 import time
 import uuid
-import wsgiref.simple_server
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,8 +24,8 @@ from sqlalchemy.orm import sessionmaker
 
 from emailevents import schema, web
 from emailevents.store import message_events
+from tests.wsgiserver import AUTH, basic, serve
 
-AUTH = ("postmark", "s3cret-pass")
 EVENT_ID = "7a1c2d3e-0000-4000-8000-000000000001"
 
 
@@ -47,10 +44,6 @@ def delivery(**changes: Any) -> dict[str, Any]:
     return record | changes
 
 
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[sa.Engine]:
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'web.sqlite3'}")
@@ -64,33 +57,9 @@ def site(engine: sa.Engine) -> web.Site:
     return web.Site(sessionmaker(engine), AUTH)
 
 
-class _Server(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
-    daemon_threads = True
-
-
-class _Quiet(wsgiref.simple_server.WSGIRequestHandler):
-    def log_message(self, *_: Any) -> None:
-        pass
-
-
-def _serve(app: Any) -> Iterator[int]:
-    """``app`` on a threaded standard-library WSGI server (a request per thread)."""
-    server = wsgiref.simple_server.make_server(
-        "127.0.0.1", 0, app, server_class=_Server, handler_class=_Quiet
-    )
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield server.server_port
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
 @pytest.fixture
 def port(site: web.Site) -> Iterator[int]:
-    yield from _serve(web.WsgiApp(site))
+    yield from serve(web.WsgiApp(site))
 
 
 def post(
@@ -187,7 +156,7 @@ def test_unknown_paths_and_other_methods(port: int) -> None:
 
 
 def test_without_webhook_auth_the_route_is_not_there(engine: sa.Engine) -> None:
-    for port in _serve(web.WsgiApp(web.Site(sessionmaker(engine)))):
+    for port in serve(web.WsgiApp(web.Site(sessionmaker(engine)))):
         assert post(port, delivery())[0] == 404
 
 
@@ -196,7 +165,7 @@ def test_an_unreachable_database_gets_503_for_postmark_to_retry() -> None:
     engine = sa.create_engine(
         "postgresql+psycopg://nobody@127.0.0.1:9/none", connect_args={"connect_timeout": 2}
     )
-    for port in _serve(web.WsgiApp(web.Site(sessionmaker(engine), AUTH))):
+    for port in serve(web.WsgiApp(web.Site(sessionmaker(engine), AUTH))):
         assert post(port, delivery())[0] == 503
 
 
@@ -343,6 +312,6 @@ def test_emailevents_serve_runs_the_app_standalone(tmp_path: Path) -> None:
 
 def test_posting_to_a_stopped_server_is_refused(site: web.Site) -> None:
     # The thread's server closes with its fixture: nothing answers afterwards.
-    ports = list(_serve(web.WsgiApp(site)))
+    ports = list(serve(web.WsgiApp(site)))
     with pytest.raises(OSError):
         post(ports[0], delivery())
