@@ -237,21 +237,7 @@ class Activity:
             ValueError: not a recipient of the message.
         """
         message, address = self._recipient(message_id, recipient)
-        record = {
-            "RecordType": "Open",
-            "MessageStream": message.message_stream,
-            "Metadata": dict(message.metadata),
-            "FirstOpen": first_open,
-            "Recipient": address,
-            "MessageID": message.message_id,
-            "ReceivedAt": timestamp(),
-            "Platform": "Desktop",
-            "ReadSeconds": 5,
-            "Tag": message.tag or "",
-            **_CLIENT,
-        }
-        self.webhooks.post(record)
-        return record
+        return self._engagement("Open", message, address, FirstOpen=first_open, ReadSeconds=5)
 
     def click(self, message_id: str, link: str, recipient: str | None = None) -> dict[str, Any]:
         """The recipient clicked ``link`` in the message: a Click record.
@@ -261,17 +247,22 @@ class Activity:
             ValueError: not a recipient of the message.
         """
         message, address = self._recipient(message_id, recipient)
+        return self._engagement("Click", message, address, ClickLocation="HTML", OriginalLink=link)
+
+    def _engagement(
+        self, record_type: str, message: ReceivedMessage, address: str, **fields: Any
+    ) -> dict[str, Any]:
+        """An Open or a Click by ``address``, posted: what both records carry, and ``fields``."""
         record = {
-            "RecordType": "Click",
+            "RecordType": record_type,
             "MessageStream": message.message_stream,
             "Metadata": dict(message.metadata),
             "Recipient": address,
             "MessageID": message.message_id,
             "ReceivedAt": timestamp(),
             "Platform": "Desktop",
-            "ClickLocation": "HTML",
-            "OriginalLink": link,
             "Tag": message.tag or "",
+            **fields,
             **_CLIENT,
         }
         self.webhooks.post(record)
