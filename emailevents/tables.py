@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 __all__ = [
+    "ADDRESS_LENGTH",
+    "ID_LENGTH",
     "current_time",
     "deliveries",
     "emits",
@@ -21,6 +23,11 @@ __all__ = [
 ]
 
 metadata = sa.MetaData()
+
+ID_LENGTH = 64
+"""The longest event id or Postmark MessageID the tables keep (ours are UUIDs: 36)."""
+ADDRESS_LENGTH = 320
+"""The longest address the tables keep (RFC 3696's limit for a mailbox)."""
 
 
 def current_time() -> datetime:
@@ -41,13 +48,13 @@ deliveries = sa.Table(
     "emailevents_deliveries",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("event_id", sa.String(ID_LENGTH), nullable=False),
     sa.Column("event_key", sa.String(255), nullable=False),
-    sa.Column("recipient", sa.String(320), nullable=False),
+    sa.Column("recipient", sa.String(ADDRESS_LENGTH), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("reason", sa.String(64), nullable=False),
     sa.Column("detail", sa.Text, nullable=False, default=""),
-    sa.Column("message_id", sa.String(64)),
+    sa.Column("message_id", sa.String(ID_LENGTH)),
     sa.Column("claim", sa.String(64)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
@@ -59,7 +66,7 @@ deliveries = sa.Table(
 emits = sa.Table(
     "emailevents_emits",
     metadata,
-    sa.Column("event_id", sa.String(64), primary_key=True),
+    sa.Column("event_id", sa.String(ID_LENGTH), primary_key=True),
     sa.Column("event_key", sa.String(255), nullable=False),
     sa.Column("task_name", sa.String(255), nullable=False),
     sa.Column("cuids", sa.JSON, nullable=False),
@@ -88,9 +95,9 @@ message_events = sa.Table(
     "emailevents_message_events",
     metadata,
     sa.Column("identity", sa.String(64), primary_key=True),
-    sa.Column("event_id", sa.String(64), nullable=False),
-    sa.Column("recipient", sa.String(320), nullable=False),
-    sa.Column("message_id", sa.String(64)),
+    sa.Column("event_id", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("recipient", sa.String(ADDRESS_LENGTH), nullable=False),
+    sa.Column("message_id", sa.String(ID_LENGTH)),
     sa.Column("record_type", sa.String(32), nullable=False),
     sa.Column("occurred_at", sa.DateTime(timezone=True)),
     sa.Column("detail", sa.JSON, nullable=False),

@@ -16,11 +16,13 @@ there, with their type, or the record is refused.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
+from ..tables import ADDRESS_LENGTH, ID_LENGTH
 from ..timeline import MessageEvent
 
 __all__ = ["RECORD_TYPES", "message_event", "parse"]
@@ -28,24 +30,48 @@ __all__ = ["RECORD_TYPES", "message_event", "parse"]
 EVENT_ID = "event_id"
 """The Metadata key our sends carry the event id in (``PostmarkSender``)."""
 
+# NUL and lone surrogates: no database text keeps them (PostgreSQL refuses NUL outright).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable(value: object) -> bool:
+    if isinstance(value, str):
+        return _UNSTORABLE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_unstorable(item) for item in value)
+    return False
+
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    message_id: str | None = Field(None, alias="MessageID")
+    message_id: str | None = Field(None, alias="MessageID", max_length=ID_LENGTH)
     metadata: dict[str, Any] | None = Field(None, alias="Metadata")
     tag: str | None = Field(None, alias="Tag")
     message_stream: str | None = Field(None, alias="MessageStream")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, document: Any) -> Any:
+        """Refused whole when any value holds what no database keeps (400: Postmark would
+        retry a 500 for ever)."""
+        if _unstorable(document):
+            raise ValueError("a value holds a NUL character or a lone surrogate")
+        return document
+
     @property
     def event_id(self) -> str | None:
+        """Our event id, from the Metadata we sent; None for a message we did not send (an
+        event id longer than ours is not ours)."""
         value = (self.metadata or {}).get(EVENT_ID)
-        return value if isinstance(value, str) and value else None
+        return value if isinstance(value, str) and 0 < len(value) <= ID_LENGTH else None
 
 
 class Delivery(_Record):
     record_type: Literal["Delivery"] = Field(alias="RecordType")
-    recipient: str = Field(alias="Recipient")
+    recipient: str = Field(alias="Recipient", max_length=ADDRESS_LENGTH)
     delivered_at: datetime = Field(alias="DeliveredAt")
     details: str = Field("", alias="Details")
 
@@ -57,7 +83,7 @@ class Bounce(_Record):
     id: int = Field(alias="ID")
     type: str = Field(alias="Type")
     type_code: int = Field(alias="TypeCode")
-    email: str = Field(alias="Email")
+    email: str = Field(alias="Email", max_length=ADDRESS_LENGTH)
     bounced_at: datetime = Field(alias="BouncedAt")
     description: str = Field("", alias="Description")
     details: str = Field("", alias="Details")
@@ -71,7 +97,7 @@ class SpamComplaint(Bounce):
 
 class Open(_Record):
     record_type: Literal["Open"] = Field(alias="RecordType")
-    recipient: str = Field(alias="Recipient")
+    recipient: str = Field(alias="Recipient", max_length=ADDRESS_LENGTH)
     received_at: datetime = Field(alias="ReceivedAt")
     first_open: bool = Field(default=False, alias="FirstOpen")
     platform: str = Field("", alias="Platform")
@@ -79,7 +105,7 @@ class Open(_Record):
 
 class Click(_Record):
     record_type: Literal["Click"] = Field(alias="RecordType")
-    recipient: str = Field(alias="Recipient")
+    recipient: str = Field(alias="Recipient", max_length=ADDRESS_LENGTH)
     received_at: datetime = Field(alias="ReceivedAt")
     original_link: str = Field(alias="OriginalLink")
     click_location: str = Field("", alias="ClickLocation")
@@ -89,7 +115,7 @@ class Click(_Record):
 class SubscriptionChange(_Record):
     # "The SuppressSending field will inform whether that was a deactivation or reactivation."
     record_type: Literal["SubscriptionChange"] = Field(alias="RecordType")
-    recipient: str = Field(alias="Recipient")
+    recipient: str = Field(alias="Recipient", max_length=ADDRESS_LENGTH)
     changed_at: datetime = Field(alias="ChangedAt")
     suppress_sending: bool = Field(alias="SuppressSending")
     suppression_reason: str | None = Field(None, alias="SuppressionReason")
