@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,6 +32,7 @@ from .outcomes import RunResult
 from .registry import Event, Registry, load_registry
 from .relay import RelayResult
 from .senders.base import Sender
+from .suppressions import SuppressionList
 
 __all__ = ["EmailEvents", "Receipt", "emit"]
 
@@ -227,6 +229,20 @@ class EmailEvents:
     def asgi_app(self) -> web.AsgiApp:
         """The same as an ASGI application: ``app.mount("/emails", events.asgi_app())``."""
         return web.AsgiApp(self._site())
+
+    @functools.cached_property
+    def suppressions(self) -> SuppressionList:
+        """The suppression list: each stream's addresses its events skip, with Postmark's
+        Suppressions API beside it when the sender is a :class:`PostmarkSender`
+        (docs/webhooks.md#the-suppression-list)."""
+        # Postmark's client only where it is used: importing it costs every process.
+        from .senders.postmark import PostmarkSender  # noqa: PLC0415
+        from .senders.postmark_suppressions import PostmarkSuppressions  # noqa: PLC0415
+
+        sender = self.sender
+        remote = PostmarkSuppressions(sender) if isinstance(sender, PostmarkSender) else None
+        streams = sorted({event.message_stream for event in self.events.values()})
+        return SuppressionList(self.session_factory, remote, streams)
 
     def _site(self) -> web.Site:
         return web.Site(self.session_factory, self.webhook_auth, self.webhook_max_body)

@@ -27,6 +27,7 @@ class Reason(StrEnum):
     SENT = "sent"
     ENTITY_MISSING = "entity_missing"
     TOGGLE_OFF = "toggle_off"
+    SUPPRESSED = "suppressed"
     NO_RECIPIENTS = "no_recipients"
     INVALID_RECIPIENT = "invalid_recipient"
     INVALID_PAYLOAD = "invalid_payload"

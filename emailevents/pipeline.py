@@ -1,8 +1,9 @@
 """One task run, top to bottom: the whole life of one emit.
 
-load entities -> org toggle -> context values -> recipients -> TemplateModel -> claim each
-recipient in the delivery log -> send -> record each outcome. Every run ends in a recorded
-outcome per recipient, or one for the whole emit, and each is logged with the event key and id.
+load entities -> org toggle -> context values -> recipients -> TemplateModel -> leave out the
+suppressed -> claim each recipient in the delivery log -> send -> record each outcome. Every run
+ends in a recorded outcome per recipient, or one for the whole emit, and each is logged with the
+event key and id.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 from sqlalchemy.orm import Session
 
-from . import store
+from . import store, suppressions
 from .addresses import AddressError, check_address, display_name, format_address, parse_address
 from .errors import ConfigurationError, Stopped
 from .expressions import RenderError, body_text
@@ -115,6 +116,7 @@ def run(
             finish(event, event_id, [failed])
             raise
         store.record_skips(session, event_id, event.key, rejected)
+        recipients, suppressed = _leave_out_suppressed(session, event, event_id, recipients)
         sent = deliver(
             rt,
             session,
@@ -125,7 +127,24 @@ def run(
             final_attempt=final_attempt,
             can_wait=can_wait,
         )
-        return finish(event, event_id, [*rejected, *sent])
+        return finish(event, event_id, [*rejected, *suppressed, *sent])
+
+
+def _leave_out_suppressed(
+    session: Session, event: Event, event_id: str, recipients: list[Recipient]
+) -> tuple[list[Recipient], list[Outcome]]:
+    """The recipients not suppressed on the event's stream, and a recorded skip for each of the
+    others (before claiming: nothing is sent to them, nor asked of Postmark)."""
+    held = suppressions.suppressed(session, event.message_stream, [r.key for r in recipients])
+    if not held:
+        return recipients, []
+    skipped = [
+        Outcome(Status.SKIPPED, Reason.SUPPRESSED, r.key, detail=held[r.key].describe())
+        for r in recipients
+        if r.key in held
+    ]
+    store.record_skips(session, event_id, event.key, skipped, over_retry=True)
+    return [r for r in recipients if r.key not in held], skipped
 
 
 def load_entities(session: Session, event: Event, cuids: Mapping[str, str]) -> dict[str, Any]:
@@ -411,7 +430,40 @@ def deliver(  # noqa: PLR0917 - the run's state, passed along explicitly
         unknown = SendResult(SendStatus.UNKNOWN, detail=f"{type(exc).__name__}: {exc}")
         _record(rt, session, event_id, to_send, [unknown] * len(to_send), token, final=True)
         raise
+    _suppress_inactive(session, event, event_id, to_send, results)
     return outcomes + _record(rt, session, event_id, to_send, results, token, final=final_attempt)
+
+
+INACTIVE_RECIPIENT = 406
+"""Postmark's ErrorCode for a send to an address it holds inactive on the stream."""
+
+
+def _suppress_inactive(
+    session: Session,
+    event: Event,
+    event_id: str,
+    recipients: list[Recipient],
+    results: list[SendResult],
+) -> None:
+    """Suppress on the event's stream the recipients Postmark refused as inactive (406): the
+    next emit skips them without asking Postmark (``suppressions sync`` tells why Postmark
+    holds them)."""
+    now = store.current_time()
+    inactive = [
+        suppressions.Change(
+            event.message_stream,
+            recipient.key,
+            suppress=True,
+            reason="InactiveRecipient",
+            origin=suppressions.Origin.SEND,
+            at=now,
+            detail=f"Postmark refused the send with ErrorCode {INACTIVE_RECIPIENT}",
+            event_id=event_id,
+        )
+        for recipient, result in zip(recipients, results, strict=True)
+        if result.error_code == INACTIVE_RECIPIENT
+    ]
+    suppressions.apply(session, inactive)
 
 
 def _held_elsewhere(

@@ -540,26 +540,48 @@ def settle(
 
 
 def record_skips(
-    session: Session, event_id: str, event_key: str, outcomes: Sequence[Outcome]
+    session: Session,
+    event_id: str,
+    event_key: str,
+    outcomes: Sequence[Outcome],
+    *,
+    over_retry: bool = False,
 ) -> None:
     """Write outcomes decided before sending, and commit; rows that exist already (a
-    redelivery) stay as they are."""
+    redelivery) stay as they are, but, with ``over_retry``, a row whose last try failed
+    transiently (``retry``, which nothing holds) takes the outcome."""
     if not outcomes:
         return
-    insert_ignoring_duplicates(
-        session,
-        [
-            {
-                "event_id": event_id,
-                "event_key": event_key,
-                "recipient": o.recipient,
-                "status": o.status.value,
-                "reason": o.reason.value,
-                "detail": o.detail[:DETAIL_LENGTH],
-            }
-            for o in outcomes
-        ],
-    )
+    rows = [
+        {
+            "event_id": event_id,
+            "event_key": event_key,
+            "recipient": o.recipient,
+            "status": o.status.value,
+            "reason": o.reason.value,
+            "detail": o.detail[:DETAIL_LENGTH],
+        }
+        for o in outcomes
+    ]
+    insert_ignoring_duplicates(session, rows)
+    if over_retry:
+        now = current_time()
+        for row in rows:
+            session.execute(
+                sa.update(deliveries)
+                .where(
+                    deliveries.c.event_id == event_id,
+                    deliveries.c.recipient == row["recipient"],
+                    deliveries.c.status == RETRY,
+                )
+                .values(
+                    status=row["status"],
+                    reason=row["reason"],
+                    detail=row["detail"],
+                    claim=None,
+                    updated_at=now,
+                )
+            )
     session.commit()
 
 

@@ -1,7 +1,8 @@
 """The tables emailevents owns, in one ``metadata``: what the migrations in
 ``emailevents/migrations`` create (``emailevents db upgrade``) and ``tests/test_schema.py`` holds
 them to. Statements on them: :mod:`.store` (the delivery log, the toggles), :mod:`.emitstore`
-(the emits), :mod:`.timeline` (what Postmark's webhooks said).
+(the emits), :mod:`.timeline` (what Postmark's webhooks said), :mod:`.suppressions` (the
+addresses not to send to).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 __all__ = [
     "ADDRESS_LENGTH",
     "ID_LENGTH",
+    "STREAM_LENGTH",
     "current_time",
     "deliveries",
     "emits",
@@ -20,6 +22,7 @@ __all__ = [
     "message_events",
     "metadata",
     "org_settings",
+    "suppressions",
 ]
 
 metadata = sa.MetaData()
@@ -28,6 +31,8 @@ ID_LENGTH = 64
 """The longest event id or Postmark MessageID the tables keep (ours are UUIDs: 36)."""
 ADDRESS_LENGTH = 320
 """The longest address the tables keep (RFC 3696's limit for a mailbox)."""
+STREAM_LENGTH = 255
+"""The longest message stream ID the tables keep."""
 
 
 def current_time() -> datetime:
@@ -110,4 +115,22 @@ foreign_records = sa.Table(
     sa.Column("day", sa.Date, primary_key=True),
     sa.Column("record_type", sa.String(32), primary_key=True),
     sa.Column("count", sa.Integer, nullable=False),
+)
+
+# Each message stream's addresses not to send to, as Postmark's webhooks, its answers and its
+# Suppressions API told us (or a person, by hand). A lifted suppression keeps its row, with
+# ``suppressed`` false: ``changed_at`` (the time of the change, as Postmark dates it) decides
+# between two changes arriving out of order. Statements: emailevents.suppressions.
+suppressions = sa.Table(
+    "emailevents_suppressions",
+    metadata,
+    sa.Column("stream", sa.String(STREAM_LENGTH), primary_key=True),
+    sa.Column("address", sa.String(ADDRESS_LENGTH), primary_key=True),
+    sa.Column("suppressed", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("origin", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+    sa.Column("event_id", sa.String(ID_LENGTH)),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
 )

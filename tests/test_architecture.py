@@ -192,7 +192,7 @@ LAYERS = [
     {"pipeline"},
     {"senders"},
     {"schema", "migrations"},
-    {"store", "emitstore", "timeline"},
+    {"store", "emitstore", "timeline", "suppressions"},
     {"registry"},
     {"yamlnodes", "yamlsyntax", "introspect", "expressions", "addresses"},
     {"outcomes", "errors", "tables"},

@@ -3,7 +3,6 @@ then read back by ``emailevents explain`` (text and JSON)."""
 
 from __future__ import annotations
 
-import http.client
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -16,21 +15,7 @@ from click.testing import CliRunner
 from emailevents.cli import main
 from emailevents.demo import seed
 from tests.appmodule import app_module, demo_app
-from tests.wsgiserver import AUTH, basic, serve
-
-
-def post(port: int, body: dict[str, Any]) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request(
-            "POST", "/postmark/webhook", json.dumps(body), {"Authorization": basic(*AUTH)}
-        )
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    finally:
-        connection.close()
-
+from tests.wsgiserver import AUTH, post, serve, webhook_record
 
 ADA = "owen@acme.test"
 
@@ -65,19 +50,6 @@ def port(app: Any) -> Iterator[int]:
     yield from serve(app.events.wsgi_app())
 
 
-def record(kind: str, recipient: str, message_id: str, **fields: Any) -> dict[str, Any]:
-    common = {
-        "RecordType": kind,
-        "MessageID": message_id,
-        "Tag": "model_comment_added",
-        "MessageStream": "outbound",
-        "Metadata": {"event_id": "ev-comment"},
-    }
-    if kind in {"Bounce", "SpamComplaint"}:
-        return common | {"Email": recipient, "TypeCode": 1, **fields}
-    return common | {"Recipient": recipient, **fields}
-
-
 def explain(app: Any, *args: str) -> Any:
     result = CliRunner().invoke(main, ["explain", "ev-comment", "--app", app.ref, *args])
     assert result.exit_code == 0, result.output
@@ -88,7 +60,7 @@ def test_a_bounce_before_its_delivery_still_ends_bounced(
     app: Any, sent: dict[str, str], port: int
 ) -> None:
     message = sent[ADA]
-    bounce = record(
+    bounce = webhook_record(
         "Bounce",
         ADA,
         message,
@@ -97,9 +69,9 @@ def test_a_bounce_before_its_delivery_still_ends_bounced(
         BouncedAt=later(2),
         Description="The server was unable to deliver your message",
     )
-    delivered = record("Delivery", ADA, message, DeliveredAt=later(1))
-    assert post(port, bounce) == 200
-    assert post(port, delivered) == 200
+    delivered = webhook_record("Delivery", ADA, message, DeliveredAt=later(1))
+    assert post(port, bounce)[0] == 200
+    assert post(port, delivered)[0] == 200
     document = json.loads(explain(app, "--format", "json"))
     (owen,) = [d for d in document["deliveries"] if d["recipient"] == ADA]
     assert owen["status"] == "sent"  # the existing keys stay
@@ -115,9 +87,9 @@ def test_explain_shows_each_recipients_whole_life(
     priya = "priya@acme.test"
     message = sent[priya]
     for body in (
-        record("Delivery", priya, message, DeliveredAt=later(1)),
-        record("Open", priya, message, ReceivedAt=later(3), FirstOpen=True),
-        record(
+        webhook_record("Delivery", priya, message, DeliveredAt=later(1)),
+        webhook_record("Open", priya, message, ReceivedAt=later(3), FirstOpen=True),
+        webhook_record(
             "Click",
             priya,
             message,
@@ -125,7 +97,7 @@ def test_explain_shows_each_recipients_whole_life(
             OriginalLink="https://app.acme.test/findings/1",
         ),
     ):
-        assert post(port, body) == 200
+        assert post(port, body)[0] == 200
     lines = explain(app).splitlines()
     start = lines.index(f"{priya}: clicked")
     steps = [line.split(maxsplit=2)[2] for line in lines[start + 1 : start + 6]]
@@ -144,7 +116,7 @@ def test_an_unsubscribe_lifted_later_is_not_the_state(
 ) -> None:
     sam = "sam@acme.test"
     for suppress, at in ((True, later(5)), (False, later(6))):
-        body = record(
+        body = webhook_record(
             "SubscriptionChange",
             sam,
             sent[sam],
@@ -152,5 +124,5 @@ def test_an_unsubscribe_lifted_later_is_not_the_state(
             SuppressSending=suppress,
             SuppressionReason="ManualSuppression",
         )
-        assert post(port, body) == 200
+        assert post(port, body)[0] == 200
     assert f"{sam}: sent" in explain(app).splitlines()

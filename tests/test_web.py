@@ -24,7 +24,7 @@ from sqlalchemy.orm import sessionmaker
 
 from emailevents import schema, web
 from emailevents.store import message_events
-from tests.wsgiserver import AUTH, basic, serve
+from tests.wsgiserver import AUTH, basic, post, serve
 
 EVENT_ID = "7a1c2d3e-0000-4000-8000-000000000001"
 
@@ -60,27 +60,6 @@ def site(engine: sa.Engine) -> web.Site:
 @pytest.fixture
 def port(site: web.Site) -> Iterator[int]:
     yield from serve(web.WsgiApp(site))
-
-
-def post(
-    port: int,
-    body: bytes | dict[str, Any],
-    *,
-    auth: str | None = basic(*AUTH),
-    path: str = "/postmark/webhook",
-    method: str = "POST",
-) -> tuple[int, Any, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    data = json.dumps(body).encode() if isinstance(body, dict) else body
-    headers = {"Content-Type": "application/json"}
-    if auth is not None:
-        headers["Authorization"] = auth
-    try:
-        connection.request(method, path, body=data, headers=headers)
-        response = connection.getresponse()
-        return response.status, response.headers, response.read()
-    finally:
-        connection.close()
 
 
 def stored(engine: sa.Engine) -> list[Any]:

@@ -1,9 +1,12 @@
 """A WSGI app on a threaded standard-library server, for the web tests (a plain module, which
-pytest does not rewrite: see tests/appmodule.py), and the credentials they post with."""
+pytest does not rewrite: see tests/appmodule.py), the credentials they post with, and the
+webhook records they post."""
 
 from __future__ import annotations
 
 import base64
+import http.client
+import json
 import socketserver
 import threading
 import wsgiref.simple_server
@@ -39,3 +42,41 @@ def serve(app: Any) -> Iterator[int]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def post(
+    port: int,
+    body: bytes | dict[str, Any],
+    *,
+    auth: str | None = basic(*AUTH),
+    path: str = "/postmark/webhook",
+    method: str = "POST",
+) -> tuple[int, Any, bytes]:
+    """One request to the server on ``port``: status, headers and body of the answer."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    headers = {"Content-Type": "application/json"}
+    if auth is not None:
+        headers["Authorization"] = auth
+    try:
+        connection.request(method, path, body=data, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+def webhook_record(
+    kind: str, recipient: str, message_id: str, *, event_id: str = "ev-comment", **fields: Any
+) -> dict[str, Any]:
+    """A Postmark webhook record of ``kind`` about a message of the demo's comment event."""
+    common = {
+        "RecordType": kind,
+        "MessageID": message_id,
+        "Tag": "model_comment_added",
+        "MessageStream": "outbound",
+        "Metadata": {"event_id": event_id},
+    }
+    if kind in {"Bounce", "SpamComplaint"}:
+        return common | {"Email": recipient, "TypeCode": 1, **fields}
+    return common | {"Recipient": recipient, **fields}

@@ -22,10 +22,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from ..tables import ADDRESS_LENGTH, ID_LENGTH
+from ..suppressions import DEFAULT_STREAM, Change, Origin
+from ..tables import ADDRESS_LENGTH, ID_LENGTH, STREAM_LENGTH
 from ..timeline import MessageEvent
 
-__all__ = ["RECORD_TYPES", "message_event", "parse"]
+__all__ = ["RECORD_TYPES", "message_event", "parse", "suppression_change"]
 
 EVENT_ID = "event_id"
 """The Metadata key our sends carry the event id in (``PostmarkSender``)."""
@@ -50,7 +51,7 @@ class _Record(BaseModel):
     message_id: str | None = Field(None, alias="MessageID", max_length=ID_LENGTH)
     metadata: dict[str, Any] | None = Field(None, alias="Metadata")
     tag: str | None = Field(None, alias="Tag")
-    message_stream: str | None = Field(None, alias="MessageStream")
+    message_stream: str | None = Field(None, alias="MessageStream", max_length=STREAM_LENGTH)
 
     @model_validator(mode="before")
     @classmethod
@@ -193,3 +194,50 @@ def message_event(record: Record) -> MessageEvent:
     return MessageEvent(
         **common, recipient=record.recipient, occurred_at=at, detail=detail, identifies=identifies
     )
+
+
+def suppression_change(record: Record) -> Change | None:
+    """The change ``record`` makes to its stream's suppression list: a hard bounce (or one that
+    made the address inactive at Postmark), a spam complaint or ``SuppressSending: true`` suppress the address, ``SuppressSending: false``
+    lifts it; deliveries, opens, clicks and soft bounces change nothing."""
+    stream = record.message_stream or DEFAULT_STREAM
+    event_id = record.event_id
+    match record:
+        case SpamComplaint():
+            return Change(
+                stream,
+                record.email,
+                suppress=True,
+                reason="SpamComplaint",
+                origin=Origin.WEBHOOK,
+                at=record.bounced_at,
+                detail="the recipient marked a message as spam",
+                event_id=event_id,
+            )
+        case Bounce() if record.inactive or record.type == "HardBounce":
+            # "Inactive": the bounce deactivated the address at Postmark; a hard bounce is
+            # permanent, whatever the record says of it. Soft bounces change nothing.
+            return Change(
+                stream,
+                record.email,
+                suppress=True,
+                reason=record.type,
+                origin=Origin.WEBHOOK,
+                at=record.bounced_at,
+                detail=record.description[:300],
+                event_id=event_id,
+            )
+        case SubscriptionChange():
+            suppress = record.suppress_sending
+            lifted = "ManualSuppression" if suppress else "Reactivated"
+            return Change(
+                stream,
+                record.recipient,
+                suppress=suppress,
+                reason=record.suppression_reason or lifted,
+                origin=Origin.WEBHOOK,
+                at=record.changed_at,
+                detail=f"SubscriptionChange, Origin: {record.origin or 'unknown'}",
+                event_id=event_id,
+            )
+    return None

@@ -27,7 +27,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
 
-from .. import timeline
+from .. import suppressions, timeline
 from . import postmark
 
 __all__ = ["DEFAULT_MAX_BODY", "REALM", "WEBHOOK_PATH", "Response", "Site"]
@@ -122,6 +122,7 @@ class Site:
             logger.debug("webhook: the refused body: %r", body[:2000])
             return _error(HTTPStatus.BAD_REQUEST, reason)
         event = postmark.message_event(record)
+        change = postmark.suppression_change(record)
         where = {
             "event_key": event.event_key,
             "event_id": event.event_id,
@@ -130,6 +131,8 @@ class Site:
         }
         try:
             with self.session_factory() as session:
+                if change is not None:  # in the record's transaction: both, or neither
+                    suppressions.apply(session, [change])
                 recorded = timeline.record(session, event)
         except UNAVAILABLE as exc:
             logger.warning(
