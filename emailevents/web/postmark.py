@@ -198,8 +198,9 @@ def message_event(record: Record) -> MessageEvent:
 
 def suppression_change(record: Record) -> Change | None:
     """The change ``record`` makes to its stream's suppression list: a hard bounce (or one that
-    made the address inactive at Postmark), a spam complaint or ``SuppressSending: true`` suppress the address, ``SuppressSending: false``
-    lifts it; deliveries, opens, clicks and soft bounces change nothing."""
+    made the address inactive at Postmark), a spam complaint or ``SuppressSending: true``
+    suppress the address, ``SuppressSending: false`` lifts it; deliveries, opens, clicks and
+    soft bounces change nothing."""
     stream = record.message_stream or DEFAULT_STREAM
     event_id = record.event_id
     match record:

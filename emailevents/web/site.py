@@ -141,7 +141,7 @@ class Site:
                 event.event_key,
                 event.event_id,
                 event.record_type,
-                type(exc).__name__,
+                _unavailable(exc),
                 extra=where,
             )
             return _error(HTTPStatus.SERVICE_UNAVAILABLE, "the database is unavailable")
@@ -169,6 +169,13 @@ class Site:
         same_user = hmac.compare_digest(user, expected_user)
         same_password = hmac.compare_digest(password, expected_password)
         return scheme.lower() == "basic" and bool(colon) and same_user & same_password
+
+
+def _unavailable(exc: Exception) -> str:
+    """The driver's first line of why (no statement, no parameters: personal data)."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200] if lines else type(cause).__name__}"
 
 
 def _reason(exc: Exception) -> str:
