@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,7 @@ from .common import app_option, complete_events, echo_json, format_option, load_
 
 if TYPE_CHECKING:
     from ..store import Explanation
-    from ..timeline import Life
+    from ..timeline import Engagement, Life
 
 
 @click.command()
@@ -149,14 +150,20 @@ def _life_document(life: Life | None) -> dict[str, Any]:
 )
 @format_option("json", help="A table, or one JSON document (docs/operations.md).")
 def stats(app_ref: str, since: str, event_key: str | None, fmt: str) -> None:
-    """Outcomes per event and reason over a time window."""
-    from .. import store  # noqa: PLC0415
+    """Outcomes, bounces and complaints per event.
+
+    Over a time window: the outcomes per event, status and reason; then, per event, how many of
+    the messages sent were delivered, bounced and complained about (Postmark's webhooks), with a
+    warning where a rate is above what Postmark and the inbox providers accept.
+    """
+    from .. import store, timeline  # noqa: PLC0415
 
     window = _duration(since)
     events = load_app(app_ref)
     start = datetime.now(UTC) - window
     with events.session_factory() as session:
         counts = store.stats(session, since=start, event_key=event_key)
+        engagement = timeline.engagement(session, since=start, event_key=event_key)
     if fmt == "json":
         echo_json(
             {
@@ -167,6 +174,7 @@ def stats(app_ref: str, since: str, event_key: str | None, fmt: str) -> None:
                     {"event": c.event_key, "status": c.status, "reason": c.reason, "count": c.count}
                     for c in counts
                 ],
+                "engagement": [_engagement_document(e) for e in engagement],
             }
         )
         return
@@ -175,6 +183,57 @@ def stats(app_ref: str, since: str, event_key: str | None, fmt: str) -> None:
         return
     rows = [(c.event_key, c.status, c.reason, str(c.count)) for c in counts]
     click.echo(table(("Event", "Status", "Reason", "Count"), rows, colour_column=1))
+    if engagement:
+        click.echo("\n" + _engagement_text(engagement, since))
+
+
+def _engagement_text(engagement: Sequence[Engagement], since: str) -> str:
+    """The table of what the webhooks said, and a line per rate above the limits."""
+    sent = sum(e.sent for e in engagement)
+    if not any(e.recorded for e in engagement):
+        return (
+            f"delivered, bounced, complained: no webhook record about the {sent} message"
+            f"{'s' if sent != 1 else ''} sent in the last {since};\n"
+            "these counts need Postmark's webhooks (docs/webhooks.md)"
+        )
+
+    def share(e: Engagement, count: int, places: int = 1) -> str:
+        # Zeros where no record came would read as "nothing delivered": a dash says "not known".
+        return f"{count} ({e.rate(count):.{places}%})" if e.recorded else "-"
+
+    rows = [
+        (
+            e.event_key,
+            str(e.sent),
+            share(e, e.delivered),
+            share(e, e.bounced),
+            share(e, e.hard_bounced),
+            share(e, e.complained, 2),
+        )
+        for e in engagement
+    ]
+    header = ("Event", "Sent", "Delivered", "Bounced", "Hard bounced", "Complained")
+    lines = [table(header, rows)]
+    if not all(e.recorded for e in engagement):
+        lines.append("-: no webhook record about the event's messages yet")
+    lines += [f"warning: {e.event_key}: {w}" for e in engagement for w in e.warnings]
+    return "\n".join(lines)
+
+
+def _engagement_document(e: Engagement) -> dict[str, Any]:
+    return {
+        "event": e.event_key,
+        "sent": e.sent,
+        "recorded": e.recorded,
+        "delivered": e.delivered,
+        "bounced": e.bounced,
+        "hard_bounced": e.hard_bounced,
+        "complained": e.complained,
+        "delivery_rate": e.rate(e.delivered),
+        "bounce_rate": e.bounce_rate,
+        "complaint_rate": e.complaint_rate,
+        "warnings": e.warnings,
+    }
 
 
 def _duration(text: str) -> timedelta:
