@@ -25,7 +25,19 @@ from sqlalchemy.orm import Session
 
 from .tables import current_time, deliveries, foreign_records, message_events
 
-__all__ = ["Life", "MessageEvent", "Recorded", "Step", "count_foreign", "explain", "record"]
+__all__ = [
+    "BOUNCE_RATE_LIMIT",
+    "COMPLAINT_RATE_LIMIT",
+    "Engagement",
+    "Life",
+    "MessageEvent",
+    "Recorded",
+    "Step",
+    "count_foreign",
+    "engagement",
+    "explain",
+    "record",
+]
 
 # What each Postmark RecordType means for the message.
 HAPPENED = {
@@ -253,3 +265,124 @@ def _aware(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=UTC)
+
+
+# What the sending world holds against a sender, as rates of the messages sent. Postmark says it
+# monitors every account's bounces and spam complaints ("there are a few more things we look at
+# as we monitor accounts", BOUNCE_RATE_SOURCE) and deactivates each address that hard bounced or
+# complained; the numbers below are the ones its senders are held to in practice, with where
+# they come from (docs/operations.md, "Bounce and complaint rates").
+BOUNCE_RATE_LIMIT = 0.10
+"""A hard bounce rate above 10% of the messages sent gets a Postmark server reviewed or paused
+(reported by Postmark's senders, e.g.
+https://emailverifiers.com/blog/postmark-account-deactivated-bounce-rate/)."""
+BOUNCE_RATE_SOURCE = "https://postmarkapp.com/support/article/1082-what-types-of-messages-are-a-good-fit-for-postmark"
+COMPLAINT_RATE_LIMIT = 0.001
+"""0.1%: Gmail's sender guidelines ask senders to keep their spam rate below it, and block mail
+from 0.3% (COMPLAINT_RATE_SOURCE); one complaint in a thousand messages is the industry's line."""
+COMPLAINT_RATE_SOURCE = "https://support.google.com/a/answer/81126"
+HARD_BOUNCE_TYPES = ("HardBounce", "BadEmailAddress")
+"""Postmark's bounce Types that mean the address is not there: the bounces the rate counts (a
+full mailbox, a DNS error or an auto-reply is a soft bounce; Postmark tries again)."""
+
+
+@dataclass(frozen=True)
+class Engagement:
+    """What Postmark's webhooks said about one event's messages sent in a window: each count is
+    of recipients (an emit's recipient counts once, however many records it got)."""
+
+    event_key: str
+    sent: int
+    """Recipients the delivery log records ``sent`` in the window."""
+    recorded: int
+    """Those with any webhook record: 0 means the webhook said nothing (yet, or is not set up)."""
+    delivered: int
+    bounced: int
+    """Any bounce: hard or soft."""
+    hard_bounced: int
+    complained: int
+
+    def rate(self, count: int) -> float:
+        """``count`` as a share of the recipients sent to."""
+        return count / self.sent if self.sent else 0.0
+
+    @property
+    def bounce_rate(self) -> float:
+        """Hard bounces per message sent: the rate a sender is judged by."""
+        return self.rate(self.hard_bounced)
+
+    @property
+    def complaint_rate(self) -> float:
+        """Spam complaints per message sent."""
+        return self.rate(self.complained)
+
+    @property
+    def warnings(self) -> list[str]:
+        """In plain words, each rate above what Postmark and the inbox providers accept."""
+        found = []
+        if self.bounce_rate > BOUNCE_RATE_LIMIT:
+            found.append(
+                f"hard bounce rate {self.bounce_rate:.1%} is above {BOUNCE_RATE_LIMIT:.0%}, "
+                f"where Postmark reviews a sender ({BOUNCE_RATE_SOURCE})"
+            )
+        if self.complaint_rate > COMPLAINT_RATE_LIMIT:
+            found.append(
+                f"spam complaint rate {self.complaint_rate:.2%} is above "
+                f"{COMPLAINT_RATE_LIMIT:.1%}, the inbox providers' limit ({COMPLAINT_RATE_SOURCE})"
+            )
+        return found
+
+
+def engagement(
+    session: Session, *, since: datetime, event_key: str | None = None
+) -> list[Engagement]:
+    """Per event, its recipients sent to since ``since`` and what the webhooks said of them:
+    delivered, bounced (hard bounces apart) and complained, by event key."""
+    sent = deliveries.alias("sent")
+    records = message_events.alias("records")
+
+    def recipients(*condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
+        # A delivery row is one (event_id, recipient): counting its ids counts recipients.
+        return sa.func.count(sa.distinct(sa.case((sa.and_(*condition), sent.c.id))))
+
+    bounce = records.c.record_type == "Bounce"
+    query = (
+        sa.select(
+            sent.c.event_key,
+            sa.func.count(sa.distinct(sent.c.id)).label("sent"),
+            recipients(records.c.identity.is_not(None)).label("recorded"),
+            recipients(records.c.record_type == "Delivery").label("delivered"),
+            recipients(bounce).label("bounced"),
+            recipients(bounce, records.c.detail["type"].as_string().in_(HARD_BOUNCE_TYPES)).label(
+                "hard_bounced"
+            ),
+            recipients(records.c.record_type == "SpamComplaint").label("complained"),
+        )
+        # Both tables keep the address lowercased (the delivery log's key, and record()).
+        .select_from(
+            sent.outerjoin(
+                records,
+                sa.and_(
+                    records.c.event_id == sent.c.event_id,
+                    records.c.recipient == sent.c.recipient,
+                ),
+            )
+        )
+        .where(sent.c.status == "sent", sent.c.updated_at >= since)
+        .group_by(sent.c.event_key)
+        .order_by(sent.c.event_key)
+    )
+    if event_key is not None:
+        query = query.where(sent.c.event_key == event_key)
+    return [
+        Engagement(
+            row.event_key,
+            sent=row.sent,
+            recorded=row.recorded,
+            delivered=row.delivered,
+            bounced=row.bounced,
+            hard_bounced=row.hard_bounced,
+            complained=row.complained,
+        )
+        for row in session.execute(query)
+    ]

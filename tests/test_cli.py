@@ -416,11 +416,13 @@ def test_the_demo_prints_explain_and_stats_commands_that_work_on_its_database(
     )
     counted = _shell(printed["stats"], tmp_path)
     assert counted.returncode == 0, counted.stderr
-    rows = {tuple(line.split()[:3]): line.split()[3] for line in counted.stdout.splitlines()[2:]}
+    outcomes, engagement = counted.stdout.split("\n\n")
+    rows = {tuple(line.split()[:3]): line.split()[3] for line in outcomes.splitlines()[2:]}
     assert rows[("broadcast_notification", "sent", "sent")] == "31"
     assert rows[("inventory_model_monitoring_breach", "skipped", "toggle_off")] == "1"
     assert rows[("model_finding_created", "skipped", "entity_missing")] == "1"
     assert len(rows) == 12
+    assert "no webhook record about the 42 messages sent" in engagement  # the demo has none
 
 
 def test_the_demo_app_says_to_run_the_demo_first(tmp_path: Path) -> None:

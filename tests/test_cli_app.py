@@ -13,9 +13,10 @@ import sqlalchemy as sa
 from click.shell_completion import ShellComplete
 from click.testing import CliRunner
 
+from emailevents import timeline
 from emailevents.cli import main
 from emailevents.demo import seed
-from emailevents.store import emits
+from emailevents.store import deliveries, emits
 from tests.appmodule import app_module, demo_app
 
 
@@ -101,15 +102,19 @@ def test_stats_counts_outcomes_per_event_and_reason(app: Any, world: seed.DemoWo
         app.events.run(key, f"ev-{number}", **cuids)
     result = invoke("stats", "--app", app.ref, "--since", "1h")
     assert result.exit_code == 0, result.output
-    rows = {
-        tuple(line.split()[:3]): int(line.split()[3]) for line in result.output.splitlines()[2:]
-    }
+    outcomes = result.output.split("\n\n")[0].splitlines()[2:]
+    rows = {tuple(line.split()[:3]): int(line.split()[3]) for line in outcomes}
     assert rows[("broadcast_notification", "sent", "sent")] == 31
     assert rows[("model_finding_created", "sent", "sent")] == 1
     assert rows[("model_finding_created", "skipped", "entity_missing")] == 1
     assert rows[("inventory_model_monitoring_breach", "sent", "sent")] == 2
     only = invoke("stats", "--app", app.ref, "--event", "model_finding_created")
-    assert len(only.output.splitlines()) == 2 + 2
+    assert len(only.output.split("\n\n")[0].splitlines()) == 2 + 2
+    # No webhook record yet: no counts that would look like nothing was delivered.
+    assert only.output.split("\n\n")[1] == (
+        "delivered, bounced, complained: no webhook record about the 1 message sent in the "
+        "last 24h;\nthese counts need Postmark's webhooks (docs/webhooks.md)\n"
+    )
 
 
 def test_stats_rejects_a_malformed_window(app: Any) -> None:
@@ -261,6 +266,87 @@ def test_stats_prints_one_json_document(app: Any, world: seed.DemoWorld) -> None
     nothing = invoke("stats", "-A", app.ref, "--event", "nope", "--format", "json")
     assert nothing.exit_code == 0
     assert json.loads(nothing.output)["counts"] == []
+    assert json.loads(nothing.output)["engagement"] == []
+
+
+def tell(app: Any, kind: str, key: str, count: int, bounce: str = "HardBounce") -> None:
+    """A webhook record of ``kind`` about each of ``count`` recipients sent an emit of ``key``."""
+    with app.events.session_factory() as session:
+        sent = session.execute(
+            sa.select(deliveries.c.event_id, deliveries.c.recipient)
+            .where(deliveries.c.event_key == key, deliveries.c.status == "sent")
+            .order_by(deliveries.c.recipient)
+            .limit(count)
+        ).all()
+        for event_id, recipient in sent:
+            record = timeline.MessageEvent(
+                record_type=kind,
+                event_id=event_id,
+                recipient=recipient,
+                message_id=None,
+                occurred_at=None,
+                detail={"type": bounce} if kind == "Bounce" else {},
+                identifies=(recipient,),
+                event_key=key,
+            )
+            timeline.record(session, record)
+
+
+def test_stats_warns_of_bounce_and_complaint_rates_above_the_limits(
+    app: Any, world: seed.DemoWorld
+) -> None:
+    for number, (key, cuids) in enumerate(seed.emits(world)):
+        app.events.run(key, f"ev-{number}", **cuids)
+    tell(app, "Delivery", "broadcast_notification", 26)
+    tell(app, "Bounce", "broadcast_notification", 4)  # of 31: 12.9%
+    tell(app, "SpamComplaint", "broadcast_notification", 1)  # 3.23%
+    tell(app, "Delivery", "model_comment_added", 3)
+    result = invoke("stats", "--app", app.ref, "--since", "1h")
+    assert result.exit_code == 0, result.output  # a report, not a check
+    engagement = result.output.split("\n\n")[1].splitlines()
+    assert engagement[0].split() == [
+        "Event", "Sent", "Delivered", "Bounced", "Hard", "bounced", "Complained",
+    ]  # fmt: skip
+    rows = {line.split()[0]: line.split()[1:] for line in engagement[2:] if "  " in line}
+    assert rows["user_invited"] == ["1", "-", "-", "-", "-"]  # no record: not known, not 0
+    assert "-: no webhook record about the event's messages yet" in engagement
+    assert rows["broadcast_notification"] == [
+        "31", "26", "(83.9%)", "4", "(12.9%)", "4", "(12.9%)", "1", "(3.23%)",
+    ]  # fmt: skip
+    assert rows["model_comment_added"] == [
+        "3", "3", "(100.0%)", "0", "(0.0%)", "0", "(0.0%)", "0", "(0.00%)",
+    ]  # fmt: skip
+    warnings = [line for line in engagement if line.startswith("warning: ")]
+    bounces = (
+        "hard bounce rate 12.9% is above 10%, where Postmark reviews a sender "
+        f"({timeline.BOUNCE_RATE_SOURCE})"
+    )
+    complaints = (
+        "spam complaint rate 3.23% is above 0.1%, the inbox providers' limit "
+        f"({timeline.COMPLAINT_RATE_SOURCE})"
+    )
+    assert warnings == [
+        f"warning: broadcast_notification: {bounces}",
+        f"warning: broadcast_notification: {complaints}",
+    ]
+
+    document = json.loads(invoke("stats", "-A", app.ref, "--format", "json").output)
+    by_event = {e["event"]: e for e in document["engagement"]}
+    assert by_event["broadcast_notification"] == {
+        "event": "broadcast_notification",
+        "sent": 31,
+        "recorded": 26,  # the bounced and the complaining were delivered too
+        "delivered": 26,
+        "bounced": 4,
+        "hard_bounced": 4,
+        "complained": 1,
+        "delivery_rate": pytest.approx(26 / 31),
+        "bounce_rate": pytest.approx(4 / 31),
+        "complaint_rate": pytest.approx(1 / 31),
+        "warnings": [bounces, complaints],
+    }
+    assert by_event["model_comment_added"]["warnings"] == []
+    assert by_event["user_invited"]["recorded"] == 0
 
 
 def test_statuses_are_coloured_on_a_terminal_unless_no_color(

@@ -10,10 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
+from sqlalchemy.orm import Session
 
+from emailevents import timeline
 from emailevents.cli import main
 from emailevents.demo import seed
+from emailevents.tables import deliveries, metadata
 from tests.appmodule import app_module, demo_app
 from tests.wsgiserver import AUTH, post, serve, webhook_record
 
@@ -126,3 +130,148 @@ def test_an_unsubscribe_lifted_later_is_not_the_state(
         )
         assert post(port, body)[0] == 200
     assert f"{sam}: sent" in explain(app).splitlines()
+
+
+# Engagement: what the webhooks said of the messages sent, per event, on a real database.
+
+
+@pytest.fixture
+def session(db_engine: sa.Engine) -> Iterator[Session]:
+    metadata.create_all(db_engine)
+    with Session(db_engine) as session:
+        yield session
+
+
+def sent_to(session: Session, key: str, count: int, *, hours_ago: float = 0) -> list[str]:
+    """``count`` recipients of one emit of ``key`` logged ``sent``; their addresses."""
+    at = datetime.now(UTC) - timedelta(hours=hours_ago)
+    addresses = [f"r{n}@{key}.test" for n in range(count)]
+    session.execute(
+        sa.insert(deliveries),
+        [
+            {
+                "event_id": f"ev-{key}",
+                "event_key": key,
+                "recipient": address,
+                "status": "sent",
+                "reason": "sent",
+                "message_id": f"m-{key}-{n}",
+                "created_at": at,
+                "updated_at": at,
+            }
+            for n, address in enumerate(addresses)
+        ],
+    )
+    session.commit()
+    return addresses
+
+
+def webhook(
+    session: Session, kind: str, key: str, address: str, *, bounce: str = "HardBounce", n: int = 0
+) -> None:
+    """A webhook record of ``kind`` about ``address``'s message of ``key`` (``n`` tells apart
+    records of one kind about one message)."""
+    detail = {"type": bounce} if kind == "Bounce" else {}
+    event = timeline.MessageEvent(
+        record_type=kind,
+        event_id=f"ev-{key}",
+        recipient=address.upper(),  # Postmark's spelling; the timeline keeps it lowercased
+        message_id=None,
+        occurred_at=datetime.now(UTC),
+        detail=detail,
+        identifies=(address, str(n)),
+        event_key=key,
+    )
+    assert timeline.record(session, event) is timeline.Recorded.STORED
+
+
+def by_event(session: Session, **options: Any) -> dict[str, timeline.Engagement]:
+    since = datetime.now(UTC) - timedelta(hours=1)
+    return {e.event_key: e for e in timeline.engagement(session, since=since, **options)}
+
+
+def test_engagement_counts_each_recipient_once_per_kind_and_hard_bounces_apart(
+    session: Session,
+) -> None:
+    sent = sent_to(session, "welcome", 20)
+    for address in sent[:17]:
+        webhook(session, "Delivery", "welcome", address)
+    webhook(session, "Bounce", "welcome", sent[17], n=1)
+    webhook(session, "Bounce", "welcome", sent[17], n=2)  # bounced twice: one recipient
+    webhook(session, "Bounce", "welcome", sent[18], bounce="BadEmailAddress")
+    webhook(session, "Bounce", "welcome", sent[19], bounce="SoftBounce")
+    webhook(session, "SpamComplaint", "welcome", sent[0])
+    webhook(session, "Open", "welcome", sent[1])
+    welcome = by_event(session)["welcome"]
+    assert (welcome.sent, welcome.recorded, welcome.delivered) == (20, 20, 17)
+    assert (welcome.bounced, welcome.hard_bounced, welcome.complained) == (3, 2, 1)
+    assert welcome.rate(welcome.delivered) == pytest.approx(0.85)
+    assert welcome.bounce_rate == pytest.approx(0.10)  # hard bounces only
+    assert welcome.complaint_rate == pytest.approx(0.05)
+
+
+def test_engagement_counts_only_what_was_sent_in_the_window(session: Session) -> None:
+    (recent,) = sent_to(session, "recent", 1)
+    (old,) = sent_to(session, "old", 1, hours_ago=3)
+    webhook(session, "Delivery", "recent", recent)
+    webhook(session, "Delivery", "old", old)
+    session.execute(
+        sa.insert(deliveries).values(
+            event_id="ev-recent",
+            event_key="recent",
+            recipient="skipped@recent.test",
+            status="skipped",
+            reason="toggle_off",
+        )
+    )
+    session.commit()
+    webhook(session, "Bounce", "recent", "skipped@recent.test")  # not a message we sent
+    found = by_event(session)
+    assert list(found) == ["recent"]
+    assert (found["recent"].sent, found["recent"].delivered, found["recent"].bounced) == (1, 1, 0)
+    assert list(by_event(session, event_key="old")) == []
+
+
+def test_engagement_of_messages_no_webhook_spoke_of_is_recorded_zero(session: Session) -> None:
+    sent_to(session, "quiet", 3)
+    quiet = by_event(session)["quiet"]
+    assert (quiet.sent, quiet.recorded, quiet.delivered, quiet.bounce_rate) == (3, 0, 0, 0.0)
+    assert quiet.warnings == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "above", "limit", "warning"),
+    [
+        (
+            "Bounce",
+            9,  # 1 in 9: 11.1%
+            10,  # 1 in 10: 10%, not above
+            (
+                "hard bounce rate 11.1% is above 10%, where Postmark reviews a sender "
+                f"({timeline.BOUNCE_RATE_SOURCE})"
+            ),
+        ),
+        (
+            "SpamComplaint",
+            999,
+            1000,
+            (
+                "spam complaint rate 0.10% is above 0.1%, the inbox providers' limit "
+                f"({timeline.COMPLAINT_RATE_SOURCE})"
+            ),
+        ),
+    ],
+)
+def test_a_rate_above_its_limit_warns_and_one_at_the_limit_does_not(
+    session: Session, kind: str, above: int, limit: int, warning: str
+) -> None:
+    for key, count in (("above", above), ("at", limit)):
+        sent = sent_to(session, key, count)
+        webhook(session, kind, key, sent[0])
+        webhook(session, "Bounce", key, sent[1], bounce="SoftBounce")  # not held against it
+    found = by_event(session)
+    assert found["above"].warnings == [warning]
+    assert found["at"].warnings == []
+    assert found["at"].rate(1) == pytest.approx(
+        timeline.BOUNCE_RATE_LIMIT if kind == "Bounce" else timeline.COMPLAINT_RATE_LIMIT
+    )
