@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from .addresses import AddressError, check_address
 from .errors import ConfigurationError
 from .tables import current_time, suppressions
 
@@ -366,18 +367,26 @@ class SuppressionList:
     def _change(
         self, stream: str, addresses: Sequence[str], *, suppress: bool, note: str
     ) -> Changes:
-        wanted = [a.strip() for a in addresses]
+        wanted: list[str] = []
+        refused: dict[str, str] = {}
+        for address in addresses:
+            try:
+                wanted.append(check_address(address))
+            except AddressError as exc:
+                refused[address] = str(exc)
         if self._remote is None:
-            done, refused = wanted, {}
-        else:
+            done = wanted
+        elif wanted:
             answers = (self._remote.create if suppress else self._remote.delete)(stream, wanted)
             expected = "Suppressed" if suppress else "Deleted"
             done = [str(a["EmailAddress"]) for a in answers if a.get("Status") == expected]
-            refused = {
+            refused |= {
                 str(a["EmailAddress"]): str(a.get("Message") or a.get("Status"))
                 for a in answers
                 if a.get("Status") != expected
             }
+        else:
+            done = []
         now = current_time()
         with self._sessions() as session:
             apply(

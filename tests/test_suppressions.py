@@ -4,6 +4,7 @@ suppressed recipient before claiming it, asking nothing of Postmark."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,11 +13,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
 from emailevents import pipeline, schema
+from emailevents.cli import main
 from emailevents.demo import seed
 from emailevents.demo.run import DEMO_TEMPLATES
 from emailevents.errors import ConfigurationError
@@ -317,3 +320,63 @@ def test_webhooks_suppress_on_hard_bounces_complaints_and_unsubscribes_and_lift_
         "SpamComplaint",
         "webhook",
     )
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def cli(app: Any, *args: str) -> Any:
+    return CliRunner().invoke(main, ["suppressions", *args, "--app", app.ref])
+
+
+def test_the_commands_add_list_remove_and_sync_against_postmark(
+    app: Any, postmark: FakePostmark
+) -> None:
+    added = cli(app, "add", "a@acme.test", "not an address", "--reason", "asked by phone")
+    assert added.exit_code == 1
+    assert added.stdout == "outbound: suppressed a@acme.test\n"
+    assert "outbound: not an address refused: " in added.stderr
+    postmark.activity.suppressions.add(
+        "outbound", "spam@acme.test", reason="SpamComplaint", origin="Recipient"
+    )
+    synced = cli(app, "sync")
+    assert synced.exit_code == 0, synced.output
+    assert synced.output == (
+        "outbound: 1 added from Postmark, 1 known already\n  added spam@acme.test\n"
+    )
+    listed = cli(app, "list")
+    rows = [line.split()[:4] for line in listed.output.splitlines()[2:]]
+    assert rows == [
+        ["outbound", "a@acme.test", "ManualSuppression", "manual"],
+        ["outbound", "spam@acme.test", "SpamComplaint", "sync"],
+    ]
+    assert "asked by phone" in listed.output
+    document = json.loads(cli(app, "list", "--format", "json").output)
+    assert [s["address"] for s in document["suppressions"]] == ["a@acme.test", "spam@acme.test"]
+
+    removed = cli(app, "remove", "a@acme.test", "spam@acme.test", "--format", "json")
+    assert removed.exit_code == 1
+    assert json.loads(removed.stdout) == {
+        "streams": [
+            {
+                "stream": "outbound",
+                "reactivated": ["a@acme.test"],
+                "refused": {
+                    "spam@acme.test": "You do not have the required authority to change "
+                    "this suppression."
+                },
+            }
+        ]
+    }
+    assert [s.address for s in app.events.suppressions.list()] == ["spam@acme.test"]
+
+
+def test_a_postmark_that_cannot_be_reached_is_one_line_without_the_token(
+    app: Any, postmark: FakePostmark
+) -> None:
+    postmark.stop()
+    result = cli(app, "sync")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: cannot reach Postmark at ")
+    assert "test-token" not in result.output
+    assert "Traceback" not in result.output

@@ -2,7 +2,8 @@
 
 One module per kind of command: ``registry_commands`` (list, stubs, lint, preview),
 ``run_commands`` (demo, fake-postmark, serve, relay), ``inspect_commands`` (explain, stats) and
-``db_commands`` (the db group); ``common`` holds what they share.
+``db_commands`` (the db group), ``suppression_commands`` (the suppressions group); ``common``
+holds what they share.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .db_commands import db
 from .inspect_commands import explain, stats
 from .registry_commands import lint_command, list_events, preview_command, stubs
 from .run_commands import demo, fake_postmark, relay_command, serve
+from .suppression_commands import suppressions
 
 # Each command imports what it needs when it runs: `emailevents --help` imports neither Celery,
 # SQLAlchemy nor pydantic (tests/test_cli.py holds it to that).
@@ -54,5 +56,6 @@ for command in (
     lint_command,
     preview_command,
     db,
+    suppressions,
 ):
     main.add_command(command)
