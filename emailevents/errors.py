@@ -89,6 +89,10 @@ class EmitValueError(EmitError, ValueError):
     """Raised when `emit()` gets an empty or malformed CUID."""
 
 
+class UnknownCategoryError(EmailEventsError, LookupError):
+    """A preference for a category the registry does not declare."""
+
+
 class DeliveryError(EmailEventsError, RuntimeError):
     """Raised by an event's task when its run sent nothing and something failed.
 

@@ -2,7 +2,7 @@
 ``emailevents/migrations`` create (``emailevents db upgrade``) and ``tests/test_schema.py`` holds
 them to. Statements on them: :mod:`.store` (the delivery log, the toggles), :mod:`.emitstore`
 (the emits), :mod:`.timeline` (what Postmark's webhooks said), :mod:`.suppressions` (the
-addresses not to send to).
+addresses not to send to), :mod:`.preferences` (what recipients chose).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ __all__ = [
     "message_events",
     "metadata",
     "org_settings",
+    "preferences",
     "suppressions",
 ]
 
@@ -133,4 +134,18 @@ suppressions = sa.Table(
     sa.Column("event_id", sa.String(ID_LENGTH)),
     sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
+)
+
+# Each recipient's choice per category (docs/preferences.md): a row only where the recipient (or
+# support staff) chose; without one, the category's default applies. ``recipient`` is the
+# recipient's key: its address, lowercased. Statements: emailevents.preferences.
+preferences = sa.Table(
+    "emailevents_preferences",
+    metadata,
+    sa.Column("recipient", sa.String(ADDRESS_LENGTH), primary_key=True),
+    sa.Column("category", sa.String(64), primary_key=True),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("how", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
 )

@@ -186,9 +186,9 @@ LAYERS = [
     {"pipeline"},
     {"senders"},
     {"schema", "migrations"},
-    {"store", "emitstore", "timeline", "suppressions"},
+    {"store", "emitstore", "timeline", "suppressions", "preferences"},
     {"registry"},
-    {"yamlnodes", "yamlsyntax", "introspect", "expressions", "addresses"},
+    {"yamlnodes", "yamlsyntax", "introspect", "expressions", "addresses", "tokens"},
     {"outcomes", "errors", "tables"},
 ]
 # The pytest plugin's `fake_postmark` fixture serves the demo's templates, as documented.
