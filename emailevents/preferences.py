@@ -201,6 +201,9 @@ class Declared(Protocol):
     def title(self) -> str: ...
 
     @property
+    def description(self) -> str: ...
+
+    @property
     def default(self) -> bool: ...
 
 
