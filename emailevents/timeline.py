@@ -133,8 +133,14 @@ def _insert_once(session: Session, row: dict[str, Any]) -> bool:
     dialect = session.get_bind().dialect.name
     if dialect in {"postgresql", "sqlite"}:
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        result = session.execute(insert(message_events).values(**row).on_conflict_do_nothing())
-        return bool(getattr(result, "rowcount", 0))
+        # RETURNING, not the rowcount: psycopg reports -1 for an INSERT that did nothing.
+        statement = (
+            insert(message_events)
+            .values(**row)
+            .on_conflict_do_nothing()
+            .returning(message_events.c.identity)
+        )
+        return session.execute(statement).first() is not None
     try:
         with session.begin_nested():
             session.execute(sa.insert(message_events).values(**row))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import io
 import json
 import os
 import socket
@@ -164,6 +165,27 @@ def test_the_same_record_posted_twice_and_at_once_is_stored_once(
     assert recorded == ["duplicate"] * 7 + ["stored"]
     assert post(port, delivery())[2] == b'{"recorded": "duplicate"}'
     assert len(stored(engine)) == 1
+
+
+def test_a_record_posted_again_is_answered_duplicate_on_each_database(
+    db_engine: sa.Engine,
+) -> None:
+    # In-process: what the database says back about the second INSERT decides the answer.
+    schema.upgrade(db_engine)
+    app = web.WsgiApp(web.Site(sessionmaker(db_engine), AUTH))
+    body = json.dumps(delivery()).encode()
+    answers = []
+    for _ in range(2):
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": "/postmark/webhook",
+            "CONTENT_LENGTH": str(len(body)),
+            "HTTP_AUTHORIZATION": basic(*AUTH),
+            "wsgi.input": io.BytesIO(body),
+        }
+        answers.append(json.loads(b"".join(app(environ, lambda *_: None))))
+    assert answers == [{"recorded": "stored"}, {"recorded": "duplicate"}]
+    assert len(stored(db_engine)) == 1
 
 
 def test_records_of_messages_we_did_not_send_are_counted_not_stored(
