@@ -3,7 +3,8 @@ a real ``celery worker`` from that environment runs one task through it.
 
 ``redis``: the worker consumes from Redis (kombu's Redis transport imports ``redis`` and
 ``packaging``). ``postgres``: the task reads PostgreSQL through SQLAlchemy and psycopg, on
-kombu's filesystem transport, which needs nothing more.
+kombu's filesystem transport, which needs nothing more. ``serve``: ``emailevents serve`` from
+that environment answers a webhook on waitress (200, and 401 to wrong credentials).
 
 Installing takes packages from the package index, through uv (the same metadata pip reads, in
 seconds where pip takes minutes on two cores): without the index the tests skip, and fail under
@@ -12,10 +13,15 @@ seconds where pip takes minutes on two cores): without the index the tests skip,
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -56,16 +62,8 @@ def probe(path):
 """
 
 
-@pytest.mark.parametrize(
-    ("extra", "broker", "database"),
-    [
-        ("redis", "redis://127.0.0.1:6379/15", None),
-        ("postgres", "filesystem://", POSTGRES_URL),
-    ],
-)
-def test_an_extra_alone_runs_a_task_on_a_real_worker(
-    tmp_path: Path, extra: str, broker: str, database: str | None
-) -> None:
+def install(tmp_path: Path, extra: str) -> Path:
+    """A fresh virtual environment with ``emailevents[extra]`` alone; its ``bin`` folder."""
     venv = tmp_path / "venv"
     uv = [sys.executable, "-m", "uv"]
     subprocess.run([*uv, "venv", "--quiet", str(venv)], check=True, timeout=120)  # noqa: S603
@@ -79,6 +77,20 @@ def test_an_extra_alone_runs_a_task_on_a_real_worker(
     )
     if installed.returncode != 0:
         unavailable("the package index", installed.stderr[-2000:])
+    return venv / "bin"
+
+
+@pytest.mark.parametrize(
+    ("extra", "broker", "database"),
+    [
+        ("redis", "redis://127.0.0.1:6379/15", None),
+        ("postgres", "filesystem://", POSTGRES_URL),
+    ],
+)
+def test_an_extra_alone_runs_a_task_on_a_real_worker(
+    tmp_path: Path, extra: str, broker: str, database: str | None
+) -> None:
+    bin_folder = install(tmp_path, extra)
     folder = tmp_path / "broker"
     folder.mkdir()
     (tmp_path / "app.py").write_text(APP, encoding="utf-8")
@@ -91,7 +103,7 @@ def test_an_extra_alone_runs_a_task_on_a_real_worker(
     }
     log = (tmp_path / "worker.log").open("w")
     worker = subprocess.Popen(  # noqa: S603 - the new environment's celery
-        [str(venv / "bin" / "celery"), "-A", "app", "worker", "--pool", "solo", "-l", "WARNING"],
+        [str(bin_folder / "celery"), "-A", "app", "worker", "--pool", "solo", "-l", "WARNING"],
         cwd=tmp_path,
         env=env,
         stdout=log,
@@ -101,7 +113,7 @@ def test_an_extra_alone_runs_a_task_on_a_real_worker(
     try:
         subprocess.run(  # noqa: S603 - the new environment's interpreter
             [
-                str(venv / "bin" / "python"),
+                str(bin_folder / "python"),
                 "-c",
                 f"from app import probe; probe.delay({str(done)!r})",
             ],
@@ -119,3 +131,87 @@ def test_an_extra_alone_runs_a_task_on_a_real_worker(
         log.close()
     output = (tmp_path / "worker.log").read_text(errors="replace")
     assert done.exists(), f"the worker with emailevents[{extra}] ran no task:\n{output[-3000:]}"
+
+
+WEBAPP = """\
+import sqlalchemy
+from celery import Celery
+from sqlalchemy.orm import sessionmaker
+
+from emailevents import EmailEvents, OutboxSender
+
+engine = sqlalchemy.create_engine("sqlite:///webapp.sqlite3")
+events = EmailEvents("events.yaml", celery=Celery("webapp"), session_factory=sessionmaker(engine),
+                     sender=OutboxSender(), webhook_auth=("postmark", "s3cret-pass"))
+events.create_tables(engine)
+"""
+
+REGISTRY = """\
+version: 1
+defaults:
+  from: "MyApp <notifications@myapp.test>"
+entities: {}
+events:
+  weekly_report:
+    toggle: always
+    template: weekly-report
+    entities: {}
+    to: "ops@myapp.test"
+"""
+
+DELIVERY = {
+    "RecordType": "Delivery",
+    "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
+    "Recipient": "ops@myapp.test",
+    "Tag": "weekly_report",
+    "DeliveredAt": "2026-12-02T13:56:14Z",
+    "Metadata": {"event_id": "94b48740-4236-4bbf-84c2-85a1be9628cd"},
+}
+
+
+def _post(port: int, password: str) -> int:
+    basic = base64.b64encode(f"postmark:{password}".encode()).decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/postmark/webhook",
+        data=json.dumps(DELIVERY).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Basic {basic}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        return refused.code
+
+
+def test_the_serve_extra_alone_answers_a_webhook_on_waitress(tmp_path: Path) -> None:
+    bin_folder = install(tmp_path, "serve")
+    (tmp_path / "webapp.py").write_text(WEBAPP, encoding="utf-8")
+    (tmp_path / "events.yaml").write_text(REGISTRY, encoding="utf-8")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(  # noqa: S603 - the new environment's emailevents
+        [str(bin_folder / "emailevents"), "serve", "--app", "webapp:events", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while server.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        answers = (_post(port, "s3cret-pass"), _post(port, "wrong"))
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+    output = (tmp_path / "serve.log").read_text(errors="replace")
+    assert answers == (200, 401), output[-3000:]
+    assert "Traceback" not in output
