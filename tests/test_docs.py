@@ -44,8 +44,10 @@ reader follows it instead, in a new, empty folder, with none of the runner's own
   text; a ``...`` line is left out) before the reading goes on. A background command for the
   same program as a running one replaces it (Ctrl-C, then the new command). Every background
   process is killed when the test ends, and must not have printed a traceback;
-- the local Postmark's port in the document, 9025, is replaced in commands and files by a
-  free one, so that a test run never depends on 9025 being free;
+- ``$ export NAME=value ...`` sets those variables for the commands that follow, as in the
+  reader's shell (the other commands' shells are gone when they exit);
+- the local ports the document uses, 9025 to 9029 (the local Postmark's is 9025), are each
+  replaced in commands and files by a free one, so that a test run never depends on them;
 - other Python or YAML blocks must be files (a title) or ``<!-- no-test -->``.
 
 Set ``EMAILEVENTS_UPDATE_DOCS=1`` to rewrite the ``<!-- output -->`` blocks (and the console
@@ -99,7 +101,7 @@ _MARKERS = {
 }
 _CONSOLE = frozenset({"console", "bash", "shell", "sh"})
 _STEP_BY_STEP = "<!-- step-by-step -->"
-_DOC_PORT = re.compile(r"\b9025\b")
+_DOC_PORT = re.compile(r"\b902[5-9]\b")
 _ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 # What a reader's shell would not have: the settings of the environment running the tests.
 _NOT_THE_READERS = frozenset(
@@ -403,8 +405,9 @@ class Reader:
     """The reader's shell: a folder, an environment, the processes left running."""
 
     project: Project
-    port: int
     env: dict[str, str]
+    ports: dict[str, int] = field(default_factory=dict)
+    """The document's local ports (9025 to 9029) -> free ones."""
     uuids: dict[str, str] = field(default_factory=dict)
     """UUIDs the document shows -> those the commands really printed."""
     background: list[Background] = field(default_factory=list)
@@ -412,9 +415,25 @@ class Reader:
     def typed(self, command: str) -> str:
         """The command as the reader types it: UUIDs copied from the screen, the free port."""
         command = _UUID.sub(lambda m: self.uuids.get(m[0], m[0]), command)
-        return _DOC_PORT.sub(str(self.port), command)
+        return self.local(command)
+
+    def local(self, text: str) -> str:
+        """``text`` with the document's local ports replaced by free ones."""
+        return _DOC_PORT.sub(lambda m: str(self.ports.setdefault(m[0], _free_port())), text)
+
+    def shown(self, text: str) -> str:
+        """``text`` with the free ports put back as the document shows them."""
+        for documented, port in self.ports.items():
+            text = text.replace(f":{port}", f":{documented}")
+        return text
 
     def run(self, command: str) -> tuple[int, str]:
+        words = shlex.split(command)
+        if words[:1] == ["export"]:  # for the commands that follow, as in the reader's shell
+            for word in words[1:]:
+                name, _, value = word.partition("=")
+                self.env[name] = value
+            return 0, ""
         completed = subprocess.run(  # noqa: S602 - the document's command, as a shell runs it
             self.typed(command),
             shell=True,
@@ -503,7 +522,7 @@ def _readers_env() -> dict[str, str]:
 
 def run_steps(project: Project, blocks: list[Block]) -> None:
     """Follow a step-by-step document as its reader does: files written, commands run."""
-    reader = Reader(project, _free_port(), _readers_env())
+    reader = Reader(project, _readers_env())
     try:
         for block in blocks:
             where = block.where(project.doc)
@@ -515,7 +534,7 @@ def run_steps(project: Project, blocks: list[Block]) -> None:
             if block.title is not None:
                 path = project.root / block.title
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(_DOC_PORT.sub(str(reader.port), block.source), encoding="utf-8")
+                path.write_text(reader.local(block.source), encoding="utf-8")
                 if block.lang == "python":
                     compile(block.source, block.title, "exec")
             elif block.lang in _CONSOLE and block.marker == "background":
@@ -558,7 +577,7 @@ def run_step(reader: Reader, block: Block) -> None:
             assert matches, f"{where}: '{command}' printed:\n{output}"
         reader.learn(expected, output)
     if UPDATE:
-        text = "\n".join(printed).replace(f":{reader.port}", ":9025")
+        text = reader.shown("\n".join(printed))
         if text != block.source.rstrip("\n"):
             reader.project.updates.append((block, text))
 
@@ -683,6 +702,16 @@ def test_step_by_step_commands_run_without_the_runners_settings_and_must_succeed
     steps(tmp_path, '```console\n$ echo "[${POSTMARK_SERVER_TOKEN:-unset}]"\n[unset]\n```\n')
     with pytest.raises(AssertionError, match="exited with 3"):
         steps(tmp_path / "x", "```console\n$ exit 3\n```\n")
+
+
+@runner_only
+def test_exported_variables_stay_and_each_local_port_of_the_document_is_a_free_one(
+    tmp_path: Path,
+) -> None:
+    doc = "```console\n$ export GREETING=hello\n$ echo $GREETING 9025 9026 9025 > seen\n```\n"
+    greeting, first, second, again = (steps(tmp_path, doc).root / "seen").read_text().split()
+    assert (greeting, again) == ("hello", first)
+    assert first != second
 
 
 @runner_only
