@@ -13,10 +13,8 @@ seconds where pip takes minutes on two cores): without the index the tests skip,
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import POSTGRES_URL, unavailable
+from tests.wsgiserver import basic, free_port, wait_for
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -170,11 +169,10 @@ DELIVERY = {
 
 
 def _post(port: int, password: str) -> int:
-    basic = base64.b64encode(f"postmark:{password}".encode()).decode()
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/postmark/webhook",
         data=json.dumps(DELIVERY).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Basic {basic}"},
+        headers={"Content-Type": "application/json", "Authorization": basic("postmark", password)},
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
@@ -187,9 +185,7 @@ def test_the_serve_extra_alone_answers_a_webhook_on_waitress(tmp_path: Path) -> 
     bin_folder = install(tmp_path, "serve")
     (tmp_path / "webapp.py").write_text(WEBAPP, encoding="utf-8")
     (tmp_path / "events.yaml").write_text(REGISTRY, encoding="utf-8")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(  # noqa: S603 - the new environment's emailevents
@@ -200,13 +196,7 @@ def test_the_serve_extra_alone_answers_a_webhook_on_waitress(tmp_path: Path) -> 
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 60
-        while server.poll() is None and time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), 1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for(port, server, 60)
         answers = (_post(port, "s3cret-pass"), _post(port, "wrong"))
     finally:
         server.terminate()

@@ -8,7 +8,6 @@ import http.client
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ from sqlalchemy.orm import sessionmaker
 
 from emailevents import schema, web
 from emailevents.store import message_events
-from tests.wsgiserver import AUTH, basic, post, serve
+from tests.wsgiserver import AUTH, basic, free_port, post, serve, wait_for
 
 EVENT_ID = "7a1c2d3e-0000-4000-8000-000000000001"
 
@@ -236,29 +235,10 @@ def test_the_asgi_app_answers_with_the_same_handler_mounted_below_a_path(
     assert len(stored(engine)) == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_for(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        except OSError:
-            time.sleep(0.05)
-        else:
-            return
-    pytest.fail("the server did not listen")
-
-
 def test_the_asgi_app_on_uvicorn(site: web.Site, engine: sa.Engine) -> None:
     import uvicorn  # noqa: PLC0415
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(web.AsgiApp(site), host="127.0.0.1", port=port, log_level="warning")
     )
@@ -296,7 +276,7 @@ events.create_tables(engine)
 
 def test_emailevents_serve_runs_the_app_standalone(tmp_path: Path) -> None:
     (tmp_path / "webapp.py").write_text(APP.format(db=tmp_path / "served.sqlite3"))
-    port = _free_port()
+    port = free_port()
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
     command = [sys.executable, "-c", "from emailevents.cli import main; main()", "serve"]
     process = subprocess.Popen(  # noqa: S603 - our own command
@@ -307,7 +287,7 @@ def test_emailevents_serve_runs_the_app_standalone(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        _wait_for(port, process)
+        wait_for(port, process)
         assert post(port, delivery())[0] == 200
         assert post(port, delivery(), auth=basic("postmark", "nope"))[0] == 401
     finally:

@@ -1,17 +1,22 @@
 """A WSGI app on a threaded standard-library server, for the web tests (a plain module, which
-pytest does not rewrite: see tests/appmodule.py), the credentials they post with, and the
-webhook records they post."""
+pytest does not rewrite: see tests/appmodule.py), the credentials they post with, the
+webhook records they post, and waiting for a server process to listen."""
 
 from __future__ import annotations
 
 import base64
 import http.client
 import json
+import socket
 import socketserver
+import subprocess
 import threading
+import time
 import wsgiref.simple_server
 from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 AUTH = ("postmark", "s3cret-pass")
 
@@ -80,3 +85,23 @@ def webhook_record(
     if kind in {"Bounce", "SpamComplaint"}:
         return common | {"Email": recipient, "TypeCode": 1, **fields}
     return common | {"Recipient": recipient, **fields}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(port: int, process: subprocess.Popen[bytes], seconds: float = 20) -> None:
+    """Return once ``process`` listens on ``port``; fail if it exits or takes longer."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            time.sleep(0.05)
+        else:
+            return
+    pytest.fail("the server did not listen")
