@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import report, sections, services
+from . import report, sections, services, webhooks
 from .app import TOKEN, Config, build
 from .sections import FULL, QUICK, Context, Sizes
 from .templates import TEMPLATES
@@ -24,7 +24,7 @@ from .world import create
 __all__ = ["main"]
 
 DEFAULT_JSON = Path("build") / "benchmarks" / "latest.json"
-SECTIONS = ("throughput", "fanout", "emit", "sql", "startup", "scaleout", "io_bound")
+SECTIONS = ("throughput", "fanout", "emit", "sql", "startup", "scaleout", "io_bound", "webhooks")
 
 
 def _say(message: str) -> None:
@@ -67,6 +67,8 @@ def run_profile(
         result["sql"] = sections.sql_statements(ctx)
         _say(f"{profile}: 7. I/O-bound sending ({sizes.io_latency * 1000:.0f} ms latency)")
         result["io_bound"] = sections.io_bound(ctx)
+        _say(f"{profile}: 8. webhook records per second")
+        result["webhooks"] = webhooks.throughput(ctx)
     finally:
         ctx.close()
         setup.engine.dispose()

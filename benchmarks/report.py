@@ -264,6 +264,24 @@ def _rows(profile: str, sections: dict[str, Any]) -> Iterable[Row]:  # noqa: C90
             )
 
 
+def _webhook_rows(profile: str, s: dict[str, Any]) -> Iterable[Row]:
+    posts = f"{s['posts_per_batch']:,} posts, 1 in {round(1 / s['repeated_share'])} repeated"
+    yield (
+        profile,
+        f"8 webhook records/s, wsgi_app() in-process ({posts}) vs INSERT + commit",
+        _fig(s["wsgi_app() in-process"]),
+        _fig(s["INSERT + commit"]),
+        *_ratio(s["ratio_in_process"]),
+    )
+    yield (
+        profile,
+        f"8 webhook records/s, emailevents serve over HTTP ({s['clients']} clients)",
+        _fig(s["emailevents serve over HTTP"]),
+        "",
+        *_ratio(s["ratio_over_http"]),
+    )
+
+
 def _startup_rows(startup: dict[str, Any]) -> Iterable[Row]:
     for key, value in startup.items():
         if isinstance(value, dict) and "median" in value:
@@ -294,6 +312,8 @@ def table(result: dict[str, Any]) -> str:
     rows: list[Row] = []
     for profile, sections in result["profiles"].items():
         rows.extend(_rows(profile, sections))
+        if "webhooks" in sections:
+            rows.extend(_webhook_rows(profile, sections["webhooks"]))
     if "startup" in result:
         rows.extend(_startup_rows(result["startup"]))
     header: Row = ("profile", "measure", ENGINE, HAND, "ratio", "target", "")

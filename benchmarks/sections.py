@@ -74,6 +74,8 @@ class Sizes:
     io_latency: float
     io_pools: tuple[int, ...]
     io_emails_per_thread: int
+    webhook_posts: int
+    webhook_clients: int
 
     @property
     def team_sizes(self) -> list[int]:
@@ -94,6 +96,8 @@ FULL = Sizes(
     io_latency=0.1,
     io_pools=(8, 32),
     io_emails_per_thread=12,
+    webhook_posts=1000,
+    webhook_clients=4,
 )
 
 QUICK = Sizes(
@@ -110,6 +114,8 @@ QUICK = Sizes(
     io_latency=0.1,
     io_pools=(8, 32),
     io_emails_per_thread=2,
+    webhook_posts=20,
+    webhook_clients=2,
 )
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "embedded",
     "free_port",
     "postgres",
+    "stop",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,6 +102,16 @@ def die_with_parent() -> None:
 _PR_SET_PDEATHSIG = 1
 
 
+def stop(process: subprocess.Popen[Any]) -> None:
+    """Terminate ``process``, and kill it if it is still there 10 s later."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -154,12 +165,7 @@ def _redis(directory: Path, url: str | None) -> Iterator[str]:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         client.close()
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop(process)
         log.close()
 
 

@@ -16,7 +16,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
-PROFILE_SECTIONS = {"throughput", "fanout", "emit", "sql", "scaleout", "io_bound"}
+PROFILE_SECTIONS = {"throughput", "fanout", "emit", "sql", "scaleout", "io_bound", "webhooks"}
 
 
 def test_quick_benchmark_runs_and_writes_every_section(tmp_path: Path) -> None:
@@ -47,6 +47,13 @@ def test_quick_benchmark_runs_and_writes_every_section(tmp_path: Path) -> None:
     assert sections["fanout"]["requests"]["emailevents"]["median"] == -(-recipients // 500)
     assert sections["sql"]["check"]["other_statements_constant"] is True
     assert {t["measure"] for t in result["targets"]} >= {"1 per-email throughput ratio"}
+    # Every webhook post answered 200, each record stored once, its repeats told apart.
+    webhooks = sections["webhooks"]
+    posts = webhooks["posts_per_batch"] * result["sizes"]["repeats"]
+    for side in ("wsgi_app() in-process", "emailevents serve over HTTP"):
+        assert webhooks[side]["median"] > 0
+        assert webhooks["recorded"][side] == {"stored": posts * 4 // 5, "duplicate": posts // 5}
+    assert webhooks["INSERT + commit"]["median"] > 0
     # The table is printed, with a line per section.
     for label in (
         "1 per-email throughput",
@@ -56,5 +63,6 @@ def test_quick_benchmark_runs_and_writes_every_section(tmp_path: Path) -> None:
         "5 import",
         "6 scale-out",
         "7 100 ms latency",
+        "8 webhook records/s",
     ):
         assert label in done.stdout, label
