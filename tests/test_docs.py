@@ -428,7 +428,7 @@ class Reader:
         return text
 
     def run(self, command: str) -> tuple[int, str]:
-        words = shlex.split(command)
+        words = shlex.split(self.typed(command))
         if words[:1] == ["export"]:  # for the commands that follow, as in the reader's shell
             for word in words[1:]:
                 name, _, value = word.partition("=")
@@ -708,10 +708,14 @@ def test_step_by_step_commands_run_without_the_runners_settings_and_must_succeed
 def test_exported_variables_stay_and_each_local_port_of_the_document_is_a_free_one(
     tmp_path: Path,
 ) -> None:
-    doc = "```console\n$ export GREETING=hello\n$ echo $GREETING 9025 9026 9025 > seen\n```\n"
-    greeting, first, second, again = (steps(tmp_path, doc).root / "seen").read_text().split()
+    doc = (
+        "```console\n$ export GREETING=hello URL=http://127.0.0.1:9026/\n"
+        "$ echo $GREETING 9025 9026 9025 $URL > seen\n```\n"
+    )
+    greeting, first, second, again, url = (steps(tmp_path, doc).root / "seen").read_text().split()
     assert (greeting, again) == ("hello", first)
     assert first != second
+    assert url == f"http://127.0.0.1:{second}/"  # an exported port is the same free one
 
 
 @runner_only
