@@ -208,6 +208,9 @@ def test_a_link_signed_before_a_key_rotation_still_works(engine: sa.Engine) -> N
         assert status == 200
         form = f"csrf={csrf_of(page)}&enabled=comments".encode()
         assert call(port, "POST", f"/preferences/{token}", form)[0] == 303
+        # A page served before the rotation: its form's token was signed with the old key.
+        form = f"csrf={Signer(['old']).form_token(token)}&enabled=comments".encode()
+        assert call(port, "POST", f"/preferences/{token}", form)[0] == 303
     assert {row[1]: row[2] for row in rows(engine)} == {
         "comments": True,
         "digest": False,
