@@ -245,7 +245,13 @@ class EmailEvents:
         return SuppressionList(self.session_factory, remote, streams)
 
     def _site(self) -> web.Site:
-        return web.Site(self.session_factory, self.webhook_auth, self.webhook_max_body)
+        return web.Site(
+            self.session_factory,
+            self.webhook_auth,
+            self.webhook_max_body,
+            preferences=getattr(self, "preferences", None),
+            signer=getattr(self, "signer", None),
+        )
 
     def set_toggle(self, session: Session, org_key: str, toggle_key: str, enabled: bool) -> None:
         """Switch an email toggle on or off for an org in emailevents' own settings table."""

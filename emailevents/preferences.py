@@ -259,6 +259,38 @@ class Preferences:
             UnknownCategoryError: the registry declares no such category.
             ConfigurationError: the application keeps preferences in its own tables.
         """
+        self._check(category)
+        with self._sessions() as session:
+            kept = choose(session, recipient, category, enabled=enabled, how=how, detail=detail)
+            session.commit()
+        return kept
+
+    def set_many(
+        self,
+        recipient: str,
+        enabled: Mapping[str, bool],
+        *,
+        how: How = How.API,
+        detail: str = "",
+    ) -> dict[str, Preference]:
+        """Record ``recipient``'s choice for each category in ``enabled``, in one transaction.
+
+        Raises:
+            UnknownCategoryError: the registry declares no such category (nothing recorded).
+            ConfigurationError: the application keeps preferences in its own tables.
+        """
+        for category in enabled:
+            self._check(category)
+        with self._sessions() as session:
+            kept = {
+                category: choose(session, recipient, category, enabled=on, how=how, detail=detail)
+                for category, on in enabled.items()
+            }
+            session.commit()
+        return kept
+
+    def _check(self, category: str) -> None:
+        """Refuse an undeclared ``category``, or any write when the application keeps them."""
         if category not in self.categories:
             close = difflib.get_close_matches(category, list(self.categories), n=1)
             known = ", ".join(sorted(self.categories)) or "none: declare categories: in events.yaml"
@@ -271,7 +303,3 @@ class Preferences:
                 "this application keeps preferences in its own tables (EmailEvents(preferences="
                 "...)): change them there"
             )
-        with self._sessions() as session:
-            kept = choose(session, recipient, category, enabled=enabled, how=how, detail=detail)
-            session.commit()
-        return kept

@@ -5,6 +5,10 @@ Signed with itsdangerous (HMAC-SHA1 by default in its URL-safe serializer; Palle
 not hand-rolled crypto). Several keys for rotation: ``signing_keys`` lists the newest first;
 tokens are signed with the newest and verified with any, so a link mailed before a rotation
 keeps working until its key is dropped from the list.
+
+The preferences page's form carries a second token, derived from the link's: its signature
+with the same keys and another salt (:meth:`Signer.form_token`), checked when the form is
+posted (:meth:`Signer.check_form_token`), so that the form is refused without it (CSRF).
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import Signer as ItsdangerousSigner
 
 from .errors import EmailEventsError
 
 __all__ = ["Link", "LinkError", "Signer"]
 
 _SALT = "emailevents.recipient-link"
+_FORM_SALT = "emailevents.preferences-form"
 
 
 class LinkError(EmailEventsError, ValueError):
@@ -53,6 +59,7 @@ class Signer:
             )
         # itsdangerous signs with the last key and tries them all.
         self._serializer = URLSafeTimedSerializer(list(reversed(keys)), salt=_SALT)
+        self._forms = ItsdangerousSigner(list(reversed(keys)), salt=_FORM_SALT)
 
     def sign(self, recipient: str, category: str) -> str:
         """A token for ``recipient`` (its key) and ``category``, issued now."""
@@ -77,3 +84,15 @@ class Signer:
         ):
             raise LinkError("this link is not valid: it does not name a recipient and category")
         return Link(payload[0], payload[1], signed_at.astimezone(UTC))
+
+    def form_token(self, token: str) -> str:
+        """The token a form served for the link ``token`` carries (signed with the newest key)."""
+        return self._forms.get_signature(token).decode("ascii")
+
+    def check_form_token(self, token: str, form_token: str) -> bool:
+        """Whether ``form_token`` is :meth:`form_token` of ``token`` under any of the keys."""
+        try:
+            signature = form_token.encode("ascii")
+        except UnicodeEncodeError:
+            return False
+        return bool(form_token) and self._forms.verify_signature(token.encode("utf-8"), signature)

@@ -8,7 +8,6 @@ step there.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,21 +20,18 @@ from emailevents.senders import Message, SendStatus
 from emailevents.senders.postmark import PostmarkSender
 from emailevents.testing.fake_postmark import FakePostmark, inbox
 
-from .conftest import unavailable
+from .browser import chromium
 
 try:
-    from selenium import webdriver
     from selenium.common.exceptions import NoAlertPresentException, TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.support.ui import WebDriverWait
 except ImportError:  # pragma: no cover - the dev extra installs it
-    webdriver = None  # type: ignore[assignment]
+    pass  # tests.browser.chromium skips the tests
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 TOKEN = "test-token"
 NOTE = {
     "Name": "Note",
@@ -58,33 +54,7 @@ EVIL_TEXT = "<script>window.pwned = 4</script> plain text"
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    if webdriver is None:
-        unavailable("selenium", "the package is not installed (pip install -e '.[dev]')")
-    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        unavailable(
-            "Chromium",
-            f"{CHROMIUM} or {CHROMEDRIVER} is missing: apt-get install chromium chromium-driver",
-        )
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,900",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
-        # Nothing but the local server: every other host fails to resolve.
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
-    yield driver
-    driver.quit()
+    yield from chromium(tmp_path_factory.mktemp("chromium"))
 
 
 @pytest.fixture(scope="module")

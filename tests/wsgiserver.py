@@ -56,11 +56,12 @@ def post(
     auth: str | None = basic(*AUTH),
     path: str = "/postmark/webhook",
     method: str = "POST",
+    content_type: str = "application/json",
 ) -> tuple[int, Any, bytes]:
     """One request to the server on ``port``: status, headers and body of the answer."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     data = json.dumps(body).encode() if isinstance(body, dict) else body
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": content_type}
     if auth is not None:
         headers["Authorization"] = auth
     try:

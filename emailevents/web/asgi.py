@@ -7,7 +7,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .site import Response, Site
+from .answers import Request, Response
+from .site import Site
 
 __all__ = ["AsgiApp"]
 
@@ -49,23 +50,30 @@ class AsgiApp:
             try:
                 length = int(headers["content-length"])
             except ValueError:
-                return Response(400, {"error": "Content-Length is not a number"})
-        refused = self.site.admit(
-            scope["method"], _path(scope), headers.get("authorization"), length
+                return Response.of_json(400, {"error": "Content-Length is not a number"})
+        admitted = self.site.admit(
+            Request(
+                method=scope["method"],
+                path=_path(scope),
+                query=bytes(scope.get("query_string", b"")).decode("latin-1"),
+                authorization=headers.get("authorization"),
+                content_type=headers.get("content-type"),
+                content_length=length,
+            )
         )
-        if refused is not None:
-            return refused
+        if isinstance(admitted, Response):
+            return admitted
         body = bytearray()
-        while True:
+        while admitted.max_body:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return None
             body += message.get("body", b"")
-            if len(body) > self.site.max_body:
-                return self.site.too_large()
+            if len(body) > admitted.max_body:
+                return admitted.too_large()
             if not message.get("more_body", False):
                 break
-        return await asyncio.to_thread(self.site.answer, bytes(body))
+        return await asyncio.to_thread(admitted.answer, bytes(body))
 
 
 def _path(scope: Scope) -> str:

@@ -1,9 +1,10 @@
 """The one request handler the WSGI and the ASGI app share: routes, credentials, body limit,
-and the webhook's answers.
+and the webhook's answers (the recipients' pages are :mod:`.links`').
 
 A request is answered in two steps, so that no adapter reads a body it will refuse:
-:meth:`Site.admit` looks at the method, path and headers (404, 405, 401, 411, 413), then
-:meth:`Site.answer` takes the body, at most ``max_body`` bytes (400, 503, 200).
+:meth:`Site.admit` looks at the method, path and headers (404, 405, 401, 413) and answers, or
+gives back an :class:`~.answers.Admitted` saying how much body to read and what answers it (for
+the webhook, :meth:`Site.answer`: at most ``max_body`` bytes; 400, 503, 200).
 
 What each answer means to Postmark: 200 recorded (or stored already); 400 the document is not a
 record we know, which Postmark should not retry; 503 our database is unreachable, which it
@@ -20,55 +21,23 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
 
 from .. import suppressions, timeline
-from . import postmark
+from ..preferences import Preferences
+from ..tokens import Signer
+from . import links, postmark
+from .answers import UNAVAILABLE, Admitted, Request, Response, error, unavailable_reason
 
-__all__ = ["DEFAULT_MAX_BODY", "REALM", "WEBHOOK_PATH", "Response", "Site"]
+__all__ = ["DEFAULT_MAX_BODY", "REALM", "WEBHOOK_PATH", "Site"]
 
 WEBHOOK_PATH = "/postmark/webhook"
 DEFAULT_MAX_BODY = 1_000_000
 REALM = "emailevents"
 
 logger = logging.getLogger("emailevents.web")
-
-# The database is not there (down, restarting, the pool exhausted): Postmark retries on 503.
-UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError)
-
-
-@dataclass(frozen=True)
-class Response:
-    """An answer: status, extra headers, and a small JSON body."""
-
-    status: int
-    document: dict[str, Any]
-    headers: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def status_line(self) -> str:
-        return f"{self.status} {HTTPStatus(self.status).phrase}"
-
-    @property
-    def body(self) -> bytes:
-        return json.dumps(self.document).encode("utf-8")
-
-    def all_headers(self) -> list[tuple[str, str]]:
-        """Its headers with the body's type and length."""
-        return [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(self.body))),
-            *self.headers,
-        ]
-
-
-def _error(status: HTTPStatus, message: str, *headers: tuple[str, str]) -> Response:
-    return Response(status.value, {"error": message}, headers)
 
 
 @dataclass(frozen=True)
@@ -78,39 +47,45 @@ class Site:
     Args:
         session_factory: opens a session on the application's database (the engine's).
         webhook_auth: (user, password) Postmark sends with HTTP Basic; ``None``: no webhook route.
-        max_body: the largest body read, in bytes; a longer one is refused with 413 unread.
+        max_body: the webhook's largest body, in bytes; a longer one is refused with 413 unread.
+        preferences: recipients' choices; with ``signer``, the one-click unsubscribe and the
+            preferences page (``/unsubscribe/TOKEN``, ``/preferences/TOKEN``), else 404.
+        signer: verifies the tokens of those links.
     """
 
     session_factory: Callable[[], Session]
     webhook_auth: tuple[str, str] | None = None
     max_body: int = DEFAULT_MAX_BODY
+    preferences: Preferences | None = None
+    signer: Signer | None = None
 
-    def admit(
-        self, method: str, path: str, authorization: str | None, content_length: int | None
-    ) -> Response | None:
-        """The answer to a request refused before its body is read, or ``None`` to read it
-        (at most ``max_body`` bytes; ``content_length`` ``None``: not given)."""
-        if path != WEBHOOK_PATH or self.webhook_auth is None:
-            return _error(HTTPStatus.NOT_FOUND, f"no such path: {path[:200]}")
-        if method != "POST":
-            return _error(HTTPStatus.METHOD_NOT_ALLOWED, "POST only", ("Allow", "POST"))
-        if not self._authorized(authorization):
+    def admit(self, request: Request) -> Response | Admitted:
+        """The answer to a request refused before its body is read, or what to read and answer
+        it with."""
+        route, _, rest = request.path.lstrip("/").partition("/")
+        if route in links.ROUTES and self.preferences is not None and self.signer is not None:
+            return links.Links(self.preferences, self.signer).admit(request, route, rest)
+        if request.path != WEBHOOK_PATH or self.webhook_auth is None:
+            return error(HTTPStatus.NOT_FOUND, f"no such path: {request.path[:200]}")
+        if request.method != "POST":
+            return error(HTTPStatus.METHOD_NOT_ALLOWED, "POST only", ("Allow", "POST"))
+        if not self._authorized(request.authorization):
             logger.warning("webhook: wrong or missing credentials (401)")
             challenge = ("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"')
-            return _error(HTTPStatus.UNAUTHORIZED, "wrong or missing credentials", challenge)
-        if content_length is not None and content_length > self.max_body:
+            return error(HTTPStatus.UNAUTHORIZED, "wrong or missing credentials", challenge)
+        if request.content_length is not None and request.content_length > self.max_body:
             logger.warning(
                 "webhook: body of %d bytes refused (413; the limit is %d)",
-                content_length,
+                request.content_length,
                 self.max_body,
             )
-            return _error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"over {self.max_body} bytes")
-        return None
+            return error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"over {self.max_body} bytes")
+        return Admitted(self.max_body, self.answer, self.too_large)
 
     def too_large(self) -> Response:
         """The answer to a body found longer than ``max_body`` while reading it."""
         logger.warning("webhook: body over %d bytes refused (413)", self.max_body)
-        return _error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"over {self.max_body} bytes")
+        return error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"over {self.max_body} bytes")
 
     def answer(self, body: bytes) -> Response:
         """Record the webhook's record in ``body`` (admitted by :meth:`admit`)."""
@@ -120,7 +95,7 @@ class Site:
             reason = _reason(exc)
             logger.warning("webhook: record refused (400): %s", reason)
             logger.debug("webhook: the refused body: %r", body[:2000])
-            return _error(HTTPStatus.BAD_REQUEST, reason)
+            return error(HTTPStatus.BAD_REQUEST, reason)
         event = postmark.message_event(record)
         change = postmark.suppression_change(record)
         where = {
@@ -141,10 +116,10 @@ class Site:
                 event.event_key,
                 event.event_id,
                 event.record_type,
-                _unavailable(exc),
+                unavailable_reason(exc),
                 extra=where,
             )
-            return _error(HTTPStatus.SERVICE_UNAVAILABLE, "the database is unavailable")
+            return error(HTTPStatus.SERVICE_UNAVAILABLE, "the database is unavailable")
         logger.info(
             "webhook: event=%s event_id=%s %s %s",
             event.event_key,
@@ -153,7 +128,7 @@ class Site:
             recorded.value,
             extra={**where, "recorded": recorded.value},
         )
-        return Response(HTTPStatus.OK.value, {"recorded": recorded.value})
+        return Response.of_json(HTTPStatus.OK.value, {"recorded": recorded.value})
 
     def _authorized(self, authorization: str | None) -> bool:
         """HTTP Basic with the configured credentials, compared in constant time."""
@@ -169,13 +144,6 @@ class Site:
         same_user = hmac.compare_digest(user, expected_user)
         same_password = hmac.compare_digest(password, expected_password)
         return scheme.lower() == "basic" and bool(colon) and same_user & same_password
-
-
-def _unavailable(exc: Exception) -> str:
-    """The driver's first line of why (no statement, no parameters: personal data)."""
-    cause = getattr(exc, "orig", None) or exc
-    lines = str(cause).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:200] if lines else type(cause).__name__}"
 
 
 def _reason(exc: Exception) -> str:

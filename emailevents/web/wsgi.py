@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .site import Response, Site
+from .answers import Request, Response
+from .site import Site
 
 __all__ = ["WsgiApp"]
 
@@ -26,19 +27,25 @@ class WsgiApp:
     def _respond(self, environ: dict[str, Any]) -> Response:
         length = _content_length(environ.get("CONTENT_LENGTH"))
         if length == -1:
-            return Response(400, {"error": "Content-Length is not a number"})
-        refused = self.site.admit(
-            environ.get("REQUEST_METHOD", "GET"),
-            environ.get("PATH_INFO", "") or "/",
-            environ.get("HTTP_AUTHORIZATION"),
-            length,
+            return Response.of_json(400, {"error": "Content-Length is not a number"})
+        admitted = self.site.admit(
+            Request(
+                method=environ.get("REQUEST_METHOD", "GET"),
+                path=environ.get("PATH_INFO", "") or "/",
+                query=environ.get("QUERY_STRING", ""),
+                authorization=environ.get("HTTP_AUTHORIZATION"),
+                content_type=environ.get("CONTENT_TYPE"),
+                content_length=length,
+            )
         )
-        if refused is not None:
-            return refused
+        if isinstance(admitted, Response):
+            return admitted
+        if not admitted.max_body:
+            return admitted.answer(b"")
         if length is None:
             # PEP 3333: without a length, reading wsgi.input may block or read past the body.
-            return Response(411, {"error": "Content-Length is required"})
-        return self.site.answer(environ["wsgi.input"].read(length))
+            return Response.of_json(411, {"error": "Content-Length is required"})
+        return admitted.answer(environ["wsgi.input"].read(length))
 
 
 def _content_length(value: str | None) -> int | None:
