@@ -29,11 +29,12 @@ if TYPE_CHECKING:
         UnknownEventError,
     )
     from .outcomes import Outcome, Reason, RunResult, Status
-    from .registry import Registry, load_registry
+    from .registry import Category, Registry, load_registry
     from .senders import DirectoryOutbox, OutboxSender, PostmarkSender, Sender
     from .tables import metadata
 
 __all__ = [
+    "Category",
     "ConfigurationError",
     "DeliveryError",
     "DirectoryOutbox",
@@ -81,6 +82,7 @@ _MODULES = {
     "Reason": "outcomes",
     "RunResult": "outcomes",
     "Status": "outcomes",
+    "Category": "registry",
     "Registry": "registry",
     "load_registry": "registry",
     "DirectoryOutbox": "senders",

@@ -86,6 +86,13 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "EE057": (_E, "message stream not found or archived"),
     "EE058": (_E, "message stream is not a sending stream"),
     "EE059": (_I, "message stream not checked"),
+    # Categories: what recipients may choose to receive, and critical mail.
+    "EE060": (_E, "category not declared under categories:"),
+    "EE061": (_E, "critical event with a category"),
+    "EE062": (_E, "event without a category"),
+    "EE063": (_E, "invalid category key"),
+    "EE064": (_E, "category without a title"),
+    "EE065": (_E, "categories: declared but empty"),
 }
 
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from pydantic import JsonValue, ValidationError
 
 from emailevents.errors import EmailEventsError, Problem, RegistryError
-from emailevents.registry import EventSpec, Registry, load_registry, parse_registry
+from emailevents.registry import Category, EventSpec, Registry, load_registry, parse_registry
 from tests.conftest import examples
 from tests.registry_app import hooks, models
 
@@ -508,7 +508,7 @@ def test_unknown_fields_are_reported_at_every_level_with_the_nearest_name() -> N
 def test_an_unknown_field_far_from_any_name_lists_the_allowed_ones() -> None:
     text = edit(VALID, "version: 1\n", "version: 1\nzzz: 1\n")
     problem = only_problem(text)
-    assert problem.hint == "allowed: version, defaults, entities, events"
+    assert problem.hint == "allowed: version, defaults, categories, entities, events"
 
 
 @pytest.mark.parametrize("section", ["version", "defaults", "entities", "events"])
@@ -1286,6 +1286,173 @@ def test_a_broken_callable_does_not_hide_the_events_expression_problems() -> Non
     assert places(problems) == [at(text, "nme"), at(text, "tests.registry_app.hooks:wants_colour")]
 
 
+# --- categories ---------------------------------------------------------------------------
+
+WITH_CATEGORIES = edit(
+    edit(
+        edit(
+            VALID,
+            "  toggles: tests.registry_app.hooks:email_enabled\n",
+            "  toggles: tests.registry_app.hooks:email_enabled\n  category: projects\n"
+            "\ncategories:\n"
+            "  projects:\n"
+            "    title: Projects\n"
+            '    description: "New projects in your organization"\n'
+            "  digest: {title: Weekly digest, default: off}\n",
+        ),
+        "    build: tests.registry_app.hooks:extras_for_org\n",
+        "    build: tests.registry_app.hooks:extras_for_org\n    critical: true\n",
+    ),
+    "    task: tasks.email.on_project_created\n",
+    "    task: tasks.email.on_project_created\n    category: digest\n",
+)
+"""VALID with two categories: ``project_created`` in ``digest``, ``member_welcome`` critical."""
+
+
+def test_without_categories_the_registry_has_none_and_events_need_none() -> None:
+    registry = compiled()
+    assert registry.categories == {}
+    for event in registry.events.values():
+        assert (event.category, event.critical) == (None, False)
+
+
+def test_categories_compile_in_the_order_written_with_their_defaults() -> None:
+    registry = compiled(WITH_CATEGORIES)
+    assert list(registry.categories) == ["projects", "digest"]
+    assert registry.categories["projects"] == Category(
+        "projects", "Projects", "New projects in your organization", default=True
+    )
+    assert registry.categories["digest"] == Category("digest", "Weekly digest", "", default=False)
+
+
+@pytest.mark.parametrize(("written", "default"), [("off", False), ("on", True), ("no", False)])
+def test_a_categorys_default_reads_yaml_booleans_like_off(written: str, default: bool) -> None:
+    text = edit(WITH_CATEGORIES, "default: off}", f"default: {written}}}")
+    assert compiled(text).categories["digest"].default is default
+
+
+def test_an_event_has_its_own_category_or_else_the_defaults() -> None:
+    text = edit(WITH_CATEGORIES, "    category: digest\n", "")
+    assert compiled(text).events["project_created"].category == "projects"
+    assert compiled(WITH_CATEGORIES).events["project_created"].category == "digest"
+
+
+def test_a_critical_event_has_no_category_not_even_the_defaults() -> None:
+    event = compiled(WITH_CATEGORIES).events["member_welcome"]
+    assert (event.category, event.critical) == (None, True)
+
+
+def test_an_event_category_that_is_not_declared_is_reported_with_the_nearest_key() -> None:
+    text = edit(WITH_CATEGORIES, "    category: digest\n", "    category: digets\n")
+    problem = only_problem(text)
+    assert (problem.code, (problem.line, problem.column)) == ("EE060", at(text, "digets"))
+    assert problem.message == (
+        "events.project_created.category: 'digets' is not a declared category"
+    )
+    assert problem.hint == "did you mean 'digest'?"
+
+
+def test_a_defaults_category_that_is_not_declared_is_reported_once_at_defaults() -> None:
+    text = edit(WITH_CATEGORIES, "  category: projects\n", "  category: billing\n")
+    text = edit(text, "    category: digest\n", "")
+    problem = only_problem(text)  # not again at project_created, which inherits it
+    assert (problem.code, (problem.line, problem.column)) == ("EE060", at(text, "billing"))
+    assert problem.message == "defaults.category: 'billing' is not a declared category"
+    assert problem.hint == "declare it under `categories:` (declared: projects, digest)"
+
+
+def test_a_category_without_a_categories_section_is_reported() -> None:
+    text = edit(
+        VALID, "    task: tasks.email.on_project_created\n", "    task: t.a\n    category: news\n"
+    )
+    problem = only_problem(text)
+    assert (problem.code, (problem.line, problem.column)) == ("EE060", at(text, "news"))
+    assert problem.hint == (
+        "declare it in a top-level `categories:` section, like `news: {title: ...}`"
+    )
+
+
+def test_without_categories_an_event_may_still_be_critical() -> None:
+    text = edit(
+        VALID,
+        "    build: tests.registry_app.hooks:extras_for_org\n",
+        "    build: tests.registry_app.hooks:extras_for_org\n    critical: true\n",
+    )
+    event = compiled(text).events["member_welcome"]
+    assert (event.category, event.critical) == (None, True)
+
+
+def test_a_critical_event_with_a_category_is_reported_at_the_category() -> None:
+    text = edit(
+        WITH_CATEGORIES, "    critical: true\n", "    critical: true\n    category: projects\n"
+    )
+    problem = only_problem(text)
+    assert problem.code == "EE061"
+    assert (problem.line, problem.column) == at(text, "projects", after="    category: ")
+    assert problem.message == (
+        "events.member_welcome: give either `critical: true` or `category: projects`, not both"
+    )
+    assert problem.hint == "preferences never stop critical mail, so it has no category"
+
+
+def test_with_categories_an_event_without_one_is_reported_at_the_event() -> None:
+    text = edit(WITH_CATEGORIES, "  category: projects\n", "")
+    text = edit(text, "    critical: true\n", "")
+    problem = only_problem(text)  # project_created has a category of its own
+    assert problem.code == "EE062"
+    assert (problem.line, problem.column) == at(text, "member_welcome:")
+    assert problem.message == "events.member_welcome: has no category, and `defaults:` gives none"
+    assert problem.hint == "add `category: ...` (one of: projects, digest) or `critical: true`"
+
+
+def test_a_category_key_that_is_not_an_identifier_is_reported_at_the_key() -> None:
+    text = edit(WITH_CATEGORIES, "  digest: {", "  weekly digest: {")
+    text = edit(text, "    category: digest\n", "")
+    problem = only_problem(text)
+    assert problem.code == "EE063"
+    assert (problem.line, problem.column) == at(text, "weekly digest")
+    assert problem.message == "categories: 'weekly digest' is not a category key"
+
+
+@pytest.mark.parametrize(
+    ("entry", "at_fault", "message"),
+    [
+        ("{default: off}", "digest", "has no title"),
+        ("{title: '', default: off}", "''", "has an empty title"),
+        ("{title: '  ', default: off}", "'  '", "has an empty title"),
+    ],
+)
+def test_a_category_needs_a_title(entry: str, at_fault: str, message: str) -> None:
+    text = edit(
+        WITH_CATEGORIES, "  digest: {title: Weekly digest, default: off}", f"  digest: {entry}"
+    )
+    problem = only_problem(text)  # and project_created, in that category, is not reported
+    assert problem.code == "EE064"
+    assert (problem.line, problem.column) == at(
+        text, at_fault, after="  " if at_fault == "digest" else "title: "
+    )
+    assert problem.message == f"categories.digest: {message}"
+
+
+@pytest.mark.parametrize("empty", [" {}", ""])
+def test_an_empty_categories_section_is_reported_once(empty: str) -> None:
+    start = WITH_CATEGORIES.index("categories:\n")
+    end = WITH_CATEGORIES.index("\nentities:")
+    text = WITH_CATEGORIES[:start] + f"categories:{empty}\n" + WITH_CATEGORIES[end:]
+    problem = only_problem(text)  # the events' categories are not checked against nothing
+    assert problem.code == "EE065"
+    assert (problem.line, problem.column) == (at(text, "{}") if empty else at(text, "categories:"))
+    assert problem.message == "categories: is declared but empty"
+
+
+def test_category_fields_of_the_wrong_type_are_reported_at_their_values() -> None:
+    text = edit(WITH_CATEGORIES, "    critical: true\n", "    critical: sometimes\n")
+    text = edit(text, "default: off}", "default: maybe}")
+    problems = problems_of(text)
+    assert [p.code for p in problems] == ["EE007", "EE007"]
+    assert places(problems) == [at(text, "maybe"), at(text, "sometimes")]
+
+
 # --- robustness (hypothesis) --------------------------------------------------------------
 
 
@@ -1416,6 +1583,8 @@ _EVENT = st.fixed_dictionaries(
         "payload": _REFS,
         "build": _REFS,
         "task": _mostly(st.sampled_from(["tasks.a", "tasks.b", "emailevents.b"]), _SCALARS),
+        "category": _mostly(st.sampled_from(["projects", "digest", "nope"]), _SCALARS),
+        "critical": _mostly(st.booleans(), _SCALARS),
         "subjet": _SCALARS,
     },
 )
@@ -1425,6 +1594,7 @@ _DEFAULTS = st.fixed_dictionaries(
         "org": st.sampled_from(["org", "company"]),
         "toggles": _REFS,
         "message_stream": _SCALARS,
+        "category": _mostly(st.sampled_from(["projects", "nope"]), _SCALARS),
         "form": _SCALARS,
     },
 )
@@ -1453,7 +1623,23 @@ _REGISTRY = st.fixed_dictionaries(
             _SCALARS,
         ),
     },
-    optional={"extra": _SCALARS},
+    optional={
+        "categories": _mostly(
+            st.dictionaries(
+                st.one_of(st.sampled_from(["projects", "digest"]), _NAMES),
+                st.one_of(
+                    st.fixed_dictionaries(
+                        {"title": _mostly(st.just("Projects"), _SCALARS)},
+                        optional={"description": _SCALARS, "default": st.booleans()},
+                    ),
+                    _SCALARS,
+                ),
+                max_size=3,
+            ),
+            _SCALARS,
+        ),
+        "extra": _SCALARS,
+    },
 )
 
 
@@ -1465,7 +1651,20 @@ _VALUES = st.one_of(
     st.dictionaries(_NAMES, _EXPRESSIONS, max_size=2),
 )
 _FIELD_NAMES = st.one_of(
-    st.sampled_from(["version", "from", "org", "toggles", "key", "model", *EventSpec.model_fields]),
+    st.sampled_from(
+        [
+            "version",
+            "from",
+            "org",
+            "toggles",
+            "key",
+            "model",
+            "categories",
+            "title",
+            "default",
+            *EventSpec.model_fields,
+        ]
+    ),
     _NAMES,
 )
 
@@ -1481,8 +1680,8 @@ def _places_in(data: Any) -> Iterator[tuple[Any, Any]]:
 
 @st.composite
 def _edited_valid_data(draw: st.DrawFn) -> dict[str, Any]:
-    """The valid registry's data with one to three values replaced, removed or added."""
-    data: dict[str, Any] = yaml.safe_load(VALID)
+    """A valid registry's data with one to three values replaced, removed or added."""
+    data: dict[str, Any] = yaml.safe_load(draw(st.sampled_from([VALID, WITH_CATEGORIES])))
     for _ in range(draw(st.integers(1, 3))):
         container, key = draw(st.sampled_from(list(_places_in(data))))
         action = draw(st.sampled_from(["replace", "delete", "add"]))
@@ -1507,7 +1706,7 @@ def test_any_registry_shaped_yaml_is_a_registry_or_a_registry_error(
 
 @st.composite
 def _mutations(draw: st.DrawFn) -> str:
-    text = VALID
+    text = draw(st.sampled_from([VALID, WITH_CATEGORIES]))
     for _ in range(draw(st.integers(1, 3))):
         lines = text.split("\n")
         kind = draw(st.sampled_from(["delete", "insert", "replace_line", "duplicate", "swap"]))

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..yamlnodes import Key
+from .categories import Categories, event_category
 from .checker import Checker
 from .defaults import Defaults
 from .entities import EntityTypes
@@ -65,6 +66,8 @@ def compile_event(
     spec: EventSpec,
     defaults: Defaults,
     types: EntityTypes | None,
+    *,
+    categories: Categories,
 ) -> Event | None:
     """The event, compiled; None when it has problems of its own, or what it needs has."""
     path: Key = ("events", key)
@@ -82,6 +85,7 @@ def compile_event(
     values = compile_values(checker, key, spec, path)
     payload = compile_payload(checker, key, spec, path)
     infos, context_paths = check_paths(checker, values, dict(entities), names)
+    category = event_category(checker, key, spec, categories)
     if checker.count > before or defaults.spec is None or types is None:
         return None
     return Event(
@@ -102,6 +106,8 @@ def compile_event(
         build=build,
         context_names=frozenset(path.root for path in context_paths),
         spec=spec,
+        category=category,
+        critical=spec.critical,
     )
 
 

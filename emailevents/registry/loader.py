@@ -10,12 +10,20 @@ from typing import Any
 
 from ..errors import Problem, RegistryError
 from ..yamlnodes import Document, Key, load_document
+from .categories import Categories, compile_categories
 from .checker import Checker
 from .defaults import Defaults, compile_defaults
 from .entities import EntityTypes, compile_entity_types
 from .events import check_task_names, compile_event, compile_event_specs
 from .model import Event, Registry
-from .specs import FIELD_HINTS, SUPPORTED_VERSIONS, TOP_LEVEL, DefaultsSpec, EventSpec
+from .specs import (
+    FIELD_HINTS,
+    OPTIONAL_SECTIONS,
+    SUPPORTED_VERSIONS,
+    TOP_LEVEL,
+    DefaultsSpec,
+    EventSpec,
+)
 
 __all__ = ["Compilation", "compile_registry", "load_registry", "parse_registry"]
 
@@ -104,18 +112,19 @@ def _compile(checker: Checker) -> Compilation:
         return Compilation(doc, _by_position(doc.problems))
     _check_sections(checker, data)
     defaults = compile_defaults(checker, data)
+    categories = compile_categories(checker, data, defaults.spec)
     types = compile_entity_types(checker, data.get("entities"))
     specs = compile_event_specs(checker, data.get("events"))
     events: dict[str, Event] = {}
     for key, spec in (specs or {}).items():
-        event = compile_event(checker, key, spec, defaults, types)
+        event = compile_event(checker, key, spec, defaults, types, categories=categories)
         if event is not None:
             events[key] = event
     check_task_names(checker, specs or {})
     return Compilation(
         doc,
         _by_position(doc.problems),
-        _registry(checker, defaults, types, specs, events),
+        _registry(checker, defaults, types, specs, events, categories=categories),
         defaults.spec,
         specs or {},
         events,
@@ -129,6 +138,8 @@ def _registry(
     types: EntityTypes | None,
     specs: dict[str, EventSpec] | None,
     events: dict[str, Event],
+    *,
+    categories: Categories,
 ) -> Registry | None:
     """The registry, when nothing is wrong and everything is resolved.
 
@@ -149,6 +160,7 @@ def _registry(
         entity_types={name: t for name, t in types.items() if t is not None},
         events=events,
         toggles=defaults.toggles,
+        categories=categories.compiled,
     )
 
 
@@ -158,7 +170,7 @@ def _check_sections(checker: Checker, data: dict[str, Any]) -> None:
         if key not in TOP_LEVEL:
             checker.unknown_field((key,), key, TOP_LEVEL)
     for key in TOP_LEVEL:
-        if key not in data:
+        if key not in data and key not in OPTIONAL_SECTIONS:
             checker.problem(
                 (), f"missing required section '{key}'", hint=FIELD_HINTS[key], code="EE006"
             )

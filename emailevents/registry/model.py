@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
@@ -16,6 +16,7 @@ from ..introspect import Callee, PathError, check_value_path
 from .specs import DefaultsSpec, EventSpec
 
 __all__ = [
+    "Category",
     "EntityType",
     "Event",
     "Expression",
@@ -23,6 +24,19 @@ __all__ = [
     "context_problems",
     "context_references",
 ]
+
+
+@dataclass(frozen=True)
+class Category:
+    """A category of ``categories:``: a kind of email recipients may choose to receive or not.
+
+    ``default`` is whether a recipient who has not chosen receives it.
+    """
+
+    key: str
+    title: str
+    description: str
+    default: bool
 
 
 @dataclass(frozen=True)
@@ -100,6 +114,11 @@ class Event:
     build: Callee | None
     context_names: frozenset[str]
     spec: EventSpec
+    category: str | None = None
+    """The event's ``category:``, or else the one of ``defaults``; None for a critical event
+    (it never takes the default) and when no category applies."""
+    critical: bool = False
+    """Mail that preferences never stop (still suppressions and, unless ``always``, the toggle)."""
 
     @property
     def entity_names(self) -> tuple[str, ...]:
@@ -121,6 +140,8 @@ class Registry:
     entity_types: Mapping[str, EntityType]
     events: Mapping[str, Event]
     toggles: Callable[..., bool] | None = None
+    categories: Mapping[str, Category] = field(default_factory=dict)
+    """The ``categories:`` section, by key, in the order written; empty without one."""
 
     def check_context(self, context: Mapping[str, Any]) -> None:
         """Check the names expressions use beyond entities against the engine's ``context``.

@@ -6,7 +6,15 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 
 __all__ = [
     "ALWAYS",
@@ -14,9 +22,11 @@ __all__ = [
     "EVENT_PLACEHOLDERS",
     "FIELD_HINTS",
     "IDENTIFIER",
+    "OPTIONAL_SECTIONS",
     "RESERVED_NAMES",
     "SUPPORTED_VERSIONS",
     "TOP_LEVEL",
+    "CategorySpec",
     "DefaultsSpec",
     "EntitySpec",
     "EventSpec",
@@ -26,9 +36,10 @@ ALWAYS = "always"
 SUPPORTED_VERSIONS = (1,)
 RESERVED_NAMES = frozenset({"session", "event_id", "recipient", "subject"})
 IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
-"""Entity type names, event keys and template variable names."""
+"""Entity type names, event keys, category keys and template variable names."""
 
-TOP_LEVEL = ("version", "defaults", "entities", "events")
+TOP_LEVEL = ("version", "defaults", "categories", "entities", "events")
+OPTIONAL_SECTIONS = frozenset({"categories"})
 
 
 class _Spec(BaseModel):
@@ -42,6 +53,19 @@ class DefaultsSpec(_Spec):
     message_stream: StrictStr = "outbound"
     org: StrictStr = "org"
     toggles: StrictStr | None = None
+    category: StrictStr | None = None
+
+
+class CategorySpec(_Spec):
+    """One entry of ``categories:``: what recipients choose to receive or not.
+
+    ``title`` is required and not empty; it has a default here so that a missing one is
+    reported as the category's own problem (EE064), with the rest of the entry still checked.
+    """
+
+    title: StrictStr = ""
+    description: StrictStr = ""
+    default: StrictBool = True
 
 
 class EntitySpec(_Spec):
@@ -64,6 +88,8 @@ class EventSpec(_Spec):
     payload: StrictStr | None = None
     build: StrictStr | None = None
     task: StrictStr | None = None
+    category: StrictStr | None = None
+    critical: StrictBool = False
 
     @field_validator("template", mode="wrap")
     @classmethod
@@ -91,6 +117,7 @@ FIELD_HINTS = {
     "defaults": "at least `from:`, the Postmark From address",
     "entities": "map entity type names to mapped classes, like `User: myapp.models:User`",
     "events": "map event keys to their definitions",
+    "categories": "map category keys to `{title: ..., description: ..., default: on}`",
     "from": "like 'Acme <notifications@acme.test>'",
     "toggle": "an org email-settings key like 'artifact_created', or `always`",
     "template": "a Postmark TemplateId (a number) or TemplateAlias (a string)",
