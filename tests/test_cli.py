@@ -256,7 +256,71 @@ def test_list_prints_one_json_document() -> None:
         "toggle": None,
         "template": "user-invited",
         "entities": {"user": "User", "org": "Organization", "invitation": "Invitation"},
+        "category": None,
+        "critical": False,
     }
+    assert document["categories"] == {}
+
+
+CATEGORIES = """\
+version: 1
+defaults:
+  from: "Acme <notifications@acme.test>"
+  category: digest
+categories:
+  digest: {title: Weekly digest, default: off}
+  findings: {title: Findings, description: "New findings on your models"}
+entities:
+  User: emailevents.demo.models:User
+events:
+  weekly_digest:
+    toggle: always
+    template: weekly-digest
+    entities: {user: User}
+    to: "{user.email}"
+  finding_created:
+    toggle: always
+    template: finding-created
+    entities: {user: User}
+    to: "{user.email}"
+    category: findings
+  password_reset:
+    toggle: always
+    template: password-reset
+    entities: {user: User}
+    to: "{user.email}"
+    critical: true
+"""
+
+
+def test_list_shows_each_events_category_or_critical(tmp_path: Path) -> None:
+    registry = tmp_path / "events.yaml"
+    registry.write_text(CATEGORIES)
+    result = CliRunner().invoke(main, ["list", str(registry)])
+    assert result.exit_code == 0, result.output
+    header, _, *rows = result.output.splitlines()
+    assert header.split()[-1] == "Category"
+    assert [row.split()[-1] for row in rows] == ["digest", "findings", "critical"]
+    as_json = CliRunner().invoke(main, ["list", str(registry), "--format", "json"])
+    document = json.loads(as_json.output)
+    assert [(e["category"], e["critical"]) for e in document["events"]] == [
+        ("digest", False),
+        ("findings", False),
+        (None, True),
+    ]
+    assert document["categories"] == {
+        "digest": {"title": "Weekly digest", "description": "", "default": False},
+        "findings": {
+            "title": "Findings",
+            "description": "New findings on your models",
+            "default": True,
+        },
+    }
+
+
+def test_list_of_a_registry_without_categories_keeps_its_columns() -> None:
+    result = CliRunner().invoke(main, ["list", str(REGISTRY)])
+    assert result.output.split("\n")[0].split() == ["Task", "Toggle", "Key", "Template", "Entities"]
 
 
 # --- colour ---------------------------------------------------------------------------------

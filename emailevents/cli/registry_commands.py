@@ -49,7 +49,7 @@ def _registry(path: str) -> Registry:
     help="A plain aligned table, a Markdown table for docs, or one JSON document.",
 )
 def list_events(registry: str, fmt: str) -> None:
-    """The table of events: task, toggle key, template, entities."""
+    """The table of events: task, toggle key, template, entities (and category, when any)."""
     loaded = _registry(registry)
     if fmt == "json":
         document = {
@@ -61,14 +61,24 @@ def list_events(registry: str, fmt: str) -> None:
                     "toggle": event.toggle,
                     "template": event.template,
                     "entities": {name: etype.name for name, etype in event.entities},
+                    "category": event.category,
+                    "critical": event.critical,
                 }
                 for event in loaded.events.values()
             ],
+            "categories": {
+                key: {
+                    "title": category.title,
+                    "description": category.description,
+                    "default": category.default,
+                }
+                for key, category in loaded.categories.items()
+            },
         }
         echo_json(document)
         return
-    header = ("Task", "Toggle Key", "Template", "Entities")
-    rows = [
+    header: tuple[str, ...] = ("Task", "Toggle Key", "Template", "Entities")
+    rows: list[tuple[str, ...]] = [
         (
             event.task_name,
             event.toggle or "(always enabled)",
@@ -77,6 +87,13 @@ def list_events(registry: str, fmt: str) -> None:
         )
         for event in loaded.events.values()
     ]
+    # A registry that declares no categories and no critical mail keeps the table it had.
+    if loaded.categories or any(event.critical for event in loaded.events.values()):
+        header = (*header, "Category")
+        rows = [
+            (*row, "critical" if event.critical else event.category or "")
+            for row, event in zip(rows, loaded.events.values(), strict=True)
+        ]
     click.echo(table(header, rows, markdown=fmt == "markdown"))
 
 

@@ -175,7 +175,7 @@ def event_category(
         checker.problem(
             path,
             f"events.{key}: has no category, and `defaults:` gives none",
-            hint=f"add `category: ...` (one of: {', '.join(categories.keys)}) or `critical: true`",
+            hint=f"add `category: ...`{_one_of(categories)} or `critical: true`",
             at_key=True,
             code="EE062",
         )
@@ -193,3 +193,9 @@ def _undeclared(checker: Checker, path: Key, owner: str, name: str, categories: 
     checker.problem(
         path, f"{owner}.category: '{name}' is not a declared category", hint=hint, code="EE060"
     )
+
+
+def _one_of(categories: Categories) -> str:
+    """`` (one of: a, b)``: the keys an event can name (an invalid one is reported already)."""
+    keys = [key for key in categories.keys if IDENTIFIER.match(key)]
+    return f" (one of: {', '.join(keys)})" if keys else ""
