@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         ExpressionError,
         Problem,
         RegistryError,
+        UnknownCategoryError,
         UnknownEventError,
     )
     from .outcomes import Outcome, Reason, RunResult, Status
@@ -55,6 +56,7 @@ __all__ = [
     "RunResult",
     "Sender",
     "Status",
+    "UnknownCategoryError",
     "UnknownEventError",
     "emit",
     "load_registry",
@@ -77,6 +79,7 @@ _MODULES = {
     "ExpressionError": "errors",
     "Problem": "errors",
     "RegistryError": "errors",
+    "UnknownCategoryError": "errors",
     "UnknownEventError": "errors",
     "Outcome": "outcomes",
     "Reason": "outcomes",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from celery import Celery, Task, bootsteps
 from sqlalchemy.engine import Engine
@@ -29,10 +30,12 @@ from .errors import (
 from .expressions import unsendable
 from .introspect import Callee
 from .outcomes import RunResult
+from .preferences import Preferences
 from .registry import Event, Registry, load_registry
 from .relay import RelayResult
 from .senders.base import Sender
 from .suppressions import SuppressionList
+from .tokens import Links, Signer
 
 __all__ = ["EmailEvents", "Receipt", "emit"]
 
@@ -121,6 +124,9 @@ class EmailEvents:
         redeliver_after: float = 3600.0,
         webhook_auth: tuple[str, str] | None = None,
         webhook_max_body: int = web.DEFAULT_MAX_BODY,
+        public_url: str | None = None,
+        signing_keys: Sequence[str] | None = None,
+        unsubscribe_mailto: str | None = None,
         set_default: bool = True,
     ) -> None:
         self.registry = registry if isinstance(registry, Registry) else load_registry(registry)
@@ -135,12 +141,20 @@ class EmailEvents:
         self.redeliver_after = redeliver_after
         self.webhook_auth = webhook_auth
         self.webhook_max_body = webhook_max_body
+        self.signer = Signer(signing_keys) if signing_keys else None
+        links = self._links(public_url, unsubscribe_mailto)
+        self.preferences = Preferences(
+            session_factory, self.registry.categories, self.registry.preferences
+        )
         self.runtime = pipeline.Runtime(
             session_factory=session_factory,
             sender=sender,
             context={key: _bind_context(event, context) for key, event in self.events.items()},
             toggles=self.registry.toggles,
             claim_timeout=claim_timeout,
+            category_defaults={k: c.default for k, c in self.registry.categories.items()},
+            preferences=self.registry.preferences,
+            links=links,
         )
         self.tasks: dict[str, Task] = {
             key: self._register(event) for key, event in self.events.items()
@@ -244,13 +258,34 @@ class EmailEvents:
         streams = sorted({event.message_stream for event in self.events.values()})
         return SuppressionList(self.session_factory, remote, streams)
 
+    def _links(self, public_url: str | None, mailto: str | None) -> Links | None:
+        """Recipients' links, which an event with a category needs (docs/preferences.md)."""
+        needing = sorted(key for key, event in self.events.items() if event.category is not None)
+        if not needing:
+            return None
+        if public_url is None or self.signer is None:
+            raise ConfigurationError(
+                f"{len(needing)} event(s) have a category (the first: {needing[0]!r}), so each "
+                "of their messages carries an unsubscribe link: pass EmailEvents(public_url="
+                "'https://app.example.com/email', signing_keys=['a long random secret']), the URL "
+                "where the web component is mounted (docs/preferences.md)"
+            )
+        parts = urlsplit(public_url)
+        local = parts.hostname in {"localhost", "127.0.0.1", "::1"}
+        if parts.scheme != "https" and not (parts.scheme == "http" and local):
+            raise ConfigurationError(
+                f"public_url must be an https:// URL (http:// only on this machine), not "
+                f"{public_url!r}: mail providers refuse one-click unsubscribe over plain http"
+            )
+        return Links(public_url, self.signer, mailto)
+
     def _site(self) -> web.Site:
         return web.Site(
             self.session_factory,
             self.webhook_auth,
             self.webhook_max_body,
-            preferences=getattr(self, "preferences", None),
-            signer=getattr(self, "signer", None),
+            preferences=self.preferences if self.registry.categories else None,
+            signer=self.signer,
         )
 
     def set_toggle(self, session: Session, org_key: str, toggle_key: str, enabled: bool) -> None:

@@ -89,6 +89,11 @@ class EmitValueError(EmitError, ValueError):
     """Raised when `emit()` gets an empty or malformed CUID."""
 
 
+class LinkError(EmailEventsError, ValueError):
+    """A recipient's link whose token is not ours: tampered with, truncated, or signed with a
+    key no longer (or never) in ``signing_keys``."""
+
+
 class UnknownCategoryError(EmailEventsError, LookupError):
     """A preference for a category the registry does not declare."""
 

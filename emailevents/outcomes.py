@@ -28,6 +28,7 @@ class Reason(StrEnum):
     ENTITY_MISSING = "entity_missing"
     TOGGLE_OFF = "toggle_off"
     SUPPRESSED = "suppressed"
+    OPTED_OUT = "opted_out"
     NO_RECIPIENTS = "no_recipients"
     INVALID_RECIPIENT = "invalid_recipient"
     INVALID_PAYLOAD = "invalid_payload"

@@ -12,7 +12,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,13 +20,15 @@ from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 from sqlalchemy.orm import Session
 
-from . import store, suppressions
+from . import exclusions, store
 from .addresses import AddressError, check_address, display_name, format_address, parse_address
 from .errors import ConfigurationError, Stopped
 from .expressions import RenderError, body_text
 from .outcomes import Outcome, Reason, RunResult, Status
+from .preferences import PreferencesCallable
 from .registry import Event
 from .senders.base import Message, Sender, SendResult, SendStatus
+from .tokens import Links
 
 __all__ = [
     "Recipient",
@@ -53,6 +55,12 @@ class Runtime:
     toggles: Callable[[Session, Any, str], bool] | None = None
     claim_timeout: float = 600.0
     """Seconds after which a claim whose run recorded nothing is taken to be interrupted."""
+    category_defaults: Mapping[str, bool] = field(default_factory=dict)
+    """Per category: whether a recipient who never chose gets its mail."""
+    preferences: PreferencesCallable | None = None
+    """The application's own preferences, when it keeps them (else our table's)."""
+    links: Links | None = None
+    """Each recipient's unsubscribe and preferences links (an event with a category)."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +124,17 @@ def run(
             finish(event, event_id, [failed])
             raise
         store.record_skips(session, event_id, event.key, rejected)
-        recipients, suppressed = _leave_out_suppressed(session, event, event_id, recipients)
+        suppressed = exclusions.suppressed(session, event, event_id, [r.key for r in recipients])
+        recipients = _without(recipients, suppressed)
+        opted_out = exclusions.opted_out(
+            session,
+            event,
+            event_id,
+            [r.key for r in recipients],
+            defaults=rt.category_defaults,
+            application=rt.preferences,
+        )
+        recipients = _without(recipients, opted_out)
         sent = deliver(
             rt,
             session,
@@ -127,24 +145,12 @@ def run(
             final_attempt=final_attempt,
             can_wait=can_wait,
         )
-        return finish(event, event_id, [*rejected, *suppressed, *sent])
+        return finish(event, event_id, [*rejected, *suppressed, *opted_out, *sent])
 
 
-def _leave_out_suppressed(
-    session: Session, event: Event, event_id: str, recipients: list[Recipient]
-) -> tuple[list[Recipient], list[Outcome]]:
-    """The recipients not suppressed on the event's stream, and a recorded skip for each of the
-    others (before claiming: nothing is sent to them, nor asked of Postmark)."""
-    held = suppressions.suppressed(session, event.message_stream, [r.key for r in recipients])
-    if not held:
-        return recipients, []
-    skipped = [
-        Outcome(Status.SKIPPED, Reason.SUPPRESSED, r.key, detail=held[r.key].describe())
-        for r in recipients
-        if r.key in held
-    ]
-    store.record_skips(session, event_id, event.key, skipped, over_retry=True)
-    return [r for r in recipients if r.key not in held], skipped
+def _without(recipients: list[Recipient], skipped: list[Outcome]) -> list[Recipient]:
+    left_out = {o.recipient for o in skipped}
+    return [r for r in recipients if r.key not in left_out]
 
 
 def load_entities(session: Session, event: Event, cuids: Mapping[str, str]) -> dict[str, Any]:
@@ -407,20 +413,7 @@ def deliver(  # noqa: PLR0917 - the run's state, passed along explicitly
         outcomes += recovered
         mine |= taken
     to_send = [r for r in recipients if r.key in mine]
-    messages = [
-        Message(
-            event_key=event.key,
-            event_id=event_id,
-            to=r.address,
-            from_=event.from_,
-            template=event.template,
-            template_model=template_model,
-            message_stream=event.message_stream,
-            tag=event.key,
-            metadata={"event_id": event_id},
-        )
-        for r in to_send
-    ]
+    messages = [_message(rt, event, event_id, r, template_model) for r in to_send]
     try:
         results = rt.sender.send(messages) if messages else []
     except ConfigurationError as exc:
@@ -430,40 +423,35 @@ def deliver(  # noqa: PLR0917 - the run's state, passed along explicitly
         unknown = SendResult(SendStatus.UNKNOWN, detail=f"{type(exc).__name__}: {exc}")
         _record(rt, session, event_id, to_send, [unknown] * len(to_send), token, final=True)
         raise
-    _suppress_inactive(session, event, event_id, to_send, results)
+    exclusions.suppress_inactive(session, event, event_id, [r.key for r in to_send], results)
     return outcomes + _record(rt, session, event_id, to_send, results, token, final=final_attempt)
 
 
-INACTIVE_RECIPIENT = 406
-"""Postmark's ErrorCode for a send to an address it holds inactive on the stream."""
-
-
-def _suppress_inactive(
-    session: Session,
+def _message(
+    rt: Runtime,
     event: Event,
     event_id: str,
-    recipients: list[Recipient],
-    results: list[SendResult],
-) -> None:
-    """Suppress on the event's stream the recipients Postmark refused as inactive (406): the
-    next emit skips them without asking Postmark (``suppressions sync`` tells why Postmark
-    holds them)."""
-    now = store.current_time()
-    inactive = [
-        suppressions.Change(
-            event.message_stream,
-            recipient.key,
-            suppress=True,
-            reason="InactiveRecipient",
-            origin=suppressions.Origin.SEND,
-            at=now,
-            detail=f"Postmark refused the send with ErrorCode {INACTIVE_RECIPIENT}",
-            event_id=event_id,
-        )
-        for recipient, result in zip(recipients, results, strict=True)
-        if result.error_code == INACTIVE_RECIPIENT
-    ]
-    suppressions.apply(session, inactive)
+    recipient: Recipient,
+    template_model: Mapping[str, Any],
+) -> Message:
+    """The message to ``recipient``; with its own unsubscribe and preferences links (in the
+    TemplateModel and the List-Unsubscribe headers) when the event has a category."""
+    headers: dict[str, str] = {}
+    if event.category is not None and rt.links is not None:
+        links, headers = rt.links.for_recipient(recipient.key, event.category)
+        template_model = {**template_model, **links}
+    return Message(
+        event_key=event.key,
+        event_id=event_id,
+        to=recipient.address,
+        from_=event.from_,
+        template=event.template,
+        template_model=template_model,
+        message_stream=event.message_stream,
+        tag=event.key,
+        metadata={"event_id": event_id},
+        headers=headers,
+    )
 
 
 def _held_elsewhere(

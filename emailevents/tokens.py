@@ -16,20 +16,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from itsdangerous import Signer as ItsdangerousSigner
 
-from .errors import EmailEventsError
+from .errors import LinkError
 
-__all__ = ["Link", "LinkError", "Signer"]
+__all__ = ["ONE_CLICK", "Link", "LinkError", "Links", "Signer"]
+
+ONE_CLICK = "List-Unsubscribe=One-Click"
+"""RFC 8058: the body of the one-click POST, and the value of ``List-Unsubscribe-Post``."""
 
 _SALT = "emailevents.recipient-link"
 _FORM_SALT = "emailevents.preferences-form"
-
-
-class LinkError(EmailEventsError, ValueError):
-    """A token that is not ours: tampered with, truncated, or signed with an unknown key."""
 
 
 @dataclass(frozen=True)
@@ -96,3 +96,32 @@ class Signer:
         except UnicodeEncodeError:
             return False
         return bool(form_token) and self._forms.verify_signature(token.encode("utf-8"), signature)
+
+
+@dataclass(frozen=True)
+class Links:
+    """Each recipient's unsubscribe and preferences URLs, and the headers that carry them.
+
+    Args:
+        public_url: where the web component is mounted, as recipients reach it
+            (``https://app.example.com/email``).
+        signer: signs the tokens.
+        mailto: an address for ``List-Unsubscribe``'s mailto, or ``None``.
+    """
+
+    public_url: str
+    signer: Signer
+    mailto: str | None = None
+
+    def for_recipient(self, recipient: str, category: str) -> tuple[dict[str, str], dict[str, str]]:
+        """The TemplateModel's ``unsubscribe_url`` and ``preferences_url``, and the headers
+        ``List-Unsubscribe`` (the https URL, then the mailto) and ``List-Unsubscribe-Post``."""
+        token = self.signer.sign(recipient, category)
+        base = self.public_url.rstrip("/")
+        unsubscribe = f"{base}/unsubscribe/{token}"
+        model = {"unsubscribe_url": unsubscribe, "preferences_url": f"{base}/preferences/{token}"}
+        targets = [f"<{unsubscribe}>"]
+        if self.mailto:
+            targets.append(f"<mailto:{self.mailto}?subject={quote('unsubscribe ' + category)}>")
+        headers = {"List-Unsubscribe": ", ".join(targets), "List-Unsubscribe-Post": ONE_CLICK}
+        return model, headers

@@ -184,6 +184,7 @@ LAYERS = [
     {"retries"},
     {"relay"},
     {"pipeline"},
+    {"exclusions"},
     {"senders"},
     {"schema", "migrations"},
     {"store", "emitstore", "timeline", "suppressions", "preferences"},

@@ -2,8 +2,8 @@
 
 One module per kind of command: ``registry_commands`` (list, stubs, lint, preview),
 ``run_commands`` (demo, fake-postmark, serve, relay), ``inspect_commands`` (explain, stats) and
-``db_commands`` (the db group), ``suppression_commands`` (the suppressions group); ``common``
-holds what they share.
+``db_commands`` (the db group), ``suppression_commands`` and ``preference_commands`` (the
+suppressions and preferences groups); ``common`` holds what they share.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import click
 
 from .db_commands import db
 from .inspect_commands import explain, stats
+from .preference_commands import preferences
 from .registry_commands import lint_command, list_events, preview_command, stubs
 from .run_commands import demo, fake_postmark, relay_command, serve
 from .suppression_commands import suppressions
@@ -57,5 +58,6 @@ for command in (
     preview_command,
     db,
     suppressions,
+    preferences,
 ):
     main.add_command(command)

@@ -1,4 +1,5 @@
-"""The ``defaults:`` section: the From address as sent, the message stream, the toggles callable."""
+"""The ``defaults:`` section: the From address as sent, the message stream, and the toggles and
+preferences callables."""
 
 from __future__ import annotations
 
@@ -25,10 +26,11 @@ class Defaults:
     from_address: str = ""
     """``defaults.from`` as sent: the name quoted by the standard library."""
     toggles: Callable[..., bool] | None = None
+    preferences: Callable[..., bool | None] | None = None
 
 
 def compile_defaults(checker: Checker, data: dict[str, Any]) -> Defaults:
-    """The ``defaults:`` section and its ``toggles`` callable."""
+    """The ``defaults:`` section and its ``toggles`` and ``preferences`` callables."""
     if "defaults" not in data:
         return Defaults(None, _raw_org(None))  # reported as a missing section
     spec = checker.validate(
@@ -39,10 +41,11 @@ def compile_defaults(checker: Checker, data: dict[str, Any]) -> Defaults:
     from_address = ""
     if "from" not in checker.invalid.get(("defaults",), ()):
         from_address = _from_address(checker, spec.from_, ("defaults", "from"))
-    toggles = None
-    if spec.toggles is not None:
-        toggles = _toggles(checker, spec.toggles, ("defaults", "toggles"))
-    return Defaults(spec, spec.org, from_address, toggles)
+    toggles = _three_arguments(checker, spec.toggles, "toggles", "(session, org, toggle_key)")
+    preferences = _three_arguments(
+        checker, spec.preferences, "preferences", "(session, recipient, category)"
+    )
+    return Defaults(spec, spec.org, from_address, toggles, preferences)
 
 
 def _from_address(checker: Checker, value: str, path: Key) -> str:
@@ -53,7 +56,13 @@ def _from_address(checker: Checker, value: str, path: Key) -> str:
         return ""
 
 
-def _toggles(checker: Checker, ref: str, path: Key) -> Callable[..., bool] | None:
+def _three_arguments(
+    checker: Checker, ref: str | None, name: str, parameters: str
+) -> Callable[..., Any] | None:
+    """``defaults.<name>``'s callable, checked to take three positional arguments."""
+    if ref is None:
+        return None
+    path: Key = ("defaults", name)
     func = checker.callable_reference(ref, path)
     if func is None:
         return None
@@ -66,7 +75,7 @@ def _toggles(checker: Checker, ref: str, path: Key) -> Callable[..., bool] | Non
     except TypeError:
         checker.problem(
             path,
-            f"defaults.toggles: '{ref}' cannot be called as (session, org, toggle_key)",
+            f"defaults.{name}: '{ref}' cannot be called as {parameters}",
             hint=f"its signature is {signature}",
             code="EE014",
         )

@@ -160,6 +160,7 @@ def _registry(
         entity_types={name: t for name, t in types.items() if t is not None},
         events=events,
         toggles=defaults.toggles,
+        preferences=defaults.preferences,
         categories=categories.compiled,
     )
 

@@ -140,6 +140,9 @@ class Registry:
     entity_types: Mapping[str, EntityType]
     events: Mapping[str, Event]
     toggles: Callable[..., bool] | None = None
+    preferences: Callable[..., bool | None] | None = None
+    """``defaults.preferences``: the application's own preferences, ``(session, recipient,
+    category) -> True | False | None``; ``None``: emailevents' table."""
     categories: Mapping[str, Category] = field(default_factory=dict)
     """The ``categories:`` section, by key, in the order written; empty without one."""
 

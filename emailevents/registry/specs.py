@@ -53,6 +53,7 @@ class DefaultsSpec(_Spec):
     message_stream: StrictStr = "outbound"
     org: StrictStr = "org"
     toggles: StrictStr | None = None
+    preferences: StrictStr | None = None
     category: StrictStr | None = None
 
 

@@ -47,6 +47,9 @@ class Message:
     message_stream: str = "outbound"
     tag: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Headers of our own (``List-Unsubscribe``...): names and values the engine wrote, never
+    entity data."""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ class SentMessage:
         """The message as Postmark would receive it (template send), plus our ids."""
         m = self.message
         template_ref = "TemplateId" if isinstance(m.template, int) else "TemplateAlias"
-        return {
+        sent: dict[str, Any] = {
             "MessageID": self.message_id,
             template_ref: m.template,
             "TemplateModel": dict(m.template_model),
@@ -47,6 +47,9 @@ class SentMessage:
             "Tag": m.tag,
             "Metadata": dict(m.metadata),
         }
+        if m.headers:
+            sent["Headers"] = [{"Name": name, "Value": value} for name, value in m.headers.items()]
+        return sent
 
 
 class OutboxSender(Sender):

@@ -409,6 +409,10 @@ def _body(message: Message) -> dict[str, Any]:
         body["Tag"] = message.tag
     if message.metadata:
         body["Metadata"] = dict(message.metadata)
+    if message.headers:
+        body["Headers"] = [
+            {"Name": name, "Value": value} for name, value in message.headers.items()
+        ]
     # What requests would raise for the whole request, raised here for this message alone.
     json.dumps(body, allow_nan=False)
     return body

@@ -23,9 +23,9 @@ from email.parser import BytesParser
 from http import HTTPStatus
 from urllib.parse import parse_qs
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, LinkError
 from ..preferences import How, Preferences
-from ..tokens import Link, LinkError, Signer
+from ..tokens import Link, Signer
 from . import pages
 from .answers import UNAVAILABLE, Admitted, Request, Response, unavailable_reason
 
