@@ -37,6 +37,7 @@ from .registry.model import context_problems, context_references
 from .samples import sample_values
 from .senders.postmark import PostmarkSender
 from .senders.postmark_templates import PostmarkTemplates
+from .tokens import LINK_VARIABLES
 from .yamlnodes import Key
 
 __all__ = [
@@ -433,6 +434,9 @@ def _provided(event: Event) -> _Provided:
         fields = event.payload_model.model_fields
         names |= {info.alias or name for name, info in fields.items()}
         plain = set()  # a payload class may turn values into anything
+    if event.category is not None:  # each recipient's own links, added as the message is made
+        names |= set(LINK_VARIABLES)
+        plain |= set(LINK_VARIABLES)
     return _Provided(frozenset(names), frozenset(plain), written)
 
 

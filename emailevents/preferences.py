@@ -36,6 +36,7 @@ __all__ = [
     "choices",
     "choose",
     "opted_out",
+    "switched_off",
 ]
 
 PreferencesCallable = Callable[[Session, str, str], bool | None]
@@ -143,6 +144,16 @@ def choices(session: Session, recipient: str) -> dict[str, Preference]:
         sa.select(preferences).where(preferences.c.recipient == recipient.strip().lower())
     ).mappings()
     return {row["category"]: _preference(row) for row in rows}
+
+
+def switched_off(session: Session) -> dict[str, int]:
+    """Category -> how many recipients have switched it off (in our table)."""
+    rows = session.execute(
+        sa.select(preferences.c.category, sa.func.count().label("recipients"))
+        .where(sa.not_(preferences.c.enabled))
+        .group_by(preferences.c.category)
+    )
+    return {row.category: row.recipients for row in rows}
 
 
 def opted_out(

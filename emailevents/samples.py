@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from .expressions import Path
 from .introspect import PathError, PathInfo, describe_path
 from .registry import Event, Expression
+from .tokens import LINK_VARIABLES
 
 __all__ = ["sample_recipients", "sample_template_model", "sample_values"]
 
@@ -107,12 +108,14 @@ def sample_template_model(event: Event) -> tuple[dict[str, Any], list[str]]:
             alias = info.alias or name
             if info.is_required() and alias not in model:
                 model[alias] = f"<build: {alias}>"
+    # Each recipient's own links, added after validation as the task adds them.
+    links = {name: f"<{name}>" for name in LINK_VARIABLES} if event.category is not None else {}
     try:
         validated = event.payload_model.model_validate(model)
-        return validated.model_dump(mode="json", by_alias=True), notes
+        return {**validated.model_dump(mode="json", by_alias=True), **links}, notes
     except ValidationError as exc:
         notes.append(
             f"{event.payload_model.__name__} rejects the samples ({exc.error_count()} errors); "
             "shown unvalidated"
         )
-        return json.loads(json.dumps(model, default=str)), notes
+        return {**json.loads(json.dumps(model, default=str)), **links}, notes

@@ -23,7 +23,10 @@ from itsdangerous import Signer as ItsdangerousSigner
 
 from .errors import LinkError
 
-__all__ = ["ONE_CLICK", "Link", "LinkError", "Links", "Signer"]
+__all__ = ["LINK_VARIABLES", "ONE_CLICK", "Link", "LinkError", "Links", "Signer"]
+
+LINK_VARIABLES = ("unsubscribe_url", "preferences_url")
+"""What the TemplateModel of a message of a category gets: the recipient's links."""
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
 """RFC 8058: the body of the one-click POST, and the value of ``List-Unsubscribe-Post``."""
@@ -119,7 +122,7 @@ class Links:
         token = self.signer.sign(recipient, category)
         base = self.public_url.rstrip("/")
         unsubscribe = f"{base}/unsubscribe/{token}"
-        model = {"unsubscribe_url": unsubscribe, "preferences_url": f"{base}/preferences/{token}"}
+        model = dict(zip(LINK_VARIABLES, (unsubscribe, f"{base}/preferences/{token}"), strict=True))
         targets = [f"<{unsubscribe}>"]
         if self.mailto:
             targets.append(f"<mailto:{self.mailto}?subject={quote('unsubscribe ' + category)}>")

@@ -767,3 +767,27 @@ def test_each_docs_example_is_what_lint_prints_for_its_corpus_case(
         if block.lang == "yaml":
             for line in block.source.splitlines():
                 assert line in written, f"{code}: {line!r} is not a line of {path.name}"
+
+
+@pytest.mark.parametrize("categories", [False, True])
+def test_the_recipients_links_are_provided_to_events_with_a_category(
+    tmp_path: Path, categories: bool
+) -> None:
+    case = load_case(CORPUS / "EE053-variable-not-provided")
+    registry = (case.path / "events.yaml").read_text()
+    registry = registry.replace(
+        "      actor_name", '      org_name: "{org.name}"\n      actor_name'
+    )
+    if categories:
+        registry = registry.replace(
+            "\nentities:", "\ncategories:\n  findings: {title: Findings}\n\nentities:"
+        ).replace(
+            "    toggle: finding_created", "    toggle: finding_created\n    category: findings"
+        )
+    (tmp_path / "events.yaml").write_text(registry)
+    template = dict(case.templates[0])
+    template["TextBody"] += " {{unsubscribe_url}} {{preferences_url}}"
+    with FakePostmark(tokens=[TOKEN], templates=[template]) as server:
+        findings = lint(tmp_path / "events.yaml", sender=PostmarkSender(TOKEN, api_url=server.url))
+    unprovided = sorted(re.findall(r"uses \{\{(\w+)\}\}", " ".join(f.message for f in findings)))
+    assert unprovided == ([] if categories else ["preferences_url", "unsubscribe_url"])

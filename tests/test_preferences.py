@@ -4,6 +4,7 @@ of a category carries, up to the local Postmark server and back through one-clic
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -31,13 +32,15 @@ from tests.wsgiserver import post, serve
 OWEN = "owen@acme.test"
 COMMENT = "model_comment_added"
 CRITICAL = "model_comment_added_critical"
+GENERAL = "model_comment_added_general"
 TOGGLE = "inventory_model_documentation_comments"
 PUBLIC_URL = "http://127.0.0.1:8025/email"
 
 
 def registry_with_categories(folder: Path) -> Path:
     """The demo's registry with categories: comments (on by default), everything else in
-    general, invitations critical, and a critical twin of the comment event."""
+    general, invitations critical, and two twins of the comment event: a critical one, and one
+    in general."""
     text = Path(REGISTRY).read_text(encoding="utf-8")
     text = text.replace(
         "  org: org\n",
@@ -53,11 +56,13 @@ def registry_with_categories(folder: Path) -> Path:
     text = text.replace("  user_invited:\n", "  user_invited:\n    critical: true\n", 1)
     block = re.search(r"\n  model_comment_added:\n(?:    .*\n|      .*\n)+", text)
     assert block is not None
-    twin = block.group(0).replace("model_comment_added:", f"{CRITICAL}:", 1)
-    twin = twin.replace("    category: comments\n", "    critical: true\n")
-    twin = twin.replace("on_model_comment_added", "on_model_comment_added_critical")
+    twins = ""
+    for key, marked in ((CRITICAL, "critical: true"), (GENERAL, "category: general")):
+        twin = block.group(0).replace("model_comment_added:", f"{key}:", 1)
+        twin = twin.replace("    category: comments\n", f"    {marked}\n")
+        twins += twin.replace("on_model_comment_added", f"on_{key}")
     path = folder / "events.yaml"
-    path.write_text(text + twin, encoding="utf-8")
+    path.write_text(text + twins, encoding="utf-8")
     return path
 
 
@@ -118,7 +123,8 @@ def test_a_message_of_a_category_carries_its_links_and_one_click_opts_out(
     status, reason = owens(run(app, COMMENT, "ev-2"))
     assert (status, reason) == ("skipped", "opted_out")
     assert owens(run(app, CRITICAL, "ev-3")) == ("sent", "sent")  # critical: still goes
-    assert len([m for m in postmark.messages if OWEN in m.to]) == 2
+    assert owens(run(app, GENERAL, "ev-4")) == ("sent", "sent")  # another category: still goes
+    assert len([m for m in postmark.messages if OWEN in m.to]) == 3
 
 
 def test_without_public_url_and_keys_an_event_with_a_category_does_not_load(
@@ -176,6 +182,19 @@ def test_the_recorded_reason_is_the_first_layer_that_said_no(
     else:
         expected = ("sent", "sent")
     assert owens(result) == expected
+
+
+def test_stats_counts_opt_outs_per_category(app: Any) -> None:
+    app.events.preferences.set(OWEN, "comments", enabled=False)
+    run(app, COMMENT, "ev-1")
+    result = CliRunner().invoke(main, ["stats", "--app", app.ref, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["opt_outs"] == [
+        {"category": "general", "title": "News about your models", "switched_off": 0, "skipped": 0},
+        {"category": "comments", "title": "Comments", "switched_off": 1, "skipped": 1},
+    ]
+    text = CliRunner().invoke(main, ["stats", "--app", app.ref]).output
+    assert "Skipped opted_out (24h)" in text
 
 
 def test_support_staff_read_and_set_preferences_on_the_command_line(app: Any) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +11,8 @@ import click
 from .common import app_option, complete_events, echo_json, format_option, load_app, table
 
 if TYPE_CHECKING:
-    from ..store import Explanation
+    from ..engine import EmailEvents
+    from ..store import Count, Explanation
     from ..timeline import Engagement, Life
 
 
@@ -156,7 +157,7 @@ def stats(app_ref: str, since: str, event_key: str | None, fmt: str) -> None:
     the messages sent were delivered, bounced and complained about (Postmark's webhooks), with a
     warning where a rate is above what Postmark and the inbox providers accept.
     """
-    from .. import store, timeline  # noqa: PLC0415
+    from .. import preferences, store, timeline  # noqa: PLC0415
 
     window = _duration(since)
     events = load_app(app_ref)
@@ -164,6 +165,8 @@ def stats(app_ref: str, since: str, event_key: str | None, fmt: str) -> None:
     with events.session_factory() as session:
         counts = store.stats(session, since=start, event_key=event_key)
         engagement = timeline.engagement(session, since=start, event_key=event_key)
+        switched_off = preferences.switched_off(session) if events.registry.categories else {}
+    opt_outs = _opt_outs(events, counts, switched_off)
     if fmt == "json":
         echo_json(
             {
@@ -175,6 +178,7 @@ def stats(app_ref: str, since: str, event_key: str | None, fmt: str) -> None:
                     for c in counts
                 ],
                 "engagement": [_engagement_document(e) for e in engagement],
+                "opt_outs": opt_outs,
             }
         )
         return
@@ -185,6 +189,33 @@ def stats(app_ref: str, since: str, event_key: str | None, fmt: str) -> None:
     click.echo(table(("Event", "Status", "Reason", "Count"), rows, colour_column=1))
     if engagement:
         click.echo("\n" + _engagement_text(engagement, since))
+    if opt_outs:
+        rows = [
+            (o["category"], o["title"], str(o["switched_off"]), str(o["skipped"])) for o in opt_outs
+        ]
+        headers = ("Category", "Title", "Switched off (now)", f"Skipped opted_out ({since})")
+        click.echo("\n" + table(headers, rows))
+
+
+def _opt_outs(
+    events: EmailEvents, counts: Sequence[Count], switched_off: Mapping[str, int]
+) -> list[dict[str, Any]]:
+    """Per declared category: the recipients who switched it off, and the recipients skipped
+    as ``opted_out`` in the window (its events' outcomes)."""
+    skipped: dict[str, int] = {}
+    for count in counts:
+        event = events.events.get(count.event_key)
+        if count.reason == "opted_out" and event is not None and event.category is not None:
+            skipped[event.category] = skipped.get(event.category, 0) + count.count
+    return [
+        {
+            "category": key,
+            "title": category.title,
+            "switched_off": switched_off.get(key, 0),
+            "skipped": skipped.get(key, 0),
+        }
+        for key, category in events.registry.categories.items()
+    ]
 
 
 def _engagement_text(engagement: Sequence[Engagement], since: str) -> str:
