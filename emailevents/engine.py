@@ -35,7 +35,7 @@ from .registry import Event, Registry, load_registry
 from .relay import RelayResult
 from .senders.base import Sender
 from .suppressions import SuppressionList
-from .tokens import Links, Signer
+from .tokens import RecipientLinks, Signer
 
 __all__ = ["EmailEvents", "Receipt", "emit"]
 
@@ -258,7 +258,7 @@ class EmailEvents:
         streams = sorted({event.message_stream for event in self.events.values()})
         return SuppressionList(self.session_factory, remote, streams)
 
-    def _links(self, public_url: str | None, mailto: str | None) -> Links | None:
+    def _links(self, public_url: str | None, mailto: str | None) -> RecipientLinks | None:
         """Recipients' links, which an event with a category needs (docs/preferences.md)."""
         needing = sorted(key for key, event in self.events.items() if event.category is not None)
         if not needing:
@@ -277,7 +277,7 @@ class EmailEvents:
                 f"public_url must be an https:// URL (http:// only on this machine), not "
                 f"{public_url!r}: mail providers refuse one-click unsubscribe over plain http"
             )
-        return Links(public_url, self.signer, mailto)
+        return RecipientLinks(public_url, self.signer, mailto)
 
     def _site(self) -> web.Site:
         return web.Site(

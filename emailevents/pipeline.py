@@ -28,7 +28,7 @@ from .outcomes import Outcome, Reason, RunResult, Status
 from .preferences import PreferencesCallable
 from .registry import Event
 from .senders.base import Message, Sender, SendResult, SendStatus
-from .tokens import Links
+from .tokens import RecipientLinks
 
 __all__ = [
     "Recipient",
@@ -59,7 +59,7 @@ class Runtime:
     """Per category: whether a recipient who never chose gets its mail."""
     preferences: PreferencesCallable | None = None
     """The application's own preferences, when it keeps them (else our table's)."""
-    links: Links | None = None
+    links: RecipientLinks | None = None
     """Each recipient's unsubscribe and preferences links (an event with a category)."""
 
 

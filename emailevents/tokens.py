@@ -23,7 +23,7 @@ from itsdangerous import Signer as ItsdangerousSigner
 
 from .errors import LinkError
 
-__all__ = ["LINK_VARIABLES", "ONE_CLICK", "Link", "LinkError", "Links", "Signer"]
+__all__ = ["LINK_VARIABLES", "ONE_CLICK", "Link", "RecipientLinks", "Signer"]
 
 LINK_VARIABLES = ("unsubscribe_url", "preferences_url")
 """What the TemplateModel of a message of a category gets: the recipient's links."""
@@ -102,7 +102,7 @@ class Signer:
 
 
 @dataclass(frozen=True)
-class Links:
+class RecipientLinks:
     """Each recipient's unsubscribe and preferences URLs, and the headers that carry them.
 
     Args:
