@@ -507,8 +507,21 @@ class Harness:
         """Wait until every recipient is sent (or ``done``), or nothing is left that could
         change it; then until the broker holds nothing more, so late duplicates would show."""
         finished = done or self.all_sent
+        looked = 0.0
+
+        def over() -> bool:
+            nonlocal looked
+            if finished():
+                return True
+            # Whether nothing is left that could change it: asked every few seconds, not at every
+            # poll (RabbitMQ's counts cost a rabbitmqctl call, a second or more of it).
+            if time.monotonic() - looked < 3:
+                return False
+            looked = time.monotonic()
+            return self.drained() and not self.relay_pending()
+
         self.wait(
-            lambda: finished() or (self.drained() and not self.relay_pending()),
+            over,
             "every recipient sent",
             timeout=timeout,
             progress=self.progress,
