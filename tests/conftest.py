@@ -86,6 +86,17 @@ def db_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Eng
 
 
 @pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[sa.Engine]:
+    """A SQLite file with emailevents' tables, at their newest revision."""
+    from emailevents import schema  # noqa: PLC0415
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'emailevents.sqlite3'}")
+    schema.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
 def celery_app() -> Celery:
     return memory_app()
 

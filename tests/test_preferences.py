@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from emailevents import ConfigurationError, pipeline
 from emailevents.cli import main
 from emailevents.demo import seed
-from emailevents.demo.run import DEMO_TEMPLATES, REGISTRY
+from emailevents.demo.run import REGISTRY
 from emailevents.preferences import How
 from emailevents.tables import preferences as preferences_table
 from emailevents.testing.fake_postmark import FakePostmark
@@ -67,16 +67,12 @@ def registry_with_categories(folder: Path) -> Path:
 
 
 @pytest.fixture
-def postmark() -> Iterator[FakePostmark]:
-    with FakePostmark(templates=DEMO_TEMPLATES) as server:
-        yield server
-
-
-@pytest.fixture
-def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postmark: FakePostmark) -> Iterator[Any]:
+def app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_postmark: FakePostmark
+) -> Iterator[Any]:
     monkeypatch.chdir(tmp_path)
     registry = registry_with_categories(tmp_path)
-    sender = f"PostmarkSender('test-token', api_url={postmark.url!r})"
+    sender = f"PostmarkSender('test-token', api_url={fake_postmark.url!r})"
     options = f" public_url={PUBLIC_URL!r}, signing_keys=['new-key', 'old-key'],"
     source = demo_app(tmp_path / "app.sqlite3", sender=sender, options=options)
     source = source.replace("REGISTRY, celery", f"{str(registry)!r}, celery")
@@ -99,10 +95,10 @@ def owens(result: Any) -> tuple[str, str]:
 
 
 def test_a_message_of_a_category_carries_its_links_and_one_click_opts_out(
-    app: Any, postmark: FakePostmark
+    app: Any, fake_postmark: FakePostmark
 ) -> None:
     assert owens(run(app, COMMENT, "ev-1")) == ("sent", "sent")
-    (message,) = [m for m in postmark.messages if OWEN in m.to]
+    (message,) = [m for m in fake_postmark.messages if OWEN in m.to]
     headers = {h["Name"]: h["Value"] for h in message.request["Headers"]}
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     (url,) = re.findall(r"<([^>]+)>", headers["List-Unsubscribe"])
@@ -124,7 +120,7 @@ def test_a_message_of_a_category_carries_its_links_and_one_click_opts_out(
     assert (status, reason) == ("skipped", "opted_out")
     assert owens(run(app, CRITICAL, "ev-3")) == ("sent", "sent")  # critical: still goes
     assert owens(run(app, GENERAL, "ev-4")) == ("sent", "sent")  # another category: still goes
-    assert len([m for m in postmark.messages if OWEN in m.to]) == 3
+    assert len([m for m in fake_postmark.messages if OWEN in m.to]) == 3
 
 
 def test_without_public_url_and_keys_an_event_with_a_category_does_not_load(

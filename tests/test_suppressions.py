@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 from emailevents import pipeline, schema
 from emailevents.cli import main
 from emailevents.demo import seed
-from emailevents.demo.run import DEMO_TEMPLATES
 from emailevents.errors import ConfigurationError
 from emailevents.suppressions import Change, Origin, apply, entries, suppressed
 from emailevents.tables import deliveries, metadata
@@ -119,15 +118,11 @@ def test_any_order_and_grouping_of_changes_ends_in_the_newest(
 
 
 @pytest.fixture
-def postmark() -> Iterator[FakePostmark]:
-    with FakePostmark(templates=DEMO_TEMPLATES) as server:
-        yield server
-
-
-@pytest.fixture
-def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postmark: FakePostmark) -> Iterator[Any]:
+def app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_postmark: FakePostmark
+) -> Iterator[Any]:
     monkeypatch.chdir(tmp_path)
-    sender = f"PostmarkSender('test-token', api_url={postmark.url!r})"
+    sender = f"PostmarkSender('test-token', api_url={fake_postmark.url!r})"
     source = demo_app(tmp_path / "app.sqlite3", sender=sender, options=f" webhook_auth={AUTH!r},")
     with app_module(tmp_path, source, monkeypatch, prefix="suppressapp") as module:
         with module.events.session_factory() as session:
@@ -143,12 +138,12 @@ def comment(app: Any, event_id: str, *, final_attempt: bool = True) -> Any:
     return pipeline.run(app.events.runtime, event, event_id, cuids, final_attempt=final_attempt)
 
 
-def sends_to(postmark: FakePostmark, address: str) -> int:
-    return sum(address in m.to for m in postmark.messages)
+def sends_to(fake_postmark: FakePostmark, address: str) -> int:
+    return sum(address in m.to for m in fake_postmark.messages)
 
 
 def test_a_suppressed_recipient_is_skipped_with_why_and_the_others_still_get_theirs(
-    app: Any, postmark: FakePostmark
+    app: Any, fake_postmark: FakePostmark
 ) -> None:
     app.events.suppressions.add([OWEN], stream="outbound", reason="asked us by phone")
     result = comment(app, "ev-1")
@@ -156,18 +151,18 @@ def test_a_suppressed_recipient_is_skipped_with_why_and_the_others_still_get_the
     assert (skip.status, skip.reason) == ("skipped", "suppressed")
     assert skip.detail.startswith("suppressed on stream 'outbound' since 20")
     assert "ManualSuppression (set by hand); asked us by phone" in skip.detail
-    assert sends_to(postmark, OWEN) == 0
-    assert len(postmark.messages) == 2
+    assert sends_to(fake_postmark, OWEN) == 0
+    assert len(fake_postmark.messages) == 2
     # No request about it reached Postmark: the two sends and the suppression asked for.
-    assert [path for _, path in postmark.requests if "suppressions" not in path] == [
+    assert [path for _, path in fake_postmark.requests if "suppressions" not in path] == [
         "/email/batchWithTemplates"
     ]
 
 
 def test_a_recipient_suppressed_between_two_tries_is_skipped_not_left_retrying(
-    app: Any, postmark: FakePostmark
+    app: Any, fake_postmark: FakePostmark
 ) -> None:
-    postmark.faults.fail_next(1, status=503)
+    fake_postmark.faults.fail_next(1, status=503)
     first = comment(app, "ev-2", final_attempt=False)
     assert {o.status for o in first.outcomes} == {"retry"}
     app.events.suppressions.add([OWEN], stream="outbound")
@@ -180,39 +175,41 @@ def test_a_recipient_suppressed_between_two_tries_is_skipped_not_left_retrying(
             )
         ).one()
     assert tuple(row) == ("skipped", "suppressed")
-    assert sends_to(postmark, OWEN) == 0
+    assert sends_to(fake_postmark, OWEN) == 0
 
 
 def test_postmarks_406_suppresses_so_the_next_emit_asks_nothing(
-    app: Any, postmark: FakePostmark
+    app: Any, fake_postmark: FakePostmark
 ) -> None:
-    postmark.activity.suppressions.add("outbound", OWEN, reason="HardBounce", origin="Recipient")
+    fake_postmark.activity.suppressions.add(
+        "outbound", OWEN, reason="HardBounce", origin="Recipient"
+    )
     first = comment(app, "ev-3")
     (refused,) = [o for o in first.outcomes if o.recipient == OWEN]
     assert (refused.status, refused.reason) == ("failed", "rejected")
     assert "ErrorCode 406" in refused.detail
     (held,) = app.events.suppressions.get(OWEN)
     assert (held.reason, held.origin, held.event_id) == ("InactiveRecipient", "send", "ev-3")
-    asked = len(postmark.requests)
+    asked = len(fake_postmark.requests)
     second = comment(app, "ev-4")
     (skip,) = [o for o in second.outcomes if o.recipient == OWEN]
     assert skip.reason == "suppressed"
     assert "InactiveRecipient (Postmark's answer to a send, emit ev-3)" in skip.detail
     # One request, for the two others; none names Owen.
-    assert len(postmark.requests) == asked + 1
-    assert all(OWEN not in m.to for m in postmark.messages[-2:])
+    assert len(fake_postmark.requests) == asked + 1
+    assert all(OWEN not in m.to for m in fake_postmark.messages[-2:])
 
 
 # -- Postmark's Suppressions API -------------------------------------------------------------
 
 
 def test_sync_adds_what_postmark_holds_and_says_what_only_we_hold(
-    app: Any, postmark: FakePostmark
+    app: Any, fake_postmark: FakePostmark
 ) -> None:
-    postmark.activity.suppressions.add(
+    fake_postmark.activity.suppressions.add(
         "outbound", "gone@acme.test", reason="HardBounce", origin="Recipient"
     )
-    postmark.activity.suppressions.add(
+    fake_postmark.activity.suppressions.add(
         "outbound", "spam@acme.test", reason="SpamComplaint", origin="Recipient"
     )
     with app.events.session_factory() as session:
@@ -230,14 +227,14 @@ def test_sync_adds_what_postmark_holds_and_says_what_only_we_hold(
 
 
 def test_remove_asks_postmark_first_and_keeps_what_it_refuses(
-    app: Any, postmark: FakePostmark
+    app: Any, fake_postmark: FakePostmark
 ) -> None:
     app.events.suppressions.add(["a@acme.test"])
-    postmark.activity.suppressions.add(
+    fake_postmark.activity.suppressions.add(
         "outbound", "spam@acme.test", reason="SpamComplaint", origin="Recipient"
     )
     app.events.suppressions.sync()
-    assert {s.email_address for s in postmark.activity.suppressions.entries("outbound")} == {
+    assert {s.email_address for s in fake_postmark.activity.suppressions.entries("outbound")} == {
         "a@acme.test",
         "spam@acme.test",
     }
@@ -247,7 +244,7 @@ def test_remove_asks_postmark_first_and_keeps_what_it_refuses(
         "spam@acme.test": "You do not have the required authority to change this suppression."
     }
     assert [s.address for s in app.events.suppressions.list()] == ["spam@acme.test"]
-    assert [s.email_address for s in postmark.activity.suppressions.entries("outbound")] == [
+    assert [s.email_address for s in fake_postmark.activity.suppressions.entries("outbound")] == [
         "spam@acme.test"
     ]
 
@@ -330,13 +327,13 @@ def cli(app: Any, *args: str) -> Any:
 
 
 def test_the_commands_add_list_remove_and_sync_against_postmark(
-    app: Any, postmark: FakePostmark
+    app: Any, fake_postmark: FakePostmark
 ) -> None:
     added = cli(app, "add", "a@acme.test", "not an address", "--reason", "asked by phone")
     assert added.exit_code == 1
     assert added.stdout == "outbound: suppressed a@acme.test\n"
     assert "outbound: not an address refused: " in added.stderr
-    postmark.activity.suppressions.add(
+    fake_postmark.activity.suppressions.add(
         "outbound", "spam@acme.test", reason="SpamComplaint", origin="Recipient"
     )
     synced = cli(app, "sync")
@@ -372,9 +369,9 @@ def test_the_commands_add_list_remove_and_sync_against_postmark(
 
 
 def test_a_postmark_that_cannot_be_reached_is_one_line_without_the_token(
-    app: Any, postmark: FakePostmark
+    app: Any, fake_postmark: FakePostmark
 ) -> None:
-    postmark.stop()
+    fake_postmark.stop()
     result = cli(app, "sync")
     assert result.exit_code == 1
     assert result.output.startswith("Error: cannot reach Postmark at ")

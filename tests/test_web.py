@@ -45,11 +45,8 @@ def delivery(**changes: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'web.sqlite3'}")
-    schema.upgrade(engine)
-    yield engine
-    engine.dispose()
+def engine(sqlite_engine: sa.Engine) -> sa.Engine:
+    return sqlite_engine
 
 
 @pytest.fixture

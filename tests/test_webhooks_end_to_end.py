@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session
 
 from emailevents import RunResult, timeline
 from emailevents.demo import models, seed
-from emailevents.demo.run import DEMO_TEMPLATES
 from emailevents.tables import message_events
 from emailevents.testing.fake_postmark import FakePostmark
 from tests.appmodule import app_module
@@ -88,12 +87,6 @@ def proxy() -> Iterator[TcpProxy]:
     server.close()
 
 
-@pytest.fixture
-def postmark() -> Iterator[FakePostmark]:
-    with FakePostmark(templates=DEMO_TEMPLATES) as server:
-        yield server
-
-
 @dataclass
 class World:
     """The application, on PostgreSQL directly (the served one reaches it through ``proxy``),
@@ -113,10 +106,10 @@ class World:
 
 @pytest.fixture
 def world(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, schema_name: str, postmark: FakePostmark
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, schema_name: str, fake_postmark: FakePostmark
 ) -> Iterator[World]:
     monkeypatch.chdir(tmp_path)
-    direct = APP.format(url=POSTGRES_URL, schema=schema_name, api=postmark.url, auth=AUTH)
+    direct = APP.format(url=POSTGRES_URL, schema=schema_name, api=fake_postmark.url, auth=AUTH)
     with app_module(tmp_path, direct, monkeypatch, prefix="direct") as app:
         models.Base.metadata.create_all(app.engine)
         app.events.create_tables(app.engine)
@@ -143,13 +136,13 @@ def world(
 
 @pytest.fixture
 def served(
-    world: World, tmp_path: Path, schema_name: str, proxy: TcpProxy, postmark: FakePostmark
+    world: World, tmp_path: Path, schema_name: str, proxy: TcpProxy, fake_postmark: FakePostmark
 ) -> Iterator[int]:
     """``emailevents serve`` in a process of its own, on the database behind ``proxy``: its
     port. What it prints goes to a file (a pipe nobody reads would fill, and block its logging),
     checked when it stops."""
     url = POSTGRES_URL.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-    source = APP.format(url=url, schema=schema_name, api=postmark.url, auth=AUTH)
+    source = APP.format(url=url, schema=schema_name, api=fake_postmark.url, auth=AUTH)
     (tmp_path / "served.py").write_text(source, encoding="utf-8")
     port = free_port()
     command = [sys.executable, "-c", "from emailevents.cli import main; main()", "serve"]
@@ -181,14 +174,14 @@ def served(
 
 
 def test_two_hundred_messages_their_webhooks_twice_and_out_of_order_through_a_database_cut(
-    world: World, served: int, proxy: TcpProxy, postmark: FakePostmark
+    world: World, served: int, proxy: TcpProxy, fake_postmark: FakePostmark
 ) -> None:
-    postmark.webhooks.configure(
-        f"http://{AUTH[0]}:{AUTH[1]}@127.0.0.1:{served}/postmark/webhook",
+    fake_postmark.webhooks.configure(
+        f"http://{AUTH[0]}:{AUTH[1]}@127.0.0.1:{served}/fake_postmark/webhook",
         duplicate=True,
         out_of_order=0.05,
     )
-    postmark.activity.bounce_addresses(BOUNCING)
+    fake_postmark.activity.bounce_addresses(BOUNCING)
     half = MESSAGES // 2
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(world.invite, world.invitations[:half]))
@@ -199,13 +192,13 @@ def test_two_hundred_messages_their_webhooks_twice_and_out_of_order_through_a_da
     assert Counter(o.status.value for r in results for o in r.outcomes) == {"sent": MESSAGES}
     sent = {o.recipient: (r.event_id, o.message_id) for r in results for o in r.outcomes}
     complaining = [f"guest{i}@partner.test" for i in range(half, half + COMPLAINING)]
-    assert postmark.webhooks.wait(60), _progress(postmark)
+    assert fake_postmark.webhooks.wait(60), _progress(fake_postmark)
     for address in complaining:
-        postmark.activity.spam_complaint(sent[address][1])
-    assert postmark.webhooks.wait(60), _progress(postmark)
+        fake_postmark.activity.spam_complaint(sent[address][1])
+    assert fake_postmark.webhooks.wait(60), _progress(fake_postmark)
 
     # Every record reached the application, some after a 503 during the cut.
-    deliveries = postmark.webhooks.deliveries
+    deliveries = fake_postmark.webhooks.deliveries
     answers = Counter(a.status for d in deliveries for a in d.attempts)
     assert answers[503] > 0, f"the cut met no webhook: {answers}"
     assert {d.state for d in deliveries} == {"delivered"}
@@ -233,18 +226,18 @@ def test_two_hundred_messages_their_webhooks_twice_and_out_of_order_through_a_da
     assert {held[a].reason for a in complaining} == {"SpamComplaint"}
 
     # The next emit to each of them is skipped, and Postmark hears nothing of it.
-    asked = len(postmark.requests)
+    asked = len(fake_postmark.requests)
     again = [world.invite(c) for c in world.invitations[: len(BOUNCING)]]
     again += [world.invite(c) for c in world.invitations[half : half + COMPLAINING]]
     assert {(o.status.value, o.reason.value) for r in again for o in r.outcomes} == {
         ("skipped", "suppressed")
     }
-    assert len(postmark.requests) == asked
+    assert len(fake_postmark.requests) == asked
 
 
-def _progress(postmark: FakePostmark) -> str:
+def _progress(fake_postmark: FakePostmark) -> str:
     """Where the webhooks are: their states, and the answers their attempts got."""
-    deliveries = postmark.webhooks.deliveries
+    deliveries = fake_postmark.webhooks.deliveries
     states = Counter(d.state for d in deliveries)
     answers = Counter(a.status or a.error for d in deliveries for a in d.attempts)
     return f"webhooks still on their way: {dict(states)}, answers {dict(answers)}"
