@@ -177,7 +177,7 @@ def test_two_hundred_messages_their_webhooks_twice_and_out_of_order_through_a_da
     world: World, served: int, proxy: TcpProxy, fake_postmark: FakePostmark
 ) -> None:
     fake_postmark.webhooks.configure(
-        f"http://{AUTH[0]}:{AUTH[1]}@127.0.0.1:{served}/fake_postmark/webhook",
+        f"http://{AUTH[0]}:{AUTH[1]}@127.0.0.1:{served}/postmark/webhook",
         duplicate=True,
         out_of_order=0.05,
     )
