@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import report, sections, services, webhooks
+from . import emits, report, sections, services, webhooks
 from .app import TOKEN, Config, build
 from .sections import FULL, QUICK, Context, Sizes
 from .templates import TEMPLATES
@@ -24,7 +24,17 @@ from .world import create
 __all__ = ["main"]
 
 DEFAULT_JSON = Path("build") / "benchmarks" / "latest.json"
-SECTIONS = ("throughput", "fanout", "emit", "sql", "startup", "scaleout", "io_bound", "webhooks")
+SECTIONS = (
+    "throughput",
+    "fanout",
+    "emit",
+    "sql",
+    "startup",
+    "scaleout",
+    "io_bound",
+    "webhooks",
+    "emits",
+)
 
 
 def _say(message: str) -> None:
@@ -79,6 +89,7 @@ def run_profile(
                 sections.io_bound,
             ),
             ("webhooks", "8. webhook records per second", webhooks.throughput),
+            ("emits", "9. emit(session=) in one transaction", emits.in_transaction),
         )
         for key, label, measure in alone:
             if key in only:

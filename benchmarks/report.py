@@ -282,6 +282,39 @@ def _webhook_rows(profile: str, s: dict[str, Any]) -> Iterable[Row]:
     )
 
 
+def _emits_rows(profile: str, s: dict[str, Any]) -> Iterable[Row]:
+    for key in ("one", "many"):
+        t = s[key]
+        label = f"{t['emits']:,} emit(session=)" if t["emits"] > 1 else "one emit(session=)"
+        inserts = f"{t['emits']:,} inserts" if t["emits"] > 1 else "insert"
+        yield (
+            profile,
+            f"9 {inserts} + {label} + commit vs {inserts} + commit",
+            _fig(t["with emit(session=)"]),
+            _fig(t["plain"]),
+            *_ratio(t["ratio"]),
+        )
+        yield (profile, "9 ... added by the emits", _fig(t["added"]), "", "", "", "")
+    for row in s["round_trips"]:
+        broker = (
+            f", broker {row['broker_commands']} commands on {row['broker_connections']} new conns"
+            if row["broker_commands"] is not None
+            else ""
+        )
+        yield (
+            profile,
+            f"9 round trips, {row['emits']:,} emit(s) in one transaction",
+            (
+                f"{row['emit_statements']} SQL on emits ({row['statements']} in all), "
+                f"{row['published']} published{broker}"
+            ),
+            "",
+            "",
+            "",
+            "",
+        )
+
+
 def _startup_rows(startup: dict[str, Any]) -> Iterable[Row]:
     for key, value in startup.items():
         if isinstance(value, dict) and "median" in value:
@@ -314,6 +347,8 @@ def table(result: dict[str, Any]) -> str:
         rows.extend(_rows(profile, sections))
         if "webhooks" in sections:
             rows.extend(_webhook_rows(profile, sections["webhooks"]))
+        if "emits" in sections:
+            rows.extend(_emits_rows(profile, sections["emits"]))
     if "startup" in result:
         rows.extend(_startup_rows(result["startup"]))
     header: Row = ("profile", "measure", ENGINE, HAND, "ratio", "target", "")

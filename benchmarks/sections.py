@@ -42,13 +42,16 @@ __all__ = [
     "HAND",
     "Context",
     "Sizes",
+    "Statements",
     "emit_cost",
     "fanout",
     "io_bound",
+    "per_call",
     "scale_out",
     "sql_statements",
     "startup",
     "throughput",
+    "user_id",
 ]
 
 ENGINE = "emailevents"
@@ -67,6 +70,7 @@ class Sizes:
     fanout_repeats: int
     emit_calls: int
     session_calls: int
+    transaction_emits: int
     sql_team_sizes: tuple[int, ...]
     sql_baseline_team_sizes: tuple[int, ...]
     startup_repeats: int
@@ -89,6 +93,7 @@ FULL = Sizes(
     fanout_repeats=3,
     emit_calls=2000,
     session_calls=300,
+    transaction_emits=1000,
     sql_team_sizes=(1, 10, 100, 1000, 5000),
     sql_baseline_team_sizes=(1, 10, 100),
     startup_repeats=5,
@@ -107,6 +112,7 @@ QUICK = Sizes(
     fanout_repeats=1,
     emit_calls=200,
     session_calls=20,
+    transaction_emits=20,
     sql_team_sizes=(1, 10, 100),
     sql_baseline_team_sizes=(1, 10),
     startup_repeats=1,
@@ -327,7 +333,7 @@ def scale_out(ctx: Context, bench: Bench, workers: Workers, one: dict[str, Any])
 # -- 3: what emit() costs the web process ---------------------------------------------------------
 
 
-def _per_call(fn: Callable[[int], object], calls: int) -> float:
+def per_call(fn: Callable[[int], object], calls: int) -> float:
     started = time.perf_counter()
     for i in range(calls):
         fn(i)
@@ -357,13 +363,13 @@ def emit_cost(ctx: Context) -> dict[str, Any]:
     rounds = ctx.sizes.repeats * 4
     calls = max(ctx.sizes.emit_calls // 4, 1)
     for fn in (delay, emit):
-        _per_call(fn, 50)
+        per_call(fn, 50)
     purge()
     measured: dict[str, list[float]] = {"emit": [], "delay": []}
     for rep in range(rounds):
         order = [("emit", emit), ("delay", delay)]
         for name, fn in order if rep % 2 == 0 else reversed(order):
-            measured[name].append(_per_call(fn, calls) * 1e6)
+            measured[name].append(per_call(fn, calls) * 1e6)
         purge()
     cost = ratio(measured["emit"], measured["delay"], target="<= 1.15", met=None)
     cost["met"] = cost["value"] <= 1.15  # noqa: PLR2004
@@ -384,7 +390,7 @@ def _session_cost(ctx: Context, bench: Bench, purge: Callable[[], None]) -> dict
     session_calls = ctx.sizes.session_calls
     owner = ctx.world.actor
     factory = bench.session_factory
-    owner_id = _user_id(factory, owner)
+    owner_id = user_id(factory, owner)
 
     def new_finding(session: Session) -> str:
         cuid = f"cnew{uuid.uuid4().hex[:21]}"
@@ -414,12 +420,12 @@ def _session_cost(ctx: Context, bench: Bench, purge: Callable[[], None]) -> dict
         ("insert + emit(session=) + commit", insert_and_emit),
     ]
     for _, fn in variants:
-        _per_call(fn, 10)
+        per_call(fn, 10)
     purge()
     in_session: dict[str, list[float]] = {name: [] for name, _ in variants}
     for rep in range(ctx.sizes.repeats):
         for name, fn in variants if rep % 2 == 0 else list(reversed(variants)):
-            in_session[name].append(_per_call(fn, session_calls) * 1e3)
+            in_session[name].append(per_call(fn, session_calls) * 1e3)
             purge()
     emitted = in_session["insert + emit(session=) + commit"]
     return {
@@ -434,7 +440,7 @@ def _session_cost(ctx: Context, bench: Bench, purge: Callable[[], None]) -> dict
     }
 
 
-def _user_id(factory: sessionmaker[Session], cuid: str) -> int:
+def user_id(factory: sessionmaker[Session], cuid: str) -> int:
     with factory() as session:
         return int(
             session.execute(sa.select(models.User.id).where(models.User.cuid == cuid)).scalar_one()
@@ -444,7 +450,7 @@ def _user_id(factory: sessionmaker[Session], cuid: str) -> int:
 # -- 4: SQL statements per task run ----------------------------------------------------------------
 
 
-class _Statements:
+class Statements:
     """Counts what a SQLAlchemy engine sends: statements (an executemany is one) and commits:
     ``COMMIT``s, and writes that commit alone (``AUTOCOMMIT``)."""
 
@@ -506,7 +512,7 @@ def sql_statements(ctx: Context) -> dict[str, Any]:
     bench = ctx.setup
     world = ctx.world
     rows: list[dict[str, Any]] = []
-    with _Statements(bench.engine) as counter:
+    with Statements(bench.engine) as counter:
         # Warm: the first run of each kind loads mapper configuration and compiles statements.
         bench.events.run(FINDING, str(uuid.uuid4()), **world.finding_args(0))
         counter.take(1)
@@ -541,7 +547,7 @@ def sql_statements(ctx: Context) -> dict[str, Any]:
     }
 
 
-def _demo_events(engine: sa.Engine, counter: _Statements) -> list[dict[str, Any]]:
+def _demo_events(engine: sa.Engine, counter: Statements) -> list[dict[str, Any]]:
     """Statements per run for each of the demo registry's 11 events, on the seeded demo world."""
     from emailevents.demo import hooks, seed  # noqa: PLC0415 - only this section needs them
     from emailevents.demo import models as demo_models  # noqa: PLC0415

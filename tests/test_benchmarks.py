@@ -16,7 +16,16 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
-PROFILE_SECTIONS = {"throughput", "fanout", "emit", "sql", "scaleout", "io_bound", "webhooks"}
+PROFILE_SECTIONS = {
+    "throughput",
+    "fanout",
+    "emit",
+    "sql",
+    "scaleout",
+    "io_bound",
+    "webhooks",
+    "emits",
+}
 
 
 def test_quick_benchmark_runs_and_writes_every_section(tmp_path: Path) -> None:
@@ -54,6 +63,12 @@ def test_quick_benchmark_runs_and_writes_every_section(tmp_path: Path) -> None:
         assert webhooks[side]["median"] > 0
         assert webhooks["recorded"][side] == {"stored": posts * 4 // 5, "duplicate": posts // 5}
     assert webhooks["INSERT + commit"]["median"] > 0
+    # emit(session=): each emit of a transaction is published once.
+    emits = sections["emits"]
+    assert emits["many"]["emits"] == result["sizes"]["transaction_emits"]
+    for row in emits["round_trips"]:
+        assert row["published"] == row["emits"], row
+    assert emits["one"]["counts"]["plain"]["emit_statements"] == 0
     # The table is printed, with a line per section.
     for label in (
         "1 per-email throughput",
@@ -64,5 +79,6 @@ def test_quick_benchmark_runs_and_writes_every_section(tmp_path: Path) -> None:
         "6 scale-out",
         "7 100 ms latency",
         "8 webhook records/s",
+        "9 round trips",
     ):
         assert label in done.stdout, label
