@@ -20,6 +20,7 @@ from .store import PENDING, PUBLISHED
 from .tables import current_time, emits
 
 __all__ = [
+    "BATCH",
     "Emit",
     "Leased",
     "add",
@@ -27,6 +28,7 @@ __all__ = [
     "lease_overdue",
     "lease_pending",
     "mark_published",
+    "pending_row",
     "requeue_unpublished",
     "still_pending",
     "stop_watching",
@@ -58,20 +60,29 @@ class Emit:
         }
 
 
-def add(session: Session, emit: Emit, *, redeliver_after: timedelta) -> None:
-    """Write an emit, pending, in ``session``'s transaction (not committed)."""
+BATCH = 500
+"""The most emit rows one ``INSERT`` writes."""
+
+
+def pending_row(emit: Emit, *, redeliver_after: timedelta) -> dict[str, Any]:
+    """The row of an emit made now, pending, for :func:`add`."""
     now = current_time()
-    session.execute(
-        sa.insert(emits).values(
-            **emit.row(),
-            state=PENDING,
-            attempts=0,
-            last_error="",
-            created_at=now,
-            # Published right after the commit; looked at again by the relay after this.
-            check_after=now + redeliver_after,
-        )
-    )
+    return {
+        **emit.row(),
+        "state": PENDING,
+        "attempts": 0,
+        "last_error": "",
+        "created_at": now,
+        # Published right after the commit; looked at again by the relay after this.
+        "check_after": now + redeliver_after,
+    }
+
+
+def add(db: Session | sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write emits' :func:`pending_row` dicts in ``db``'s transaction (not committed): one
+    statement per :data:`BATCH` rows (an executemany)."""
+    for start in range(0, len(rows), BATCH):
+        db.execute(sa.insert(emits), list(rows[start : start + BATCH]))
 
 
 _autocommitting: weakref.WeakKeyDictionary[sa.Engine, sa.Engine] = weakref.WeakKeyDictionary()
@@ -126,19 +137,26 @@ def mark_published(
             # `SET LOCAL`, inside the statement: the whole transaction when it runs alone.
             mark = mark.returning(sa.func.set_config("synchronous_commit", "off", sa.true()))
         db.execute(mark)
-    for event_id, error in failed.items():
+    if failed:
         # Pending again (a re-publish of a published emit that failed too): the next pass
-        # publishes it.
-        db.execute(
+        # publishes it. One executemany, however many failed.
+        again = (
             sa.update(emits)
-            .where(emits.c.event_id == event_id)
+            .where(emits.c.event_id == sa.bindparam("failed_id"))
             .values(
                 state=PENDING,
                 attempts=emits.c.attempts + 1,
-                last_error=error[:ERROR_LENGTH],
+                last_error=sa.bindparam("error"),
                 lease=None,
                 lease_until=None,
             )
+        )
+        db.execute(
+            again,
+            [
+                {"failed_id": event_id, "error": error[:ERROR_LENGTH]}
+                for event_id, error in failed.items()
+            ],
         )
 
 

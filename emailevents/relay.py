@@ -1,8 +1,9 @@
 """Emits that wait for a commit, and the relay that publishes what a commit left behind.
 
-``emit(..., session=db)`` writes a row to ``emailevents_emits`` inside ``db``'s transaction and
-remembers it on the session. When the session's outermost transaction ends, the rows that are
-really committed are published to the broker and marked published. Whatever rolled back (the
+``emit(..., session=db)`` keeps a row for ``emailevents_emits`` on the session, and the rows of
+a transaction are written in it, together, just before it commits (or before a savepoint
+begins inside it). When the session's outermost transaction ends, the rows that are really
+committed are published to the broker and marked published. Whatever rolled back (the
 transaction, a savepoint, a session closed without commit) took its row with it and is not
 published. The database decides, not SQLAlchemy's events, which fire for savepoints too and not
 at all for a close without commit.
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -35,6 +37,7 @@ __all__ = ["Publisher", "RelayResult", "defer", "publish_pending"]
 logger = logging.getLogger("emailevents")
 
 _SESSION_KEY = "emailevents.pending_emits"
+_UNWRITTEN_KEY = "emailevents.unwritten_emits"
 
 # One quick retry, then leave the row to the relay: a commit must not hang on a dead broker.
 PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
@@ -74,6 +77,18 @@ class _Outgoing:
 
 
 @dataclass(frozen=True)
+class _Unwritten:
+    """An emit's row waiting for its transaction's commit; ``made_in`` is the transaction, or
+    the innermost savepoint, it was made in."""
+
+    made_in: Any
+    connection: sa.Connection
+    """The session's connection for it: written on it, not through the session, so that a
+    savepoint just begun does not start first."""
+    row: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class _Pending:
     engine: sa.Engine
     outgoing: _Outgoing
@@ -86,13 +101,20 @@ def defer(
     event_id: str,
     cuids: Mapping[str, str],
 ) -> None:
-    """Write the emit in ``session``'s transaction; publish it once that transaction commits."""
+    """Write the emit in ``session``'s transaction; publish it once that transaction commits.
+
+    The row is written with the others of that transaction when it commits (or before a
+    savepoint begins inside it): one ``INSERT`` for up to :data:`emitstore.BATCH` emits, rather
+    than one each. A savepoint rolled back drops the emits made inside it, written or not.
+    """
     _listen()
     task = publisher.tasks[event_key]
     emit = emitstore.Emit(event_id, event_key, task.name, cuids)
-    emitstore.add(session, emit, redeliver_after=publisher.redeliver_after)
-    engine = session.connection().engine
-    pending = _Pending(engine, _Outgoing(event_id, event_key, cuids, task))
+    row = emitstore.pending_row(emit, redeliver_after=publisher.redeliver_after)
+    connection = session.connection()  # begins the transaction the row belongs to
+    made_in = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_UNWRITTEN_KEY, []).append(_Unwritten(made_in, connection, row))
+    pending = _Pending(connection.engine, _Outgoing(event_id, event_key, cuids, task))
     session.info.setdefault(_SESSION_KEY, []).append(pending)
 
 
@@ -102,13 +124,42 @@ _listening = False
 def _listen() -> None:
     global _listening  # noqa: PLW0603 - one listener for every session, installed on first use
     if not _listening:
+        sa_event.listen(Session, "after_transaction_create", _before_savepoint)
+        sa_event.listen(Session, "before_commit", _write_rows)
         sa_event.listen(Session, "after_transaction_end", _after_transaction_end)
         _listening = True
 
 
+def _before_savepoint(session: Session, transaction: Any) -> None:
+    """Write the emits made so far before a savepoint begins (its ``SAVEPOINT`` is sent with its
+    first statement, later): they belong to the transaction around it, and must not roll back
+    with it. So the emits still unwritten are always those of the innermost savepoint."""
+    if transaction.nested:
+        _write_rows(session)
+
+
+def _write_rows(session: Session) -> None:
+    """Before a commit (of the transaction, or the release of a savepoint), write the emits
+    waiting for it, in the transaction: the database then commits them with the rest."""
+    unwritten: list[_Unwritten] | None = session.info.pop(_UNWRITTEN_KEY, None)
+    if not unwritten:
+        return
+    by_connection: dict[sa.Connection, list[Mapping[str, Any]]] = {}
+    for u in unwritten:
+        by_connection.setdefault(u.connection, []).append(u.row)
+    for connection, rows in by_connection.items():
+        emitstore.add(connection, rows)
+
+
 def _after_transaction_end(session: Session, transaction: Any) -> None:
+    unwritten: list[_Unwritten] = session.info.get(_UNWRITTEN_KEY, [])
+    if unwritten:
+        # Ended without a commit (a commit wrote them): the rows made in it go with it.
+        kept = [u for u in unwritten if not _inside(u.made_in, transaction)]
+        session.info[_UNWRITTEN_KEY] = kept
     if transaction.parent is not None:  # a savepoint, or a flush's inner transaction
         return
+    session.info.pop(_UNWRITTEN_KEY, None)
     pending: list[_Pending] | None = session.info.pop(_SESSION_KEY, None)
     if not pending:
         return
@@ -120,6 +171,15 @@ def _after_transaction_end(session: Session, transaction: Any) -> None:
             len(pending),
             extra={"event_ids": [p.outgoing.event_id for p in pending]},
         )
+
+
+def _inside(made_in: Any, transaction: Any) -> bool:
+    """Whether ``made_in`` is ``transaction`` or one of the transactions begun inside it."""
+    while made_in is not None:
+        if made_in is transaction:
+            return True
+        made_in = made_in.parent
+    return False
 
 
 def _publish_committed(pending: Sequence[_Pending]) -> None:
@@ -146,29 +206,47 @@ def _publish(
     """
     published: list[str] = []
     failed: dict[str, str] = {}
-    for emit in outgoing:
-        if emit.task is None:
-            failed[emit.event_id] = f"no event '{emit.event_key}' in the registry any more"
-            continue
-        if failed and after_commit:
-            failed[emit.event_id] = "not tried: the broker failed just before"
-            continue
-        try:
-            emit.task.apply_async(
-                kwargs=dict(emit.cuids), task_id=emit.event_id, retry_policy=PUBLISH_RETRY_POLICY
-            )
-            published.append(emit.event_id)
-        except Exception as exc:  # noqa: BLE001 - left pending: the relay publishes it later
-            failed[emit.event_id] = f"{type(exc).__name__}: {exc}"
-            if after_commit:
-                logger.warning(
-                    "event=%s event_id=%s publish failed after commit, left for the relay: %s",
-                    emit.task.name,
-                    emit.event_id,
-                    failed[emit.event_id],
-                    extra={"event_id": emit.event_id, "task": emit.task.name},
+    # One producer (one broker connection from the app's pool) for them all, not one each.
+    with _producer(outgoing) as producer:
+        for emit in outgoing:
+            if emit.task is None:
+                failed[emit.event_id] = f"no event '{emit.event_key}' in the registry any more"
+                continue
+            if failed and after_commit:
+                failed[emit.event_id] = "not tried: the broker failed just before"
+                continue
+            try:
+                emit.task.apply_async(
+                    kwargs=dict(emit.cuids),
+                    task_id=emit.event_id,
+                    retry_policy=PUBLISH_RETRY_POLICY,
+                    producer=producer,
                 )
+                published.append(emit.event_id)
+            except Exception as exc:  # noqa: BLE001 - left pending: the relay publishes it later
+                failed[emit.event_id] = f"{type(exc).__name__}: {exc}"
+                if after_commit:
+                    logger.warning(
+                        "event=%s event_id=%s publish failed after commit, left for the relay: %s",
+                        emit.task.name,
+                        emit.event_id,
+                        failed[emit.event_id],
+                        extra={"event_id": emit.event_id, "task": emit.task.name},
+                    )
     return published, failed
+
+
+@contextmanager
+def _producer(outgoing: Sequence[_Outgoing]) -> Iterator[Any]:
+    """A producer of the tasks' Celery app from its pool, or ``None`` (each task its own) when
+    the tasks are on more than one app."""
+    apps = {id(e.task.app): e.task.app for e in outgoing if e.task is not None}
+    if len(apps) != 1:
+        yield None
+        return
+    (app,) = apps.values()
+    with app.producer_or_acquire() as producer:
+        yield producer
 
 
 def publish_pending(

@@ -120,6 +120,78 @@ def test_a_rolled_back_savepoint_drops_only_its_own_emits(
     assert {row[1] for row in app.rows()} == {"published"}
 
 
+def test_savepoints_inside_savepoints_keep_what_was_released_and_drop_what_rolled_back(
+    app: App, published: list[dict[str, Any]]
+) -> None:
+    """The rows wait for the commit: a savepoint rolled back inside a released one drops its
+    own emits only, and a released savepoint whose outer one rolls back drops its emits too."""
+    emit = app.events.emit
+    with app.factory() as session:
+        outer = emit("model_finding_created", session=session, **finding(app))
+        with session.begin_nested():
+            released = emit("model_finding_created", session=session, **finding(app))
+            inner = session.begin_nested()
+            emit("model_finding_created", session=session, **finding(app))
+            inner.rollback()
+        dropped = session.begin_nested()
+        with session.begin_nested():
+            emit("model_finding_created", session=session, **finding(app))
+        dropped.rollback()
+        session.commit()
+    expected = sorted([outer.event_id, released.event_id])
+    assert sorted(p["headers"]["id"] for p in published) == expected
+    assert sorted(row[0] for row in app.rows()) == expected
+
+
+def test_an_emit_made_before_a_savepoint_outlives_its_rollback(
+    app: App, published: list[dict[str, Any]]
+) -> None:
+    """An emit of the outer transaction is not caught up in a savepoint begun after it, even
+    one whose inner savepoint was released; and a commit with a savepoint still open keeps
+    that savepoint's emits."""
+    emit = app.events.emit
+    with app.factory() as session:
+        outer = emit("model_finding_created", session=session, **finding(app))
+        rolled_back = session.begin_nested()
+        with session.begin_nested():
+            emit("model_finding_created", session=session, **finding(app))
+        rolled_back.rollback()
+        session.begin_nested()
+        still_open = emit("model_finding_created", session=session, **finding(app))
+        session.commit()  # releases the open savepoint, then commits
+    expected = sorted([outer.event_id, still_open.event_id])
+    assert sorted(p["headers"]["id"] for p in published) == expected
+    assert sorted(row[0] for row in app.rows()) == expected
+
+
+def test_many_emits_in_one_transaction_take_as_many_statements_as_one(
+    app: App, db_engine: sa.Engine, published: list[dict[str, Any]]
+) -> None:
+    """One INSERT for the transaction's emits, one check and one mark after the commit,
+    whether it made one emit or a hundred."""
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    def commit_emits(n: int) -> int:
+        statements.clear()
+        sa.event.listen(db_engine, "before_cursor_execute", count)
+        with app.factory() as session:
+            for _ in range(n):
+                app.events.emit("model_finding_created", session=session, **finding(app))
+            session.commit()
+        sa.event.remove(db_engine, "before_cursor_execute", count)
+        return len(statements)
+
+    commit_emits(1)  # the first emit checks the schema, once per process
+    one = commit_emits(1)
+    hundred = commit_emits(100)
+    assert one == hundred == 3, statements
+    assert len(published) == 102
+    assert {row[1] for row in app.rows()} == {"published"}
+
+
 def test_a_broker_outage_at_commit_loses_nothing_and_the_relay_delivers_once(
     app: App, celery_app: Celery, published: list[dict[str, Any]]
 ) -> None:
