@@ -103,17 +103,24 @@ def defer(
 ) -> None:
     """Write the emit in ``session``'s transaction; publish it once that transaction commits.
 
-    The row is written with the others of that transaction when it commits (or before a
-    savepoint begins inside it): one ``INSERT`` for up to :data:`emitstore.BATCH` emits, rather
-    than one each. A savepoint rolled back drops the emits made inside it, written or not.
+    The row is written with the others of that transaction when the session commits (or before
+    a savepoint begins inside it): one ``INSERT`` for up to :data:`emitstore.BATCH` emits, rather
+    than one each. A savepoint rolled back drops the emits made inside it, written or not. A
+    session bound to a connection (not an engine) gets each row at once: the application may
+    commit that connection without the session.
     """
     _listen()
     task = publisher.tasks[event_key]
     emit = emitstore.Emit(event_id, event_key, task.name, cuids)
     row = emitstore.pending_row(emit, redeliver_after=publisher.redeliver_after)
     connection = session.connection()  # begins the transaction the row belongs to
-    made_in = session.get_nested_transaction() or session.get_transaction()
-    session.info.setdefault(_UNWRITTEN_KEY, []).append(_Unwritten(made_in, connection, row))
+    if isinstance(session.get_bind(), sa.Engine):
+        made_in = session.get_nested_transaction() or session.get_transaction()
+        session.info.setdefault(_UNWRITTEN_KEY, []).append(_Unwritten(made_in, connection, row))
+    else:
+        # Bound to a connection the application holds, which it may commit itself, without the
+        # session's commit: the row is written now, as any statement of its transaction is.
+        emitstore.add(connection, [row])
     pending = _Pending(connection.engine, _Outgoing(event_id, event_key, cuids, task))
     session.info.setdefault(_SESSION_KEY, []).append(pending)
 

@@ -94,6 +94,21 @@ def test_a_rollback_drops_the_emit(app: App, published: list[dict[str, Any]]) ->
     assert app.rows() == []
 
 
+def test_a_connection_the_application_commits_itself_keeps_the_emit(
+    app: App, db_engine: sa.Engine
+) -> None:
+    # The session is bound to the application's connection, which it commits without the
+    # session's commit (a pattern of tests and some frameworks): the row is in it all the same.
+    with db_engine.connect() as connection:
+        session = Session(bind=connection)
+        receipt = app.events.emit("model_finding_created", session=session, **finding(app))
+        session.flush()
+        connection.commit()
+        session.close()
+    # Committed, so published when the session's transaction ended (or else by the relay).
+    assert app.rows() == [(receipt.event_id, "published", 0)]
+
+
 def test_a_session_closed_without_commit_drops_the_emit(
     app: App, published: list[dict[str, Any]]
 ) -> None:
