@@ -14,6 +14,7 @@ import sqlalchemy as sa
 __all__ = [
     "ADDRESS_LENGTH",
     "ID_LENGTH",
+    "REASON_LENGTH",
     "STREAM_LENGTH",
     "current_time",
     "deliveries",
@@ -34,6 +35,8 @@ ADDRESS_LENGTH = 320
 """The longest address the tables keep (RFC 3696's limit for a mailbox)."""
 STREAM_LENGTH = 255
 """The longest message stream ID the tables keep."""
+REASON_LENGTH = 64
+"""The longest reason the tables keep (ours, or Postmark's bounce type or suppression reason)."""
 
 
 def current_time() -> datetime:
@@ -128,7 +131,7 @@ suppressions = sa.Table(
     sa.Column("stream", sa.String(STREAM_LENGTH), primary_key=True),
     sa.Column("address", sa.String(ADDRESS_LENGTH), primary_key=True),
     sa.Column("suppressed", sa.Boolean, nullable=False),
-    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("reason", sa.String(REASON_LENGTH), nullable=False),
     sa.Column("origin", sa.String(16), nullable=False),
     sa.Column("detail", sa.Text, nullable=False, default=""),
     sa.Column("event_id", sa.String(ID_LENGTH)),

@@ -20,11 +20,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy.orm import sessionmaker
 
 from emailevents import schema, web
 from emailevents.store import message_events
-from tests.wsgiserver import AUTH, basic, free_port, post, serve, wait_for
+from tests.conftest import examples
+from tests.wsgiserver import AUTH, basic, free_port, post, serve, wait_for, webhook_record
 
 EVENT_ID = "7a1c2d3e-0000-4000-8000-000000000001"
 
@@ -300,3 +303,85 @@ def test_posting_to_a_stopped_server_is_refused(site: web.Site) -> None:
     ports = list(serve(web.WsgiApp(site)))
     with pytest.raises(OSError):
         post(ports[0], delivery())
+
+
+RECORD_SHAPES = [
+    webhook_record("Delivery", "ada@acme.test", "m1", DeliveredAt="2026-12-02T10:00:00Z"),
+    webhook_record(
+        "Bounce",
+        "ada@acme.test",
+        "m1",
+        ID=1,
+        Type="HardBounce",
+        Inactive=True,  # its Type is then the suppression's reason
+        BouncedAt="2026-12-02T10:00:00Z",
+    ),
+    webhook_record(
+        "SpamComplaint",
+        "ada@acme.test",
+        "m1",
+        ID=2,
+        Type="SpamComplaint",
+        BouncedAt="2026-12-02T10:00:00Z",
+    ),
+    webhook_record(
+        "SubscriptionChange",
+        "ada@acme.test",
+        "m1",
+        ChangedAt="2026-12-02T10:00:00Z",
+        SuppressSending=True,
+        SuppressionReason="HardBounce",
+        Origin="Recipient",
+    ),
+    webhook_record(
+        "Click", "ada@acme.test", "m1", ReceivedAt="2026-12-02T10:00:00Z", OriginalLink="x"
+    ),
+]
+
+
+@settings(
+    max_examples=examples(60),
+    deadline=None,
+    # One database for every example: each posts a record, which stands alone.
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    shape=st.sampled_from(RECORD_SHAPES),
+    field=st.sampled_from(
+        [
+            "Type",
+            "SuppressionReason",
+            "MessageStream",
+            "MessageID",
+            "Tag",
+            "Origin",
+            "Email",
+            "Recipient",
+            "OriginalLink",
+            "Description",
+        ]
+    ),
+    value=st.one_of(
+        st.text(max_size=40),
+        st.integers(1, 400).map(lambda n: "é" * n),  # past any column's length
+        st.integers(),
+        st.none(),
+        st.booleans(),
+    ),
+)
+def test_any_value_in_any_field_is_recorded_or_refused_never_a_500(
+    db_engine: sa.Engine, shape: dict[str, Any], field: str, value: Any
+) -> None:
+    schema.upgrade(db_engine)  # once per engine: verified and cached
+    app = web.WsgiApp(web.Site(sessionmaker(db_engine), AUTH))
+    body = json.dumps({**shape, field: value}).encode()
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": web.WEBHOOK_PATH,
+        "HTTP_AUTHORIZATION": basic(*AUTH),
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
+    answered: list[str] = []
+    app(environ, lambda status, _headers: answered.append(status))
+    assert answered[0][:3] in {"200", "400"}, (field, value, answered)

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from ..suppressions import DEFAULT_STREAM, Change, Origin
-from ..tables import ADDRESS_LENGTH, ID_LENGTH, STREAM_LENGTH
+from ..tables import ADDRESS_LENGTH, ID_LENGTH, REASON_LENGTH, STREAM_LENGTH
 from ..timeline import MessageEvent
 
 __all__ = ["RECORD_TYPES", "message_event", "parse", "suppression_change"]
@@ -82,7 +82,7 @@ class Bounce(_Record):
     # bounce's own, unique in the account.
     record_type: Literal["Bounce"] = Field(alias="RecordType")
     id: int = Field(alias="ID")
-    type: str = Field(alias="Type")
+    type: str = Field(alias="Type", max_length=REASON_LENGTH)
     type_code: int = Field(alias="TypeCode")
     email: str = Field(alias="Email", max_length=ADDRESS_LENGTH)
     bounced_at: datetime = Field(alias="BouncedAt")
@@ -119,7 +119,9 @@ class SubscriptionChange(_Record):
     recipient: str = Field(alias="Recipient", max_length=ADDRESS_LENGTH)
     changed_at: datetime = Field(alias="ChangedAt")
     suppress_sending: bool = Field(alias="SuppressSending")
-    suppression_reason: str | None = Field(None, alias="SuppressionReason")
+    suppression_reason: str | None = Field(
+        None, alias="SuppressionReason", max_length=REASON_LENGTH
+    )
     origin: str | None = Field(None, alias="Origin")
 
 
