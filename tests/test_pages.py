@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import io
 import logging
 import urllib.parse
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import sessionmaker
 
@@ -25,6 +26,7 @@ from emailevents.preferences import Preferences
 from emailevents.tables import preferences as preferences_table
 from emailevents.tokens import Signer
 from emailevents.web import pages
+from tests.conftest import examples
 from tests.wsgiserver import post, serve
 
 from .browser import chromium
@@ -397,6 +399,45 @@ def test_any_title_or_description_is_shown_escaped(
     assert reader.texts.get("description:category-news-description", "") == description
     assert "script" not in reader.tags
     assert reader.tags.count("input") == 2  # the form's token and the one switch
+
+
+@settings(
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    asked=st.fixed_dictionaries(
+        {
+            "method": st.sampled_from(["GET", "POST", "PUT"]),
+            "route": st.sampled_from(["unsubscribe", "preferences", "elsewhere"]),
+            "token": st.text(max_size=80),
+            "signed": st.booleans(),
+            "body": st.binary(max_size=300),
+            "content_type": st.sampled_from(
+                [FORM, "multipart/form-data; boundary=x", "text/plain", ""]
+            ),
+        }
+    )
+)
+def test_any_request_to_the_pages_is_answered_never_a_500(
+    engine: sa.Engine, signer: Signer, asked: dict[str, Any]
+) -> None:
+    method, route, token, body = (asked[k] for k in ("method", "route", "token", "body"))
+    content_type = asked["content_type"]
+    signed = asked["signed"]
+    app = web.WsgiApp(site_for(engine, signer))
+    link = signer.sign(token or ADA, "digest") if signed else urllib.parse.quote(token, safe="")
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": f"/{route}/{link}",
+        "CONTENT_TYPE": content_type,
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
+    answered: list[str] = []
+    app(environ, lambda status, _headers: answered.append(status))
+    assert int(answered[0][:3]) < 500, (method, route, token, body, answered)
 
 
 # -- in a real browser ---------------------------------------------------------------------------
