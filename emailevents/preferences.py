@@ -7,9 +7,9 @@ the org toggle (``toggle_off``), the suppression list (``suppressed``), then the
 each recipient of an event that has a category and is not ``critical`` (``opted_out``, with the
 category and when and how it was chosen).
 
-Applications that keep preferences in their own tables give a callable instead
-(``EmailEvents(preferences=...)``): it is asked ``(session, recipient, category)`` and answers
-``True`` (send), ``False`` (opted out) or ``None`` (the category's default).
+Applications that keep preferences in their own tables name a callable instead
+(``defaults.preferences`` in the registry): it is asked ``(session, recipient, category)`` and
+answers ``True`` (send), ``False`` (opted out) or ``None`` (the category's default).
 """
 
 from __future__ import annotations
@@ -311,6 +311,6 @@ class Preferences:
             )
         if self._application is not None:
             raise ConfigurationError(
-                "this application keeps preferences in its own tables (EmailEvents(preferences="
-                "...)): change them there"
+                "this application keeps preferences in its own tables (defaults.preferences in "
+                "its registry): change them there"
             )

@@ -230,8 +230,8 @@ def _gone(link: Link) -> Response:
 
 def _kept_by_application(where: dict[str, str]) -> Response:
     logger.error(
-        "page: recipient=%s: the application keeps preferences itself (EmailEvents(preferences="
-        "...)): its own page changes them (409)",
+        "page: recipient=%s: the application keeps preferences itself (defaults.preferences in "
+        "its registry): its own page changes them (409)",
         where["recipient"],
         extra=where,
     )
