@@ -59,3 +59,10 @@ def app_module(
     finally:
         module.engine.dispose()
         sys.modules.pop(name, None)
+
+
+def own_preferences(session: Any, recipient: str, category: str) -> bool | None:
+    """An application's own preferences (``defaults.preferences``): owen@acme.test wants no
+    comments; everyone else, the categories' defaults."""
+    del session
+    return False if (recipient, category) == ("owen@acme.test", "comments") else None

@@ -193,6 +193,34 @@ def test_stats_counts_opt_outs_per_category(app: Any) -> None:
     assert "Skipped opted_out (24h)" in text
 
 
+def test_an_applications_own_preferences_decide_and_cannot_be_changed_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_postmark: FakePostmark
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    registry = registry_with_categories(tmp_path)
+    text = registry.read_text().replace(
+        "  category: general\n",
+        "  category: general\n  preferences: tests.appmodule:own_preferences\n",
+        1,
+    )
+    registry.write_text(text)
+    sender = f"PostmarkSender('test-token', api_url={fake_postmark.url!r})"
+    options = f" public_url={PUBLIC_URL!r}, signing_keys=['new-key'],"
+    source = demo_app(tmp_path / "own.sqlite3", sender=sender, options=options)
+    source = source.replace("REGISTRY, celery", f"{str(registry)!r}, celery")
+    with app_module(tmp_path, source, monkeypatch, prefix="ownprefs") as module:
+        with module.events.session_factory() as session:
+            module.world = seed.seed(session)
+            session.commit()
+        result = run(module, COMMENT, "ev-own")
+        (skip,) = [o for o in result.outcomes if o.recipient == OWEN]
+        assert (skip.status, skip.reason) == ("skipped", "opted_out")
+        assert skip.detail == "the application's preferences say category 'comments' is off"
+        assert {o.status for o in result.outcomes if o.recipient != OWEN} == {"sent"}
+        with pytest.raises(ConfigurationError, match=r"defaults\.preferences"):
+            module.events.preferences.set(OWEN, "comments", enabled=True)
+
+
 def test_support_staff_read_and_set_preferences_on_the_command_line(app: Any) -> None:
     runner = CliRunner()
     got = runner.invoke(main, ["preferences", "get", OWEN, "--app", app.ref])
