@@ -53,6 +53,10 @@ class Config:
     schema: str | None = None
     pool_size: int = 5
     transport: dict[str, Any] = field(default_factory=dict)
+    batch_window: float = 0.0
+    """``EmailEvents(batch_window=...)``: 0 runs each emit alone (section 9 turns it on)."""
+    prefetch: int = 1
+    """``worker_prefetch_multiplier``; a batching worker must hold more messages than threads."""
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -105,7 +109,7 @@ def build(config: Config, *, queue: str | None = None) -> Bench:
     celery.conf.update(
         task_default_queue=queue or config.queue,
         # docs: one message reserved per process with late acks, no result backend for email.
-        worker_prefetch_multiplier=1,
+        worker_prefetch_multiplier=config.prefetch,
         task_ignore_result=True,
         broker_transport_options=config.transport,
         broker_connection_retry_on_startup=True,
@@ -120,6 +124,7 @@ def build(config: Config, *, queue: str | None = None) -> Bench:
         session_factory=session_factory,
         sender=PostmarkSender(TOKEN, api_url=config.postmark),
         context={"site_url": models.site_url},
+        batch_window=config.batch_window,
         set_default=False,
     )
     handwritten = baseline.register(

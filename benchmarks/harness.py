@@ -34,6 +34,7 @@ SECTIONS = (
     "io_bound",
     "webhooks",
     "emits",
+    "batching",
 )
 
 
@@ -90,6 +91,7 @@ def run_profile(
             ),
             ("webhooks", "8. webhook records per second", webhooks.throughput),
             ("emits", "9. emit(session=) in one transaction", emits.in_transaction),
+            ("batching", "10. cross-emit batching, on against off", sections.batching),
         )
         for key, label, measure in alone:
             if key in only:
@@ -124,6 +126,8 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             checks.append(
                 ("7 speed-up with threads vs hand-written", s["io_bound"]["scaling"]["ratio"])
             )
+        for ms, at in s.get("batching", {}).get("latencies", {}).items():
+            checks.append((f"10 batched vs hand-written at {ms} ms", at["on_vs_hand"]))
         found += [
             {
                 "profile": profile,

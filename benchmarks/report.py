@@ -14,6 +14,7 @@ __all__ = ["machine", "table"]
 
 ENGINE = "emailevents"
 HAND = "hand-written"
+BATCHED = "emailevents, batched"
 
 
 def machine() -> dict[str, Any]:
@@ -264,6 +265,26 @@ def _rows(profile: str, sections: dict[str, Any]) -> Iterable[Row]:  # noqa: C90
             )
 
 
+def _batching_rows(profile: str, s: dict[str, Any]) -> Iterable[Row]:
+    threads = s["threads"]
+    for ms, at in s["latencies"].items():
+        where = f"{ms} ms latency, -P threads -c {threads}"
+        yield (
+            profile,
+            f"10 batched ({s['window_s'] * 1000:.0f} ms window) vs off, {where}",
+            _fig(at[BATCHED]),
+            _fig(at[ENGINE]) + " (off)",
+            *_ratio(at["on_vs_off"]),
+        )
+        yield (
+            profile,
+            f"10 batched vs hand-written, {where}",
+            _fig(at[BATCHED]),
+            _fig(at[HAND]),
+            *_ratio(at["on_vs_hand"]),
+        )
+
+
 def _webhook_rows(profile: str, s: dict[str, Any]) -> Iterable[Row]:
     posts = f"{s['posts_per_batch']:,} posts, 1 in {round(1 / s['repeated_share'])} repeated"
     yield (
@@ -349,6 +370,8 @@ def table(result: dict[str, Any]) -> str:
             rows.extend(_webhook_rows(profile, sections["webhooks"]))
         if "emits" in sections:
             rows.extend(_emits_rows(profile, sections["emits"]))
+        if "batching" in sections:
+            rows.extend(_batching_rows(profile, sections["batching"]))
     if "startup" in result:
         rows.extend(_startup_rows(result["startup"]))
     header: Row = ("profile", "measure", ENGINE, HAND, "ratio", "target", "")

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, scoped_session
 
 from . import pipeline, retries, schema, store, web
 from . import relay as relaying
+from .batches import Batching
 from .errors import (
     ConfigurationError,
     DeliveryError,
@@ -37,7 +38,7 @@ from .senders.base import Sender
 from .suppressions import SuppressionList
 from .tokens import RecipientLinks, Signer
 
-__all__ = ["EmailEvents", "Receipt", "emit"]
+__all__ = ["BatchedEventTask", "EmailEvents", "Receipt", "emit"]
 
 MAX_CUID_LENGTH = 255
 RELAY_TASK = "emailevents.relay"
@@ -80,6 +81,10 @@ class EventTask(Task):  # type: ignore[misc]  # celery ships no type hints
         return super().apply_async((), dict(cuids), **options)
 
 
+class BatchedEventTask(Batching, EventTask):
+    """An event's task whose new messages the worker runs in batches (``batch_window``)."""
+
+
 class EmailEvents:
     """The email events of one application.
 
@@ -103,6 +108,11 @@ class EmailEvents:
             the broker), or retrying and not heard of since (its retry was lost). Keep it
             above the broker's redelivery time (Redis: ``visibility_timeout``) and the longest
             retry delay; an early re-publish only costs a run that sends nothing.
+        batch_window: seconds a worker waits for more messages of an event to run them
+            together (one claim statement, one Postmark batch request, one outcome statement);
+            0 runs each alone. Needs a prefetch of at least ``batch_max`` messages
+            (docs/performance.md#cross-emit-batching-design).
+        batch_max: the most messages a batch runs together (Postmark's batch holds 500).
         set_default: make this the instance the module-level :func:`emit` uses.
 
     Raises:
@@ -127,6 +137,8 @@ class EmailEvents:
         public_url: str | None = None,
         signing_keys: Sequence[str] | None = None,
         unsubscribe_mailto: str | None = None,
+        batch_window: float = 0.0,
+        batch_max: int = 500,
         set_default: bool = True,
     ) -> None:
         self.registry = registry if isinstance(registry, Registry) else load_registry(registry)
@@ -140,6 +152,8 @@ class EmailEvents:
         self.retry_backoff_max = retry_backoff_max
         self.redeliver_after = redeliver_after
         self.webhook_auth = webhook_auth
+        self.batch_window = batch_window
+        self.batch_max = batch_max
         self.webhook_max_body = webhook_max_body
         self.signer = Signer(signing_keys) if signing_keys else None
         links = self._links(public_url, unsubscribe_mailto)
@@ -351,10 +365,11 @@ class EmailEvents:
         run.__name__ = event.task_name.rpartition(".")[2]
         run.__qualname__ = run.__name__
         run.__doc__ = f"Send the '{event.key}' email ({event.spec.template})."
-        return self.celery.task(
+        base = BatchedEventTask if self.batch_window > 0 else EventTask
+        task: Task = self.celery.task(
             run,
             name=event.task_name,
-            base=EventTask,
+            base=base,
             bind=True,
             shared=False,
             lazy=False,
@@ -366,6 +381,15 @@ class EmailEvents:
             ignore_result=True,
             max_retries=self.max_retries,
         )
+        if self.batch_window > 0:
+
+            def run_batch(queued: list[retries.Queued]) -> Any:
+                return retries.run_batch(events._retrying(), task, event, queued)
+
+            task.batch_window = self.batch_window
+            task.batch_max = self.batch_max
+            task.run_batch = run_batch
+        return task
 
     def retry_delay(self, tries: int) -> float:
         """Seconds before try ``tries + 1``: exponential backoff with full jitter."""

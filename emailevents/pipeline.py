@@ -31,12 +31,17 @@ from .senders.base import Message, Sender, SendResult, SendStatus
 from .tokens import RecipientLinks
 
 __all__ = [
+    "Prepared",
     "Recipient",
     "Runtime",
     "build_template_model",
     "check_toggle",
+    "compose",
     "context_values",
+    "deliver",
     "load_entities",
+    "outcomes_of",
+    "prepare",
     "resolve_recipients",
     "run",
 ]
@@ -83,69 +88,87 @@ def run(
 ) -> RunResult:
     """Run one emit of ``event`` and return every outcome; each is also logged and recorded.
 
-    A transient send failure is recorded as :attr:`Status.RETRY` (to be claimed again by the
-    task's next try) unless this is the ``final_attempt``, when it is recorded as failed. A
-    request left without an answer is held, to be settled through the sender's message search
-    by a later try, unless this is the ``final_attempt`` or the sender cannot search: then it is
-    recorded unknown. A recipient that another run holds is left to it; when the run ``can_wait``
-    (the task will come back), the outcome is :attr:`Status.RETRY` so that it does.
+    Before the ``final_attempt``, a transient failure is recorded :attr:`Status.RETRY`, and a
+    request without an answer is held for the sender's search (:func:`outcomes_of`). A
+    recipient another run holds is left to it; :attr:`Status.RETRY` if the run ``can_wait``.
     """
     with rt.session_factory() as session:
         # Each write of a run is one statement that stands alone (a claim, the outcomes), and
         # no read needs another's snapshot: no BEGIN and COMMIT round trips around them.
         store.statements_commit_alone(session)
-        try:
-            entities = load_entities(session, event, cuids)
-            check_toggle(rt, session, event, entities)
-            values = {**entities, **context_values(rt, session, event, entities)}
-            recipients, rejected = resolve_recipients(session, event, values)
-            template_model = build_template_model(session, event, values)
-        except Stopped as stop:
-            outcomes = [stop.outcome]
-            store.record_skips(session, event_id, event.key, outcomes)
-            return finish(event, event_id, outcomes)
-        except (sa.exc.OperationalError, sa.exc.InterfaceError):
-            # The database went away: not the application's fault, and nothing is claimed yet.
-            # The task tries again later (see EmailEvents); there is nothing to record here.
-            raise
-        except Exception as exc:
-            # A bug or outage in application code (a context or recipients callable): record
-            # why, then let Celery see the error and its traceback.
-            session.rollback()
-            failed = Outcome(
-                Status.FAILED, Reason.APPLICATION_ERROR, detail=f"{type(exc).__name__}: {exc}"
-            )
-            try:
-                store.record_skips(session, event_id, event.key, [failed])
-            except Exception:
-                logger.exception(
-                    "event=%s event_id=%s could not record its failure", event.key, event_id
-                )
-            finish(event, event_id, [failed])
-            raise
-        store.record_skips(session, event_id, event.key, rejected)
-        suppressed = exclusions.suppressed(session, event, event_id, [r.key for r in recipients])
-        recipients = _without(recipients, suppressed)
-        opted_out = exclusions.opted_out(
-            session,
-            event,
-            event_id,
-            [r.key for r in recipients],
-            defaults=rt.category_defaults,
-            application=rt.preferences,
-        )
-        recipients = _without(recipients, opted_out)
+        prepared = prepare(rt, session, event, event_id, cuids)
+        if isinstance(prepared, RunResult):
+            return prepared
         sent = deliver(
             rt,
             session,
             event,
             event_id,
-            recipients,
-            template_model,
+            prepared.recipients,
+            prepared.template_model,
             final_attempt=final_attempt,
             can_wait=can_wait,
         )
-        return finish(event, event_id, [*rejected, *suppressed, *opted_out, *sent])
+        return finish(event, event_id, [*prepared.left_out, *sent])
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An emit ready to claim and send: who gets it, with what, and who was left out."""
+
+    event_id: str
+    recipients: list[Recipient]
+    template_model: dict[str, Any]
+    left_out: list[Outcome]
+    """Recipients rejected, suppressed or opted out (recorded already)."""
+
+
+def prepare(
+    rt: Runtime, session: Session, event: Event, event_id: str, cuids: Mapping[str, str]
+) -> Prepared | RunResult:
+    """Every step before the claim; the run's result when a step stopped it (recorded)."""
+    try:
+        entities = load_entities(session, event, cuids)
+        check_toggle(rt, session, event, entities)
+        values = {**entities, **context_values(rt, session, event, entities)}
+        recipients, rejected = resolve_recipients(session, event, values)
+        template_model = build_template_model(session, event, values)
+    except Stopped as stop:
+        outcomes = [stop.outcome]
+        store.record_skips(session, event_id, event.key, outcomes)
+        return finish(event, event_id, outcomes)
+    except (sa.exc.OperationalError, sa.exc.InterfaceError):
+        # The database went away: not the application's fault, and nothing is claimed yet.
+        # The task tries again later (see EmailEvents); there is nothing to record here.
+        raise
+    except Exception as exc:
+        # A bug or outage in application code (a context or recipients callable): record
+        # why, then let Celery see the error and its traceback.
+        session.rollback()
+        failed = Outcome(
+            Status.FAILED, Reason.APPLICATION_ERROR, detail=f"{type(exc).__name__}: {exc}"
+        )
+        try:
+            store.record_skips(session, event_id, event.key, [failed])
+        except Exception:
+            logger.exception(
+                "event=%s event_id=%s could not record its failure", event.key, event_id
+            )
+        finish(event, event_id, [failed])
+        raise
+    store.record_skips(session, event_id, event.key, rejected)
+    suppressed = exclusions.suppressed(session, event, event_id, [r.key for r in recipients])
+    recipients = _without(recipients, suppressed)
+    opted_out = exclusions.opted_out(
+        session,
+        event,
+        event_id,
+        [r.key for r in recipients],
+        defaults=rt.category_defaults,
+        application=rt.preferences,
+    )
+    recipients = _without(recipients, opted_out)
+    return Prepared(event_id, recipients, template_model, [*rejected, *suppressed, *opted_out])
 
 
 def _without(recipients: list[Recipient], skipped: list[Outcome]) -> list[Recipient]:
@@ -392,6 +415,7 @@ def deliver(  # noqa: PLR0917 - the run's state, passed along explicitly
     *,
     final_attempt: bool = True,
     can_wait: bool = False,
+    token: str | None = None,
 ) -> list[Outcome]:
     """Claim each recipient (committed before sending), send to those claimed, record results.
 
@@ -400,7 +424,7 @@ def deliver(  # noqa: PLR0917 - the run's state, passed along explicitly
     the sender is asked whether the provider has the message, and it is recorded as sent, sent
     now, or recorded as unknown.
     """
-    token = uuid.uuid4().hex
+    token = token or uuid.uuid4().hex
     mine = store.claim(session, event_id, event.key, [r.key for r in recipients], token)
     outcomes: list[Outcome] = []
     if len(mine) < len(recipients):
@@ -413,7 +437,7 @@ def deliver(  # noqa: PLR0917 - the run's state, passed along explicitly
         outcomes += recovered
         mine |= taken
     to_send = [r for r in recipients if r.key in mine]
-    messages = [_message(rt, event, event_id, r, template_model) for r in to_send]
+    messages = [compose(rt, event, event_id, r, template_model) for r in to_send]
     try:
         results = rt.sender.send(messages) if messages else []
     except ConfigurationError as exc:
@@ -427,7 +451,7 @@ def deliver(  # noqa: PLR0917 - the run's state, passed along explicitly
     return outcomes + _record(rt, session, event_id, to_send, results, token, final=final_attempt)
 
 
-def _message(
+def compose(
     rt: Runtime,
     event: Event,
     event_id: str,
@@ -576,7 +600,26 @@ def _record(  # noqa: PLR0917 - the run's state, passed along explicitly
     *,
     final: bool,
 ) -> list[Outcome]:
-    """Record what the sender answered for the recipients this run claimed (``token``).
+    """Record what the sender answered for the recipients this run claimed (``token``)."""
+    outcomes, recorded, unanswered = outcomes_of(rt, recipients, results, final=final)
+    # A searchable sender can settle a lost outcome (its claim goes stale and the provider is
+    # asked): the outcome need not wait for the disk. The claim, before sending, must.
+    store.settle(
+        session,
+        event_id,
+        recorded,
+        unanswered=unanswered,
+        token=token,
+        flush_wait=not rt.sender.searchable,
+    )
+    return outcomes
+
+
+def outcomes_of(
+    rt: Runtime, recipients: list[Recipient], results: list[SendResult], *, final: bool
+) -> tuple[list[Outcome], list[Outcome], list[Outcome]]:
+    """What the sender's answers mean: every outcome, those to record, and those to keep
+    claimed (``store.settle``'s ``unanswered``).
 
     Before the final try, a transient failure becomes ``retry`` (claimed again by the next
     try), and a request without an answer keeps its claim, to be settled through the sender's
@@ -608,17 +651,7 @@ def _record(  # noqa: PLR0917 - the run's state, passed along explicitly
             outcome = Outcome(status, reason, recipient.key, detail, result.message_id)
             recorded.append(outcome)
         outcomes.append(outcome)
-    # A searchable sender can settle a lost outcome (its claim goes stale and the provider is
-    # asked): the outcome need not wait for the disk. The claim, before sending, must.
-    store.settle(
-        session,
-        event_id,
-        recorded,
-        unanswered=unanswered,
-        token=token,
-        flush_wait=not rt.sender.searchable,
-    )
-    return outcomes
+    return outcomes, recorded, unanswered
 
 
 # A failure is an error to whoever watches the logs; a retry or an unknown outcome a warning.

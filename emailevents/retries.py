@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import NoReturn
@@ -20,11 +20,11 @@ from celery import Task
 from celery.exceptions import Reject
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from . import emitstore, pipeline
+from . import batchrun, emitstore, pipeline
 from .outcomes import Reason, RunResult, Status
 from .registry import Event
 
-__all__ = ["Retrying", "run"]
+__all__ = ["Queued", "Retrying", "run", "run_batch"]
 
 logger = logging.getLogger("emailevents")
 
@@ -147,3 +147,74 @@ def _retry(
             extra={"event_key": event.key, "event_id": event_id},
         )
         raise
+
+
+@dataclass(frozen=True)
+class Queued:
+    """One task message of a batch, as the pool runs it: its event id, CUIDs and tries so far."""
+
+    event_id: str
+    cuids: Mapping[str, str]
+    retries: int = 0
+
+
+def run_batch(
+    retrying: Retrying, task: Task, event: Event, queued: Sequence[Queued]
+) -> tuple[dict[str, RunResult | Exception], set[str]]:
+    """One try of each of ``queued``, run together (:mod:`.batchrun`); an emit that needs
+    another try is published again alone, with its own retry count, as :func:`run` retries it.
+
+    Returns each event id's result (or the exception its run raised), and the event ids whose
+    message must go back to the queue (its retry could be neither published nor kept).
+    """
+    emits = [
+        batchrun.Emit(
+            q.event_id,
+            q.cuids,
+            final_attempt=q.retries >= retrying.max_retries,
+            can_wait=q.retries < retrying.max_retries + WAITS_PAST_MAX_RETRIES,
+        )
+        for q in queued
+    ]
+    requeue: set[str] = set()
+    try:
+        results = batchrun.run_together(retrying.runtime, event, emits)
+    except (OperationalError, InterfaceError) as exc:
+        # The database went away mid-batch: each emit tries again, as a run alone would.
+        results = dict.fromkeys((q.event_id for q in queued), exc)
+        for q in queued:
+            if q.retries < retrying.max_retries:
+                _republish(retrying, task, event, q, retrying.delay(q.retries), requeue)
+        return results, requeue
+    for q in queued:
+        result = results[q.event_id]
+        if isinstance(result, RunResult) and result.needs_retry:
+            delay = retrying.delay(q.retries)
+            if any(o.status is Status.RETRY and o.reason in _STALE_WAITS for o in result.outcomes):
+                delay = max(delay, retrying.runtime.claim_timeout + CLAIM_MARGIN)
+            _republish(retrying, task, event, q, delay, requeue)
+    return results, requeue
+
+
+def _republish(  # noqa: PLR0917 - the batch's state, passed along explicitly
+    retrying: Retrying, task: Task, event: Event, q: Queued, delay: float, requeue: set[str]
+) -> None:
+    """Publish ``q``'s next try alone, noted for the relay; kept for the relay when the broker
+    refuses it, and sent back to the queue (``requeue``) when the database refuses that too."""
+    emit = emitstore.Emit(q.event_id, event.key, event.task_name, q.cuids)
+    try:
+        with retrying.runtime.session_factory() as session:
+            emitstore.watch_retry(session, emit, redeliver_after=retrying.redeliver_after)
+    except Exception:  # noqa: BLE001 - a safety net only; the retry is published all the same
+        logger.warning("event=%s event_id=%s could not note its retry", event.key, q.event_id)
+    try:
+        task.publish_checked(q.cuids, task_id=q.event_id, countdown=delay, retries=q.retries + 1)
+    except Exception as exc:  # noqa: BLE001 - whatever the broker raised, kept for the relay
+        logger.warning("event=%s event_id=%s retry not published", event.key, q.event_id)
+        try:
+            with retrying.runtime.session_factory() as session:
+                error = f"retry not published: {type(exc).__name__}: {exc}"
+                emitstore.requeue_unpublished(session, emit, error=error)
+        except Exception:
+            logger.exception("event=%s event_id=%s could not keep its retry", event.key, q.event_id)
+            requeue.add(q.event_id)

@@ -168,15 +168,20 @@ def _speaks_json(session: Session) -> str | None:
     return None
 
 
-def _claim_statement(dialect: str) -> sa.Insert:
+def _claim_statement(dialect: str, *, together: bool = False) -> sa.Insert:
     """``INSERT ... SELECT`` a claim row per recipient of a JSON array, skipping those logged
     already, ``RETURNING`` the recipients inserted: one statement with a handful of parameters
-    whatever the number of recipients (5,000 rows as VALUES are 45,000 parameters to send)."""
-    recipient = _json_items(dialect, "b_recipients", strings=True)
+    whatever the number of recipients (5,000 rows as VALUES are 45,000 parameters to send).
+    ``together``: an array of ``{"e": event id, "r": recipient}``, the emits of a batch."""
+    event_id: sa.ColumnElement[Any] = sa.bindparam("b_event_id", type_=sa.String)
+    recipient = _json_items(dialect, "b_recipients", strings=not together)
+    if together:
+        event_id = _json_field(dialect, recipient, "e").label("event_id")
+        recipient = _json_field(dialect, recipient, "r").label("recipient")
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     timestamp = sa.bindparam("b_now", type_=sa.DateTime(timezone=True))
     source = sa.select(
-        sa.bindparam("b_event_id", type_=sa.String),
+        event_id,
         sa.bindparam("b_event_key", type_=sa.String),
         recipient,
         sa.literal(CLAIMED),
@@ -201,11 +206,36 @@ def _claim_statement(dialect: str) -> sa.Insert:
         insert(deliveries)
         .from_select(columns, source)
         .on_conflict_do_nothing()
-        .returning(deliveries.c.recipient)
+        .returning(deliveries.c.event_id, deliveries.c.recipient)
     )
 
 
 _CLAIM = {dialect: _claim_statement(dialect) for dialect in _JSON_DIALECTS}
+_CLAIM_TOGETHER = {d: _claim_statement(d, together=True) for d in _JSON_DIALECTS}
+
+
+def claim_together(
+    session: Session, event_key: str, pairs: Sequence[tuple[str, str]], token: str
+) -> set[tuple[str, str]]:
+    """Claim the new ``(event id, recipient)`` pairs of many emits of ``event_key`` in one
+    statement, and commit; returns the pairs inserted (none on a database without the JSON
+    functions: there each emit claims alone)."""
+    dialect = _speaks_json(session)
+    if dialect is None:
+        return set()
+    with _one_writer(session):
+        rows = session.execute(
+            _CLAIM_TOGETHER[dialect],
+            {
+                "b_recipients": json.dumps([{"e": e, "r": r} for e, r in pairs]),
+                "b_event_key": event_key,
+                "b_token": token,
+                "b_now": current_time(),
+            },
+        )
+        inserted = {(r.event_id, r.recipient) for r in rows}
+    session.commit()
+    return inserted
 
 
 def _insert_claims(
@@ -221,23 +251,10 @@ def _insert_claims(
     can say (PostgreSQL, SQLite 3.35+), else None."""
     dialect = _speaks_json(session)
     if dialect is None:
-        insert_ignoring_duplicates(
-            session,
-            [
-                {
-                    "event_id": event_id,
-                    "event_key": event_key,
-                    "recipient": r,
-                    "status": CLAIMED,
-                    "reason": CLAIMED,
-                    "detail": "",
-                    "claim": token,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for r in recipients
-            ],
-        )
+        common: dict[str, Any] = {"event_id": event_id, "event_key": event_key, "detail": ""}
+        common |= {"status": CLAIMED}
+        common |= {"reason": CLAIMED, "claim": token, "created_at": now, "updated_at": now}
+        insert_ignoring_duplicates(session, [common | {"recipient": r} for r in recipients])
         return None
     with _one_writer(session):
         inserted = session.execute(
@@ -250,7 +267,7 @@ def _insert_claims(
                 "b_now": now,
             },
         )
-        return set(inserted.scalars())
+        return {row.recipient for row in inserted}
 
 
 def claim(
@@ -355,6 +372,30 @@ def unsettled(session: Session, event_ids: Sequence[str]) -> set[str]:
     return set(event_ids) - settled
 
 
+def record_together(
+    session: Session, outcomes: Sequence[tuple[str, Outcome]], *, token: str, flush_wait: bool
+) -> None:
+    """Write the outcomes of many emits' claimed ``(event id, outcome)`` in one statement, and
+    commit (PostgreSQL and SQLite 3.35+ only); see :func:`record`."""
+    if outcomes:
+        dialect = _speaks_json(session) or "postgresql"
+        rows = [_row(o) | {"event_id": event_id} for event_id, o in outcomes]
+        params = {"b_updated_at": current_time(), "b_token": token, "b_rows": json.dumps(rows)}
+        with _one_writer(session):
+            session.execute(_RECORD_TOGETHER[dialect, flush_wait], params)
+    session.commit()
+
+
+def _row(o: Outcome) -> dict[str, Any]:
+    return {
+        "recipient": o.recipient,
+        "status": o.status.value,
+        "reason": o.reason.value,
+        "detail": o.detail[:DETAIL_LENGTH],
+        "message_id": o.message_id,
+    }
+
+
 def record(
     session: Session,
     event_id: str,
@@ -377,16 +418,7 @@ def record(
     if not outcomes:
         return
     common = _common(event_id, token)
-    rows = [
-        {
-            "recipient": o.recipient,
-            "status": o.status.value,
-            "reason": o.reason.value,
-            "detail": o.detail[:DETAIL_LENGTH],
-            "message_id": o.message_id,
-        }
-        for o in outcomes
-    ]
+    rows = [_row(o) for o in outcomes]
     dialect = _speaks_json(session)
     if dialect is not None:
         with _one_writer(session):
@@ -409,9 +441,11 @@ def _common(event_id: str, token: str | None) -> dict[str, Any]:
     return common
 
 
-def _record_conditions(recipient: sa.ColumnElement[Any], *, by_token: bool) -> list[Any]:
+def _record_conditions(
+    recipient: sa.ColumnElement[Any], *, by_token: bool, event_id: Any = None
+) -> list[Any]:
     conditions = [
-        deliveries.c.event_id == sa.bindparam("b_event_id"),
+        deliveries.c.event_id == (sa.bindparam("b_event_id") if event_id is None else event_id),
         deliveries.c.recipient == recipient,
         deliveries.c.status == CLAIMED,
     ]
@@ -420,10 +454,13 @@ def _record_conditions(recipient: sa.ColumnElement[Any], *, by_token: bool) -> l
     return conditions
 
 
-def _record_rows_statement(dialect: str, *, by_token: bool, flush_wait: bool) -> sa.Update:
-    """``UPDATE ... FROM`` the outcomes of a JSON array of objects: one statement for all."""
+def _record_rows_statement(
+    dialect: str, *, by_token: bool, flush_wait: bool, together: bool = False
+) -> sa.Update:
+    """``UPDATE ... FROM`` the outcomes of a JSON array of objects: one statement for all
+    (``together``: each object names its event id, the emits of a batch)."""
     value = _json_items(dialect, "b_rows", strings=False)
-    fields = ("recipient", "status", "reason", "detail", "message_id")
+    fields = ("recipient", "status", "reason", "detail", "message_id", "event_id")[: 5 + together]
     columns = [_json_field(dialect, value, f).label(f) for f in fields]
     if dialect == "postgresql" and not flush_wait:
         # `SET LOCAL`, inside the statement: it is the whole transaction when it runs alone
@@ -439,7 +476,13 @@ def _record_rows_statement(dialect: str, *, by_token: bool, flush_wait: bool) ->
         outcome = sa.select(*columns).cte("outcome").prefix_with("MATERIALIZED")
     return (
         sa.update(deliveries)
-        .where(*_record_conditions(outcome.c.recipient, by_token=by_token))
+        .where(
+            *_record_conditions(
+                outcome.c.recipient,
+                by_token=by_token,
+                event_id=outcome.c.event_id if together else None,
+            )
+        )
         .values(
             status=outcome.c.status,
             reason=outcome.c.reason,
@@ -468,12 +511,15 @@ def _record_each_statement(*, by_token: bool) -> sa.Update:
 
 
 _RECORD_ROWS = {
-    (dialect, by_token, flush_wait): _record_rows_statement(
-        dialect, by_token=by_token, flush_wait=flush_wait
-    )
-    for dialect in _JSON_DIALECTS
+    (d, by_token, wait): _record_rows_statement(d, by_token=by_token, flush_wait=wait)
+    for d in _JSON_DIALECTS
     for by_token in (False, True)
-    for flush_wait in (False, True)
+    for wait in (False, True)
+}
+_RECORD_TOGETHER = {
+    (d, wait): _record_rows_statement(d, by_token=True, flush_wait=wait, together=True)
+    for d in _JSON_DIALECTS
+    for wait in (False, True)
 }
 _RECORD_EACH = {by_token: _record_each_statement(by_token=by_token) for by_token in (False, True)}
 

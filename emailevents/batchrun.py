@@ -1,0 +1,147 @@
+"""Emits of one event run together: one claim statement, one send, one outcome statement.
+
+Each emit goes through the pipeline's steps up to the claim on its own (entities, toggle,
+recipients, TemplateModel, exclusions). Then the recipients of every emit are claimed in one
+statement, committed before any request; those of the emits whose recipients were all new to the
+delivery log are sent in one call of the sender (Postmark: one batch request for up to 500
+messages) and their outcomes recorded in one statement. An emit with a recipient logged already
+(a retry, a redelivery, another run holding it) is delivered on its own by
+:func:`pipeline.deliver`, under the same claim token: exactly what a run of it alone would do.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from . import exclusions, pipeline, store
+from .errors import ConfigurationError
+from .outcomes import Outcome, RunResult
+from .registry import Event
+from .senders.base import SendResult, SendStatus
+
+__all__ = ["Emit", "run_together"]
+
+
+@dataclass(frozen=True)
+class Emit:
+    """One emit of a batch: its event id, CUIDs, and where its task stands in its tries."""
+
+    event_id: str
+    cuids: Mapping[str, str]
+    final_attempt: bool = True
+    can_wait: bool = False
+
+
+Ready = tuple[Emit, pipeline.Prepared]
+Results = dict[str, RunResult | Exception]
+
+
+def run_together(rt: pipeline.Runtime, event: Event, emits: Sequence[Emit]) -> Results:
+    """Run ``emits`` of ``event`` together; each event id's result, or the exception its run
+    raised (application code failing, recorded already as a run alone records it).
+
+    Raises:
+        sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError: the database went away;
+            what was claimed is settled by the next tries, as for a run alone.
+    """
+    results: Results = {}
+    with rt.session_factory() as session:
+        store.statements_commit_alone(session)
+        ready: list[Ready] = []
+        for emit in emits:
+            try:
+                prepared = pipeline.prepare(rt, session, event, emit.event_id, emit.cuids)
+            except (sa.exc.OperationalError, sa.exc.InterfaceError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - recorded by prepare; the emit's result
+                results[emit.event_id] = exc
+                store.statements_commit_alone(session)
+                continue
+            if isinstance(prepared, RunResult):
+                results[emit.event_id] = prepared
+            else:
+                ready.append((emit, prepared))
+        token = uuid.uuid4().hex
+        pairs = [(e.event_id, r.key) for e, p in ready for r in p.recipients]
+        inserted = store.claim_together(session, event.key, pairs, token) if pairs else set()
+        fresh = [
+            (e, p) for e, p in ready if all((e.event_id, r.key) in inserted for r in p.recipients)
+        ]
+        for emit, prepared in ready:
+            if (emit, prepared) not in fresh:
+                results[emit.event_id] = _alone(rt, session, event, emit, prepared, token)
+        results.update(_send_together(rt, session, event, fresh, token))
+    return {e.event_id: results[e.event_id] for e in emits}
+
+
+def _alone(  # noqa: PLR0917 - the batch's state, passed along explicitly
+    rt: pipeline.Runtime,
+    session: Session,
+    event: Event,
+    emit: Emit,
+    prepared: pipeline.Prepared,
+    token: str,
+) -> RunResult | Exception:
+    try:
+        sent = pipeline.deliver(
+            rt,
+            session,
+            event,
+            emit.event_id,
+            prepared.recipients,
+            prepared.template_model,
+            final_attempt=emit.final_attempt,
+            can_wait=emit.can_wait,
+            token=token,
+        )
+    except (sa.exc.OperationalError, sa.exc.InterfaceError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - deliver recorded it; the emit's result
+        return exc
+    return pipeline.finish(event, emit.event_id, [*prepared.left_out, *sent])
+
+
+def _send_together(
+    rt: pipeline.Runtime, session: Session, event: Event, fresh: list[Ready], token: str
+) -> Results:
+    """Send the messages of emits whose recipients this batch claimed, and record each answer."""
+    messages = [
+        pipeline.compose(rt, event, e.event_id, r, p.template_model)
+        for e, p in fresh
+        for r in p.recipients
+    ]
+    crashed: Exception | None = None
+    try:
+        answers = rt.sender.send(messages) if messages else []
+    except ConfigurationError as exc:
+        answers = [SendResult(SendStatus.CONFIGURATION, detail=str(exc))] * len(messages)
+    except Exception as exc:  # noqa: BLE001 - each emit's result, as deliver raises it
+        # We cannot know what left the process: record "unknown", never resend blindly.
+        crashed = exc
+        unknown = SendResult(SendStatus.UNKNOWN, detail=f"{type(exc).__name__}: {exc}")
+        answers = [unknown] * len(messages)
+    results: Results = {}
+    recorded: list[tuple[str, Outcome]] = []
+    start = 0
+    for emit, prepared in fresh:
+        mine = answers[start : start + len(prepared.recipients)]
+        start += len(prepared.recipients)
+        keys = [r.key for r in prepared.recipients]
+        exclusions.suppress_inactive(session, event, emit.event_id, keys, mine)
+        final = emit.final_attempt or crashed is not None
+        outcomes, settled, unanswered = pipeline.outcomes_of(
+            rt, prepared.recipients, mine, final=final
+        )
+        recorded += [(emit.event_id, o) for o in settled]
+        store.keep_unanswered(session, emit.event_id, unanswered, token=token)
+        results[emit.event_id] = crashed or pipeline.finish(
+            event, emit.event_id, [*prepared.left_out, *outcomes]
+        )
+    # As for a run alone: a searchable sender settles a lost outcome, so it need not wait.
+    store.record_together(session, recorded, token=token, flush_wait=not rt.sender.searchable)
+    return results
