@@ -69,11 +69,11 @@ def run_together(rt: pipeline.Runtime, event: Event, emits: Sequence[Emit]) -> R
         token = uuid.uuid4().hex
         pairs = [(e.event_id, r.key) for e, p in ready for r in p.recipients]
         inserted = store.claim_together(session, event.key, pairs, token) if pairs else set()
-        fresh = [
-            (e, p) for e, p in ready if all((e.event_id, r.key) in inserted for r in p.recipients)
-        ]
+        fresh: list[Ready] = []
         for emit, prepared in ready:
-            if (emit, prepared) not in fresh:
+            if all((emit.event_id, r.key) in inserted for r in prepared.recipients):
+                fresh.append((emit, prepared))
+            else:
                 results[emit.event_id] = _alone(rt, session, event, emit, prepared, token)
         results.update(_send_together(rt, session, event, fresh, token))
     return {e.event_id: results[e.event_id] for e in emits}

@@ -81,11 +81,12 @@ def test_batching_is_off_unless_asked_for(
     assert not isinstance(task, BatchedEventTask)
 
 
+@pytest.mark.parametrize("pool", ["threads", "solo"])
 def test_emits_in_flight_together_share_requests_and_each_is_recorded_once(
-    app: App, celery_app: Celery, fake_postmark: FakePostmark
+    app: App, celery_app: Celery, fake_postmark: FakePostmark, pool: str
 ) -> None:
     key, cuids = seed.emits(app.world)[5]  # the finding: one recipient, owen
-    with Runs() as runs, worker(celery_app, concurrency=2):
+    with Runs() as runs, worker(celery_app, concurrency=2, pool=pool):
         receipts = [app.events.emit(key, **cuids) for _ in range(20)]
         results = runs.wait(*receipts)
     ids = [r.event_id for r in receipts]
