@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -53,9 +54,19 @@ def run_together(rt: pipeline.Runtime, event: Event, emits: Sequence[Emit]) -> R
     with rt.session_factory() as session:
         store.statements_commit_alone(session)
         ready: list[Ready] = []
+        found = _load_entities(session, event, emits)
         for emit in emits:
+            # An emit whose entities were not all found goes the way of a run alone, to stop.
+            loaded = {name: found[name].get(emit.cuids[name]) for name, _ in event.entities}
             try:
-                prepared = pipeline.prepare(rt, session, event, emit.event_id, emit.cuids)
+                prepared = pipeline.prepare(
+                    rt,
+                    session,
+                    event,
+                    emit.event_id,
+                    emit.cuids,
+                    None if None in loaded.values() else loaded,
+                )
             except (sa.exc.OperationalError, sa.exc.InterfaceError):
                 raise
             except Exception as exc:  # noqa: BLE001 - recorded by prepare; the emit's result
@@ -77,6 +88,21 @@ def run_together(rt: pipeline.Runtime, event: Event, emits: Sequence[Emit]) -> R
                 results[emit.event_id] = _alone(rt, session, event, emit, prepared, token)
         results.update(_send_together(rt, session, event, fresh, token))
     return {e.event_id: results[e.event_id] for e in emits}
+
+
+def _load_entities(
+    session: Session, event: Event, emits: Sequence[Emit]
+) -> dict[str, dict[str, Any]]:
+    """Entity name -> CUID -> entity, for every emit: one SELECT per entity, not per emit."""
+    found: dict[str, dict[str, Any]] = {}
+    for name, entity_type in event.entities:
+        column = getattr(entity_type.model, entity_type.key)
+        cuids = sorted({emit.cuids[name] for emit in emits})
+        rows: sa.ScalarResult[Any] = session.scalars(
+            sa.select(entity_type.model).where(column.in_(cuids))
+        )
+        found[name] = {getattr(row, entity_type.key): row for row in rows}
+    return found
 
 
 def _alone(  # noqa: PLR0917 - the batch's state, passed along explicitly

@@ -119,16 +119,20 @@ class Prepared:
     event_id: str
     recipients: list[Recipient]
     template_model: dict[str, Any]
-    left_out: list[Outcome]
-    """Recipients rejected, suppressed or opted out (recorded already)."""
+    left_out: list[Outcome]  # rejected, suppressed or opted out (recorded already)
 
 
-def prepare(
-    rt: Runtime, session: Session, event: Event, event_id: str, cuids: Mapping[str, str]
+def prepare(  # noqa: PLR0917 - the run's state, passed along explicitly
+    rt: Runtime,
+    session: Session,
+    event: Event,
+    event_id: str,
+    cuids: Mapping[str, str],
+    loaded: Mapping[str, Any] | None = None,
 ) -> Prepared | RunResult:
-    """Every step before the claim; the run's result when a step stopped it (recorded)."""
+    """Every step before the claim, or the run's result if one stopped it; ``loaded``: entities."""
     try:
-        entities = load_entities(session, event, cuids)
+        entities = dict(loaded) if loaded is not None else load_entities(session, event, cuids)
         check_toggle(rt, session, event, entities)
         values = {**entities, **context_values(rt, session, event, entities)}
         recipients, rejected = resolve_recipients(session, event, values)
@@ -419,11 +423,9 @@ def deliver(  # noqa: PLR0917 - the run's state, passed along explicitly
 ) -> list[Outcome]:
     """Claim each recipient (committed before sending), send to those claimed, record results.
 
-    A recipient another run of the same emit holds is left to it, unless that claim went
-    stale (its run died between claiming and recording, or its request got no answer): then
-    the sender is asked whether the provider has the message, and it is recorded as sent, sent
-    now, or recorded as unknown.
-    """
+    A recipient another run holds is left to it, unless its claim went stale (its run died, or
+    its request got no answer): then the provider is asked, and it is recorded sent, sent now or
+    unknown."""
     token = token or uuid.uuid4().hex
     mine = store.claim(session, event_id, event.key, [r.key for r in recipients], token)
     outcomes: list[Outcome] = []
@@ -602,8 +604,7 @@ def _record(  # noqa: PLR0917 - the run's state, passed along explicitly
 ) -> list[Outcome]:
     """Record what the sender answered for the recipients this run claimed (``token``)."""
     outcomes, recorded, unanswered = outcomes_of(rt, recipients, results, final=final)
-    # A searchable sender can settle a lost outcome (its claim goes stale and the provider is
-    # asked): the outcome need not wait for the disk. The claim, before sending, must.
+    # A searchable sender settles a lost outcome (asked once stale): only claims wait for disk.
     store.settle(
         session,
         event_id,
@@ -622,10 +623,8 @@ def outcomes_of(
     claimed (``store.settle``'s ``unanswered``).
 
     Before the final try, a transient failure becomes ``retry`` (claimed again by the next
-    try), and a request without an answer keeps its claim, to be settled through the sender's
-    message search once the claim is stale; that is, after ``claim_timeout``, which gives the
-    provider's search time to see the message if it was accepted.
-    """
+    try), and a request without an answer keeps its claim, settled through the sender's search
+    once stale (after ``claim_timeout``: time for the search to see an accepted message)."""
     outcomes: list[Outcome] = []
     recorded: list[Outcome] = []
     unanswered: list[Outcome] = []

@@ -128,3 +128,20 @@ def test_a_recipient_failing_transiently_in_a_batch_is_retried_alone(
     rows = app.log([comment.event_id, *(f.event_id for f in findings)])
     assert {r.status for r in rows} == {"sent"}
     assert len(rows) == 3 + 5
+
+
+def test_an_emit_whose_entity_is_missing_stops_alone_in_its_batch(
+    app: App, celery_app: Celery, fake_postmark: FakePostmark
+) -> None:
+    key, cuids = seed.emits(app.world)[5]
+    missing = {**cuids, "finding": "no-such-finding"}
+    with Runs() as runs, worker(celery_app, concurrency=2):
+        receipts = [app.events.emit(key, **c) for c in (cuids, missing, cuids)]
+        results = runs.wait(*receipts)
+    assert [[o.reason.value for o in r.outcomes] for r in results] == [
+        ["sent"],
+        ["entity_missing"],
+        ["sent"],
+    ]
+    assert sends(fake_postmark) == 1
+    assert len(fake_postmark.messages) == 2
