@@ -11,6 +11,7 @@ messages) and their outcomes recorded in one statement. An emit with a recipient
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ def run_together(rt: pipeline.Runtime, event: Event, emits: Sequence[Emit]) -> R
         store.statements_commit_alone(session)
         ready: list[Ready] = []
         found = _load_entities(session, event, emits)
+        rt = dataclasses.replace(rt, toggles=_Toggles(rt, event))
         for emit in emits:
             # An emit whose entities were not all found goes the way of a run alone, to stop.
             loaded = {name: found[name].get(emit.cuids[name]) for name, _ in event.entities}
@@ -88,6 +90,26 @@ def run_together(rt: pipeline.Runtime, event: Event, emits: Sequence[Emit]) -> R
                 results[emit.event_id] = _alone(rt, session, event, emit, prepared, token)
         results.update(_send_together(rt, session, event, fresh, token))
     return {e.event_id: results[e.event_id] for e in emits}
+
+
+class _Toggles:
+    """An org's toggle read once per batch, not once per emit (the runtime's ``toggles``)."""
+
+    def __init__(self, rt: pipeline.Runtime, event: Event) -> None:
+        self.read = rt.toggles
+        self.org_key = dict(event.entities)[event.org].key if event.org else ""
+        self.known: dict[tuple[str, str], bool] = {}
+
+    def __call__(self, session: Session, org: Any, toggle: str) -> bool:
+        key = (str(getattr(org, self.org_key)), toggle)
+        if key not in self.known:
+            read = self.read
+            self.known[key] = (
+                bool(read(session, org, toggle))
+                if read is not None
+                else store.toggle_enabled(session, key[0], toggle)
+            )
+        return self.known[key]
 
 
 def _load_entities(

@@ -145,3 +145,16 @@ def test_an_emit_whose_entity_is_missing_stops_alone_in_its_batch(
     ]
     assert sends(fake_postmark) == 1
     assert len(fake_postmark.messages) == 2
+
+
+def test_an_org_toggle_switched_off_skips_every_emit_of_the_batch(
+    app: App, celery_app: Celery, fake_postmark: FakePostmark
+) -> None:
+    key, cuids = seed.emits(app.world)[9]  # the breach, for globex
+    with app.factory() as session:
+        app.events.set_toggle(session, app.world.globex_org, key, enabled=False)
+        session.commit()
+    with Runs() as runs, worker(celery_app, concurrency=2):
+        results = runs.wait(*[app.events.emit(key, **cuids) for _ in range(3)])
+    assert [[o.reason.value for o in r.outcomes] for r in results] == [["toggle_off"]] * 3
+    assert sends(fake_postmark) == 0
