@@ -53,15 +53,13 @@ class App:
 def app(db_engine: sa.Engine, celery_app: Celery, fake_postmark: FakePostmark) -> App:
     # The worker must hold more messages than it has pool slots: a batch is made of them.
     celery_app.conf.worker_prefetch_multiplier = 50
+    sender = PostmarkSender("test-token", api_url=fake_postmark.url, timeout=5)
     factory, world = seed_database(db_engine)
+    # A window long enough for a test's emits to meet in one batch on a loaded machine.
+    batching = {"batch_window": 0.3, "batch_max": 500}
+    retrying = {"max_retries": 3, "retry_backoff": 0.05}
     events = demo_events(
-        celery=celery_app,
-        session_factory=factory,
-        sender=PostmarkSender("test-token", api_url=fake_postmark.url, timeout=5),
-        max_retries=3,
-        retry_backoff=0.05,
-        batch_window=0.3,
-        batch_max=500,
+        celery=celery_app, session_factory=factory, sender=sender, **batching, **retrying
     )
     return App(events, world, factory)
 
