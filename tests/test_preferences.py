@@ -4,6 +4,7 @@ of a category carries, up to the local Postmark server and back through one-clic
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
@@ -66,20 +67,29 @@ def registry_with_categories(folder: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def seeded_app(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, server: FakePostmark, registry: Path
+) -> Iterator[Any]:
+    """The demo application on ``registry``, sending to ``server``, its world seeded."""
+    sender = f"PostmarkSender('test-token', api_url={server.url!r})"
+    options = f" public_url={PUBLIC_URL!r}, signing_keys=['new-key', 'old-key'],"
+    source = demo_app(folder / "app.sqlite3", sender=sender, options=options)
+    source = source.replace("REGISTRY, celery", f"{str(registry)!r}, celery")
+    with app_module(folder, source, monkeypatch, prefix="prefsapp") as module:
+        with module.events.session_factory() as session:
+            module.world = seed.seed(session)
+            session.commit()
+        yield module
+
+
 @pytest.fixture
 def app(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_postmark: FakePostmark
 ) -> Iterator[Any]:
     monkeypatch.chdir(tmp_path)
     registry = registry_with_categories(tmp_path)
-    sender = f"PostmarkSender('test-token', api_url={fake_postmark.url!r})"
-    options = f" public_url={PUBLIC_URL!r}, signing_keys=['new-key', 'old-key'],"
-    source = demo_app(tmp_path / "app.sqlite3", sender=sender, options=options)
-    source = source.replace("REGISTRY, celery", f"{str(registry)!r}, celery")
-    with app_module(tmp_path, source, monkeypatch, prefix="prefsapp") as module:
-        with module.events.session_factory() as session:
-            module.world = seed.seed(session)
-            session.commit()
+    with seeded_app(tmp_path, monkeypatch, fake_postmark, registry) as module:
         yield module
 
 
@@ -204,14 +214,7 @@ def test_an_applications_own_preferences_decide_and_cannot_be_changed_here(
         1,
     )
     registry.write_text(text)
-    sender = f"PostmarkSender('test-token', api_url={fake_postmark.url!r})"
-    options = f" public_url={PUBLIC_URL!r}, signing_keys=['new-key'],"
-    source = demo_app(tmp_path / "own.sqlite3", sender=sender, options=options)
-    source = source.replace("REGISTRY, celery", f"{str(registry)!r}, celery")
-    with app_module(tmp_path, source, monkeypatch, prefix="ownprefs") as module:
-        with module.events.session_factory() as session:
-            module.world = seed.seed(session)
-            session.commit()
+    with seeded_app(tmp_path, monkeypatch, fake_postmark, registry) as module:
         result = run(module, COMMENT, "ev-own")
         (skip,) = [o for o in result.outcomes if o.recipient == OWEN]
         assert (skip.status, skip.reason) == ("skipped", "opted_out")
