@@ -52,12 +52,17 @@ def run_together(rt: pipeline.Runtime, event: Event, emits: Sequence[Emit]) -> R
             what was claimed is settled by the next tries, as for a run alone.
     """
     results: Results = {}
+    # A message delivered twice may bring both copies into one batch: they are one emit, run
+    # once (the one claim statement would let both copies think they held its recipients).
+    unique: dict[str, Emit] = {}
+    for emit in emits:
+        unique.setdefault(emit.event_id, emit)
     with rt.session_factory() as session:
         store.statements_commit_alone(session)
         ready: list[Ready] = []
         found = _load_entities(session, event, emits)
         rt = dataclasses.replace(rt, toggles=_Toggles(rt, event))
-        for emit in emits:
+        for emit in unique.values():
             # An emit whose entities were not all found goes the way of a run alone, to stop.
             loaded = {name: found[name].get(emit.cuids[name]) for name, _ in event.entities}
             try:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from emailevents import EmailEvents, Status
+from emailevents import EmailEvents, RunResult, Status, batchrun
 from emailevents.demo import seed
 from emailevents.demo.run import demo_events, seed_database
 from emailevents.engine import BatchedEventTask, EventTask
@@ -156,3 +156,20 @@ def test_an_org_toggle_switched_off_skips_every_emit_of_the_batch(
         results = runs.wait(*[app.events.emit(key, **cuids) for _ in range(3)])
     assert [[o.reason.value for o in r.outcomes] for r in results] == [["toggle_off"]] * 3
     assert sends(fake_postmark) == 0
+
+
+def test_two_copies_of_one_message_in_a_batch_send_once(
+    app: App, fake_postmark: FakePostmark
+) -> None:
+    # A message delivered twice (a redelivery) can bring both copies into one batch.
+    key, cuids = seed.emits(app.world)[6]  # the comment: owen, priya, sam
+    copy = batchrun.Emit("ev-twice", cuids)
+    results = batchrun.run_together(app.events.runtime, app.events.event(key), [copy, copy])
+    result = results["ev-twice"]
+    assert isinstance(result, RunResult)
+    assert [o.status for o in result.outcomes] == [Status.SENT] * 3
+    assert Counter(m.to for m in fake_postmark.messages) == {
+        "owen@acme.test": 1,
+        "priya@acme.test": 1,
+        "sam@acme.test": 1,
+    }
