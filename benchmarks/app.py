@@ -57,6 +57,8 @@ class Config:
     """``EmailEvents(batch_window=...)``: 0 runs each emit alone (section 9 turns it on)."""
     prefetch: int = 1
     """``worker_prefetch_multiplier``; a batching worker must hold more messages than threads."""
+    sqlite_wal: bool = True
+    """A SQLite database in WAL mode (the harness's default); False keeps SQLite's own defaults."""
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -93,7 +95,8 @@ def make_engine(config: Config) -> sa.Engine:
             pool_size=config.pool_size,
             max_overflow=4,
         )
-        sa.event.listen(engine, "connect", _sqlite_wal)
+        if config.sqlite_wal:
+            sa.event.listen(engine, "connect", _sqlite_wal)
         return engine
     connect_args: dict[str, Any] = {"application_name": "emailevents-bench"}
     if config.schema:

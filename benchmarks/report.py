@@ -283,6 +283,26 @@ def _batching_rows(profile: str, s: dict[str, Any]) -> Iterable[Row]:
             _fig(at[HAND]),
             *_ratio(at["on_vs_hand"]),
         )
+    for ms, at in s.get("default_journal", {}).get("latencies", {}).items():
+        yield (
+            profile,
+            f"10 batched vs hand-written, {ms} ms latency, SQLite default journal",
+            _fig(at[BATCHED]),
+            _fig(at[HAND]),
+            *_ratio(at["on_vs_hand"]),
+        )
+    if "low_load" in s:
+        low = s["low_load"]
+        diff = low["difference_ms"]
+        yield (
+            profile,
+            "10 one emit to Postmark at low load, one at a time, on - off",
+            _fig(low[BATCHED]),
+            _fig(low[ENGINE]) + " (off)",
+            f"{diff['value']:+.1f} ms [{diff['min']:+.1f} to {diff['max']:+.1f}]",
+            diff["target"],
+            "met" if diff["met"] else "NOT MET",
+        )
 
 
 def _webhook_rows(profile: str, s: dict[str, Any]) -> Iterable[Row]:

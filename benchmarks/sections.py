@@ -38,13 +38,11 @@ from .stats import figure, ratio
 from .world import World
 
 __all__ = [
-    "BATCHED",
     "ENGINE",
     "HAND",
     "Context",
     "Sizes",
     "Statements",
-    "batching",
     "emit_cost",
     "fanout",
     "io_bound",
@@ -58,9 +56,6 @@ __all__ = [
 
 ENGINE = "emailevents"
 HAND = "hand-written"
-BATCHED = "emailevents, batched"
-BATCH_WINDOW = 0.05  # the issue's window: 50 ms or 500 messages, whichever first
-BATCH_THREADS = 8
 FINDING = "model_finding_created"
 BROADCAST = "team_broadcast"
 
@@ -86,6 +81,8 @@ class Sizes:
     webhook_posts: int
     webhook_clients: int
     batch_emails: int
+    low_load_emits: int
+    """Single emits per repetition of section 10's low-load measure, sent one at a time."""
 
     @property
     def team_sizes(self) -> list[int]:
@@ -110,6 +107,7 @@ FULL = Sizes(
     webhook_posts=1000,
     webhook_clients=4,
     batch_emails=400,
+    low_load_emits=20,
 )
 
 QUICK = Sizes(
@@ -130,6 +128,7 @@ QUICK = Sizes(
     webhook_posts=20,
     webhook_clients=2,
     batch_emails=40,
+    low_load_emits=2,
 )
 
 
@@ -182,7 +181,9 @@ def _publish(bench: Bench, world: World, side: str, i: int) -> str:
     return str(task.delay(args["user"], args["org"], args["finding"]).id)
 
 
-def _batch(ctx: Context, bench: Bench, workers: Workers, side: str, n: int) -> tuple[float, float]:
+def timed_batch(
+    ctx: Context, bench: Bench, workers: Workers, side: str, n: int
+) -> tuple[float, float]:
     """Queue ``n`` one-recipient emails at once: emails per second, as the workers timed them,
     and the workers' CPU milliseconds per email."""
     ctx.fake.reset()
@@ -199,7 +200,7 @@ def _batch(ctx: Context, bench: Bench, workers: Workers, side: str, n: int) -> t
     return n / (max(r.end for r in runs) - min(r.start for r in runs)), cpu_ms
 
 
-def _warm(ctx: Context, bench: Bench, workers: Workers, n: int) -> None:
+def warm(ctx: Context, bench: Bench, workers: Workers, n: int) -> None:
     """Connections, clients and compiled statements in every worker thread, before timing."""
     for side in (ENGINE, HAND):
         ids = [_publish(bench, ctx.world, side, i) for i in range(n)]
@@ -219,7 +220,7 @@ def _compare(
     cpu: dict[str, list[float]] = {ENGINE: [], HAND: []}
     for order in _alternating(repeats):
         for side in order:
-            rate, cpu_ms = _batch(ctx, bench, workers, side, n)
+            rate, cpu_ms = timed_batch(ctx, bench, workers, side, n)
             measured[side].append(rate)
             cpu[side].append(cpu_ms)
     return measured, cpu
@@ -238,7 +239,7 @@ def solo_workers(ctx: Context) -> Iterator[tuple[Bench, Workers]]:
     queue = f"bench-solo-{uuid.uuid4().hex[:6]}"
     bench = ctx.producer(queue)
     with ctx.workers(queue) as workers:
-        _warm(ctx, bench, workers, 20)
+        warm(ctx, bench, workers, 20)
         yield bench, workers
 
 
@@ -313,7 +314,7 @@ def fanout(ctx: Context, bench: Bench, workers: Workers) -> dict[str, Any]:
 def scale_out(ctx: Context, bench: Bench, workers: Workers, one: dict[str, Any]) -> dict[str, Any]:
     """6. Throughput with a second worker process on the same queue (one: section 1's figures)."""
     workers.add()
-    _warm(ctx, bench, workers, 20)
+    warm(ctx, bench, workers, 20)
     n = ctx.sizes.throughput_emails
     two, _ = _compare(ctx, bench, workers, n, ctx.sizes.repeats)
     result: dict[str, Any] = {"emails_per_batch": n, "worker": "-P solo processes"}
@@ -754,7 +755,7 @@ def io_bound(ctx: Context) -> dict[str, Any]:
             bench = ctx.producer(queue)
             n = threads * ctx.sizes.io_emails_per_thread
             with ctx.workers(queue, pool="threads", concurrency=threads) as workers:
-                _warm(ctx, bench, workers, threads * 2)
+                warm(ctx, bench, workers, threads * 2)
                 measured, cpu = _compare(ctx, bench, workers, n, ctx.sizes.repeats)
             value = ratio(measured[ENGINE], measured[HAND], target=">= 0.9", met=None)
             value["met"] = value["value"] >= 0.9  # noqa: PLR2004
@@ -789,58 +790,4 @@ def io_bound(ctx: Context) -> dict[str, Any]:
     return result
 
 
-# -- 10: cross-emit batching ----------------------------------------------------------------------
-
-
-def batching(ctx: Context) -> dict[str, Any]:
-    """10. Batching on against off and against the hand-written task: one-recipient emails per
-    second, ``-P threads -c 8`` on every side, at no latency and at ``io_latency``.
-
-    The batching worker prefetches 64 messages per thread (a batch is made of messages the
-    worker holds); the others keep one, as docs/operations.md recommends. A worker times a
-    batch's emits from the batch's start, so the first batch's window (at most 50 ms) is not
-    counted: the rest are, in the gaps between batches.
-    """
-    result: dict[str, Any] = {"window_s": BATCH_WINDOW, "threads": BATCH_THREADS, "latencies": {}}
-    n = ctx.sizes.batch_emails
-    for latency in (0.0, ctx.sizes.io_latency):
-        tag = uuid.uuid4().hex[:6]
-        plain, batched = ctx.producer(f"bench-b0-{tag}"), ctx.producer(f"bench-b1-{tag}")
-        batching_config = replace(
-            ctx.config,
-            queue=f"bench-b1-{tag}",
-            batch_window=BATCH_WINDOW,
-            prefetch=64,
-        )
-        ctx.fake.set_latency(latency)
-        try:
-            with (
-                ctx.workers(f"bench-b0-{tag}", pool="threads", concurrency=BATCH_THREADS) as off,
-                Workers(
-                    batching_config, pool="threads", concurrency=BATCH_THREADS, logs=ctx.logs
-                ) as on,
-            ):
-                _warm(ctx, plain, off, BATCH_THREADS * 2)
-                _warm(ctx, batched, on, BATCH_THREADS * 2)
-                measured: dict[str, list[float]] = {BATCHED: [], ENGINE: [], HAND: []}
-                sides = [(BATCHED, batched, on, ENGINE), (ENGINE, plain, off, ENGINE)]
-                sides.append((HAND, plain, off, HAND))
-                for rep in range(ctx.sizes.repeats):
-                    for name, bench, workers, side in sides[rep % 3 :] + sides[: rep % 3]:
-                        measured[name].append(_batch(ctx, bench, workers, side, n)[0])
-        finally:
-            ctx.fake.set_latency(0)
-        # The issue's Done means: at no latency 1.2x on PostgreSQL, 1.0x on SQLite; 5x at 100 ms.
-        goal = 5.0 if latency else (1.2 if ctx.profile == "postgres" else 1.0)
-        against_hand = ratio(measured[BATCHED], measured[HAND], target=f">= {goal}x", met=None)
-        against_hand["met"] = against_hand["value"] >= goal
-        result["latencies"][str(int(latency * 1000))] = {
-            "emails_per_batch": n,
-            **{name: figure(values, "emails/s") for name, values in measured.items()},
-            "on_vs_off": ratio(measured[BATCHED], measured[ENGINE], target="(reported)", met=None),
-            "on_vs_hand": against_hand,
-        }
-    return result
-
-
-__all__ += ["FULL", "QUICK", "REGISTRY", "solo_workers", "write_registry"]
+__all__ += ["FULL", "QUICK", "REGISTRY", "solo_workers", "timed_batch", "warm", "write_registry"]

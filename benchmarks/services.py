@@ -308,6 +308,7 @@ class Workers:
         self.logs = logs
         self.processes: list[subprocess.Popen[bytes]] = []
         self._wanted = processes
+        self._asked: set[int] = set()
 
     def __enter__(self) -> Self:
         try:
@@ -380,10 +381,17 @@ class Workers:
             if process.poll() is not None:
                 raise ServiceError(f"a worker exited with {process.returncode}\n{self.tail()}")
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """Ask every process for a warm shutdown without waiting for it: a warm shutdown takes
+        seconds, so workers stopped together should all be asked before any is waited for."""
         for process in self.processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
+            if process.pid not in self._asked:
+                self._asked.add(process.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+
+    def stop(self) -> None:
+        self.terminate()
         for process in self.processes:
             try:
                 process.wait(15)
@@ -392,6 +400,7 @@ class Workers:
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait(5)
         self.processes.clear()
+        self._asked.clear()
 
     def tail(self, lines: int = 30) -> str:
         out = []
