@@ -165,19 +165,23 @@ def default_journal(ctx: Context) -> dict[str, Any]:
     return {"database": DEFAULT_JOURNAL, "journal_mode": mode, "latencies": {"0": at_zero}}
 
 
-def _one_at_a_time(ctx: Context, bench: Bench, workers: Workers, count: int) -> list[float]:
-    """Milliseconds from ``emit()`` to the server's receipt, for ``count`` single emits, each
-    sent once the one before has been received and its run has ended."""
+def _one_at_a_time(
+    ctx: Context, bench: Bench, workers: Workers, count: int
+) -> list[tuple[float, float]]:
+    """For ``count`` single emits, each sent once the one before has been received and its run
+    has ended: milliseconds from ``emit()`` to the server's receipt, and to the run's start in
+    the worker (for a batch, the job's start: the window and the wait for the timer)."""
     times = []
     for i in range(count):
         ctx.fake.clear_messages()
         start = datetime.now(UTC)  # the server stamps its receipt with the same clock
         event_id = bench.events.emit(FINDING, **ctx.world.finding_args(i)).event_id
-        ctx.runlog.wait([event_id], timeout=60, workers=workers)
+        (run,) = ctx.runlog.wait([event_id], timeout=60, workers=workers)
         received = ctx.fake.messages
         if len(received) != 1:
             raise RuntimeError(f"one emit, the server received {len(received)} messages")
-        times.append((received[0].received_at - start).total_seconds() * 1e3)
+        to_postmark = (received[0].received_at - start).total_seconds() * 1e3
+        times.append((to_postmark, (run.start - start.timestamp()) * 1e3))
     return times
 
 
@@ -193,10 +197,12 @@ def to_postmark(
     warm(ctx, *alone, THREADS * 2)
     sides = {BATCHED: batched, ENGINE: alone}
     medians: dict[str, list[float]] = {BATCHED: [], ENGINE: []}
+    to_start: dict[str, list[float]] = {BATCHED: [], ENGINE: []}
     for rep in range(ctx.sizes.repeats):
         for name in (BATCHED, ENGINE) if rep % 2 == 0 else (ENGINE, BATCHED):
             times = _one_at_a_time(ctx, *sides[name], ctx.sizes.low_load_emits)
-            medians[name].append(statistics.median(times))
+            medians[name].append(statistics.median(t for t, _ in times))
+            to_start[name].append(statistics.median(s for _, s in times))
     differences = [on - off for on, off in zip(medians[BATCHED], medians[ENGINE], strict=True)]
     value = statistics.median(differences)
     return {
@@ -204,6 +210,7 @@ def to_postmark(
         "latency_s": ctx.fake.latency,
         "worker": f"-P threads -c {THREADS}, prefetch {PREFETCH}, on both sides",
         **{name: figure(values, "ms") for name, values in medians.items()},
+        "to_run_start": {name: figure(values, "ms") for name, values in to_start.items()},
         "difference_ms": {
             "value": value,
             "min": min(differences),

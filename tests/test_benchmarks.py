@@ -25,6 +25,7 @@ PROFILE_SECTIONS = {
     "io_bound",
     "webhooks",
     "emits",
+    "batching",
 }
 
 
@@ -71,6 +72,21 @@ def test_quick_benchmark_runs_and_writes_every_section(tmp_path: Path) -> None:
         assert row["emit_statements"] == 3, row
         assert row["published"] == row["emits"], row
     assert emits["one"]["counts"]["plain"]["emit_statements"] == 0
+    # Section 10: batching's figures are there (not how fast), on SQLite's default journal too,
+    # and one emit at a time to the server, on and off, once per repetition.
+    batching = sections["batching"]
+    assert set(batching["latencies"]) == {"0", "100"}
+    assert batching["default_journal"]["journal_mode"] == "delete"
+    assert batching["default_journal"]["latencies"]["0"]["on_vs_hand"]["value"] > 0
+    low = batching["low_load"]
+    for side in ("emailevents, batched", "emailevents"):
+        assert low[side]["n"] == result["sizes"]["repeats"]
+        assert low[side]["median"] > 0
+    assert low["difference_ms"]["target"] == "<= 50 ms (the window)"
+    assert {t["measure"] for t in result["targets"]} >= {
+        "10 batched vs hand-written at 0 ms, SQLite default journal",
+        "10 low load: one emit to Postmark, on - off (ms)",
+    }
     # The table is printed, with a line per section.
     for label in (
         "1 per-email throughput",
@@ -82,5 +98,7 @@ def test_quick_benchmark_runs_and_writes_every_section(tmp_path: Path) -> None:
         "7 100 ms latency",
         "8 webhook records/s",
         "9 round trips",
+        "10 batched vs hand-written, 0 ms latency, SQLite default journal",
+        "10 one emit to Postmark at low load",
     ):
         assert label in done.stdout, label
