@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_process_init
+from celery.signals import celeryd_init, task_postrun, task_prerun, worker_process_init
 from sqlalchemy.orm import sessionmaker
 
 from emailevents import EmailEvents
@@ -61,6 +61,11 @@ class Config:
     retry_backoff_max: float = 2.0
     redeliver_after: float = 20.0
     application_name: str = "emailevents-faultapp"
+    # Cross-emit batching (docs/performance.md#cross-emit-batching-design): off (0) unless a test
+    # asks; on, the worker must hold more messages than it has pool slots.
+    batch_window: float = 0.0
+    batch_max: int = 500
+    prefetch_multiplier: int = 1
     transport: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)  # Celery settings, applied last
 
@@ -136,10 +141,11 @@ def build(config: Config) -> tuple[Celery, EmailEvents, sa.Engine]:
     celery.conf.update(
         task_default_queue=config.queue,
         # docs/operations.md: late acks, requeue when a pool process dies, one message reserved
-        # per process, no result backend for email tasks.
+        # per process (more with batching: a batch is made of the messages the worker holds), no
+        # result backend for email tasks.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
+        worker_prefetch_multiplier=config.prefetch_multiplier,
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=2,
@@ -184,9 +190,21 @@ def build(config: Config) -> tuple[Celery, EmailEvents, sa.Engine]:
         retry_backoff_max=config.retry_backoff_max,
         claim_timeout=config.claim_timeout,
         redeliver_after=config.redeliver_after,
+        batch_window=config.batch_window,
+        batch_max=config.batch_max,
         set_default=False,
     )
     return celery, events, engine
+
+
+_nodename: str | None = None
+
+
+def _named(sender: str, **_: Any) -> None:
+    # The worker's node name (``w1@host``), before the pool forks: an emit of a batched job has
+    # no request of its own to carry it.
+    global _nodename  # noqa: PLW0603 - one per worker process, inherited by its pool
+    _nodename = sender
 
 
 def _log_run(what: str, task_id: str, task: Any) -> None:
@@ -195,7 +213,7 @@ def _log_run(what: str, task_id: str, task: Any) -> None:
         "what": what,
         "task_id": task_id,
         "retries": getattr(request, "retries", 0) or 0,
-        "host": getattr(request, "hostname", None) or socket.gethostname(),
+        "host": getattr(request, "hostname", None) or _nodename or socket.gethostname(),
         "pid": os.getpid(),
         "t": time.time(),
     }
@@ -221,6 +239,7 @@ def _ended(task_id: str, task: Any, state: str | None = None, **_: Any) -> None:
 if CONFIG_VARIABLE in os.environ:
     _config = Config.from_env()
     app, events, _engine = build(_config)
+    celeryd_init.connect(_named, weak=False)
     worker_process_init.connect(_fresh_connections, weak=False)
     task_prerun.connect(_started, weak=False)
     task_postrun.connect(_ended, weak=False)
