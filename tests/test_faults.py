@@ -744,28 +744,16 @@ def batching(harness: Harness) -> str:
     )
 
 
-def variants(*brokers: str, batched_marks: Any = ()) -> Any:
+def variants(*brokers: str) -> Any:
     """Parameters (broker, batched) for a test run as it is, then with batching on too."""
     return pytest.mark.parametrize(
         ("broker", "batched"),
         [
             *(pytest.param(b, False, id=b) for b in ("redis", "rabbitmq")),
-            *(pytest.param(b, True, id=f"{b}-batched", marks=batched_marks) for b in brokers),
+            *(pytest.param(b, True, id=f"{b}-batched") for b in brokers),
         ],
         indirect=["broker"],
     )
-
-
-SAME_BATCH_DUPLICATE = pytest.mark.xfail(
-    raises=AssertionError,
-    strict=False,
-    reason=(
-        "emailevents bug: two copies of one message in the same batch (a duplicate delivery, a "
-        "redelivery and the relay's re-publish) are both claimed as the batch's own and sent "
-        "twice (batchrun.run_together takes each event id once); fails whenever one worker "
-        "takes both copies within the window"
-    ),
-)
 
 
 # -- 1. SIGKILL mid-run ----------------------------------------------------------------------------
@@ -781,7 +769,7 @@ def busy_children(harness: Harness, worker: Worker) -> list[int]:
     )
 
 
-@variants("redis", "rabbitmq", batched_marks=SAME_BATCH_DUPLICATE)
+@variants("redis", "rabbitmq")
 def test_workers_killed_mid_run_lose_nothing_and_send_nothing_twice(
     harness: Harness, capsys: pytest.CaptureFixture[str], batched: bool
 ) -> None:
@@ -1158,7 +1146,7 @@ def test_postmark_failing_30_percent_of_calls_delivers_each_once_and_a_permanent
 # -- 5. One task message delivered twice, concurrently ---------------------------------------------
 
 
-@variants("redis", batched_marks=SAME_BATCH_DUPLICATE)
+@variants("redis")
 def test_one_message_delivered_to_two_workers_at_once_sends_once(
     harness: Harness, capsys: pytest.CaptureFixture[str], batched: bool
 ) -> None:
