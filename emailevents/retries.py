@@ -63,7 +63,7 @@ def run(retrying: Retrying, task: Task, event: Event, cuids: Mapping[str, str]) 
         celery.exceptions.Retry: the task runs again later (Celery's own retry).
     """
     tries = task.request.retries or 0
-    final_attempt = tries >= retrying.max_retries
+    final_attempt, can_wait = _try(retrying, tries)
     try:
         result = pipeline.run(
             retrying.runtime,
@@ -71,10 +71,7 @@ def run(retrying: Retrying, task: Task, event: Event, cuids: Mapping[str, str]) 
             task.request.id,
             cuids,
             final_attempt=final_attempt,
-            # Waiting for another run's claim is not a try of ours: it may go on past
-            # max_retries, a few times, so that a claim left by a run that died on the last
-            # try is still settled.
-            can_wait=tries < retrying.max_retries + WAITS_PAST_MAX_RETRIES,
+            can_wait=can_wait,
         )
     except (OperationalError, InterfaceError) as exc:
         # The database went away mid-run. Whatever this run claimed is settled by the next
@@ -84,15 +81,56 @@ def run(retrying: Retrying, task: Task, event: Event, cuids: Mapping[str, str]) 
         _retry(retrying, task, event, cuids, retrying.delay(tries), exc=exc)
     if result.needs_retry:
         # Celery's own retry: the same task id (the event id) comes back later, and only the
-        # recipients recorded as `retry` are claimed and sent again. Recipients another run
-        # holds, or whose request got no answer, are looked at again once that claim is stale.
-        delay = retrying.delay(tries)
-        if any(o.status is Status.RETRY and o.reason in _STALE_WAITS for o in result.outcomes):
-            delay = max(delay, retrying.runtime.claim_timeout + CLAIM_MARGIN)
+        # recipients recorded as `retry` are claimed and sent again.
+        delay = _retry_delay(retrying, tries, result)
         _retry(
             retrying, task, event, cuids, delay, max_retries=max(retrying.max_retries, tries + 1)
         )
     return result
+
+
+def _try(retrying: Retrying, tries: int) -> tuple[bool, bool]:
+    """Whether a try after ``tries`` is the final attempt, and whether it may wait for another
+    run's claim. Waiting is not a try of ours: it may go on past max_retries, a few times, so
+    that a claim left by a run that died on the last try is still settled."""
+    final_attempt = tries >= retrying.max_retries
+    return final_attempt, tries < retrying.max_retries + WAITS_PAST_MAX_RETRIES
+
+
+def _retry_delay(retrying: Retrying, tries: int, result: RunResult) -> float:
+    """The delay before the next try: the backoff's, or, for recipients another run holds or
+    whose request got no answer, until that claim is stale and they are looked at again."""
+    delay = retrying.delay(tries)
+    if any(o.status is Status.RETRY and o.reason in _STALE_WAITS for o in result.outcomes):
+        delay = max(delay, retrying.runtime.claim_timeout + CLAIM_MARGIN)
+    return delay
+
+
+def _note_retry(retrying: Retrying, event: Event, emit: emitstore.Emit) -> None:
+    """Tell the relay a retry is on its way (the emit's row, written now for an emit made
+    without ``session=``), so that it publishes it again should the retry never come back.
+    A safety net only: the retry goes on whatever this says."""
+    try:
+        with retrying.runtime.session_factory() as session:
+            emitstore.watch_retry(session, emit, redeliver_after=retrying.redeliver_after)
+    except Exception:
+        logger.warning(
+            "event=%s event_id=%s could not note its retry for the relay",
+            event.key,
+            emit.event_id,
+            exc_info=True,
+        )
+
+
+def _keep_unpublished(retrying: Retrying, emit: emitstore.Emit, reason: object) -> None:
+    """The retry could not be published: the emit goes back to pending, for the relay.
+
+    Raises:
+        Exception: the database refused that too (the caller requeues the message).
+    """
+    error = f"retry not published: {type(reason).__name__}: {reason}"
+    with retrying.runtime.session_factory() as session:
+        emitstore.requeue_unpublished(session, emit, error=error)
 
 
 def _retry(
@@ -117,25 +155,14 @@ def _retry(
     """
     event_id = task.request.id
     emit = emitstore.Emit(event_id, event.key, event.task_name, cuids)
-    try:
-        with retrying.runtime.session_factory() as session:
-            emitstore.watch_retry(session, emit, redeliver_after=retrying.redeliver_after)
-    except Exception:
-        logger.warning(
-            "event=%s event_id=%s could not note its retry for the relay",
-            event.key,
-            event_id,
-            exc_info=True,
-        )
+    _note_retry(retrying, event, emit)
     try:
         raise task.retry(countdown=delay, max_retries=max_retries, exc=exc)
     except Reject as rejected:
         if rejected.requeue:
             raise
         try:
-            error = f"retry not published: {type(rejected.reason).__name__}: {rejected.reason}"
-            with retrying.runtime.session_factory() as session:
-                emitstore.requeue_unpublished(session, emit, error=error)
+            _keep_unpublished(retrying, emit, rejected.reason)
         except Exception as requeue_failed:
             logger.exception("event=%s event_id=%s could not keep its retry", event.key, event_id)
             raise Reject(rejected.reason, requeue=True) from requeue_failed
@@ -167,15 +194,7 @@ def run_batch(
     Returns each event id's result (or the exception its run raised), and the event ids whose
     message must go back to the queue (its retry could be neither published nor kept).
     """
-    emits = [
-        batchrun.Emit(
-            q.event_id,
-            q.cuids,
-            final_attempt=q.retries >= retrying.max_retries,
-            can_wait=q.retries < retrying.max_retries + WAITS_PAST_MAX_RETRIES,
-        )
-        for q in queued
-    ]
+    emits = [batchrun.Emit(q.event_id, q.cuids, *_try(retrying, q.retries)) for q in queued]
     requeue: set[str] = set()
     try:
         results = batchrun.run_together(retrying.runtime, event, emits)
@@ -189,9 +208,7 @@ def run_batch(
     for q in queued:
         result = results[q.event_id]
         if isinstance(result, RunResult) and result.needs_retry:
-            delay = retrying.delay(q.retries)
-            if any(o.status is Status.RETRY and o.reason in _STALE_WAITS for o in result.outcomes):
-                delay = max(delay, retrying.runtime.claim_timeout + CLAIM_MARGIN)
+            delay = _retry_delay(retrying, q.retries, result)
             _republish(retrying, task, event, q, delay, requeue)
     return results, requeue
 
@@ -202,19 +219,13 @@ def _republish(  # noqa: PLR0917 - the batch's state, passed along explicitly
     """Publish ``q``'s next try alone, noted for the relay; kept for the relay when the broker
     refuses it, and sent back to the queue (``requeue``) when the database refuses that too."""
     emit = emitstore.Emit(q.event_id, event.key, event.task_name, q.cuids)
-    try:
-        with retrying.runtime.session_factory() as session:
-            emitstore.watch_retry(session, emit, redeliver_after=retrying.redeliver_after)
-    except Exception:  # noqa: BLE001 - a safety net only; the retry is published all the same
-        logger.warning("event=%s event_id=%s could not note its retry", event.key, q.event_id)
+    _note_retry(retrying, event, emit)
     try:
         task.publish_checked(q.cuids, task_id=q.event_id, countdown=delay, retries=q.retries + 1)
     except Exception as exc:  # noqa: BLE001 - whatever the broker raised, kept for the relay
         logger.warning("event=%s event_id=%s retry not published", event.key, q.event_id)
         try:
-            with retrying.runtime.session_factory() as session:
-                error = f"retry not published: {type(exc).__name__}: {exc}"
-                emitstore.requeue_unpublished(session, emit, error=error)
+            _keep_unpublished(retrying, emit, exc)
         except Exception:
             logger.exception("event=%s event_id=%s could not keep its retry", event.key, q.event_id)
             requeue.add(q.event_id)
