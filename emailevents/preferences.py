@@ -270,11 +270,7 @@ class Preferences:
             UnknownCategoryError: the registry declares no such category.
             ConfigurationError: the application keeps preferences in its own tables.
         """
-        self._check(category)
-        with self._sessions() as session:
-            kept = choose(session, recipient, category, enabled=enabled, how=how, detail=detail)
-            session.commit()
-        return kept
+        return self.set_many(recipient, {category: enabled}, how=how, detail=detail)[category]
 
     def set_many(
         self,
