@@ -10,7 +10,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeAlias
 
 import sqlalchemy as sa
@@ -21,19 +21,29 @@ from .tables import current_time, emits
 
 __all__ = [
     "BATCH",
+    "CANCELLED",
+    "SCHEDULED",
     "Emit",
     "Leased",
     "add",
+    "cancel",
     "connect_alone",
+    "lease_due",
     "lease_overdue",
     "lease_pending",
     "mark_published",
     "pending_row",
     "requeue_unpublished",
+    "scheduled_row",
     "still_pending",
     "stop_watching",
     "watch_retry",
 ]
+
+SCHEDULED = "scheduled"
+"""An emit made with ``send_at=`` in the future: the relay publishes it once due."""
+CANCELLED = "cancelled"
+"""A scheduled emit ``cancel()`` took back before the relay published it: never published."""
 
 ERROR_LENGTH = 2000
 """The most of a failed publish's error an emit's row keeps."""
@@ -75,6 +85,22 @@ def pending_row(emit: Emit, *, redeliver_after: timedelta) -> dict[str, Any]:
         "created_at": now,
         # Published right after the commit; looked at again by the relay after this.
         "check_after": now + redeliver_after,
+    }
+
+
+def scheduled_row(emit: Emit, *, send_at: datetime) -> dict[str, Any]:
+    """The row of an emit made now, to be published at ``send_at`` (aware), for :func:`add`.
+
+    Its state is :data:`SCHEDULED`, not pending: neither the commit that writes it nor the
+    relay's pass for pending emits publishes it; :func:`lease_due` does, once ``send_at`` has
+    come."""
+    return {
+        **emit.row(),
+        "state": SCHEDULED,
+        "attempts": 0,
+        "last_error": "",
+        "created_at": current_time(),
+        "send_at": send_at,
     }
 
 
@@ -253,6 +279,61 @@ def lease_pending(
     )
     session.commit()
     return _leased(session, token, order_by=emits.c.created_at)
+
+
+def lease_due(
+    session: Session, token: str, *, limit: int, lease: timedelta, redeliver_after: timedelta
+) -> Sequence[Leased]:
+    """Take up to ``limit`` scheduled emits whose ``send_at`` has come, and commit; returns them
+    (``event_id``, ``event_key``, ``cuids``), the earliest due first.
+
+    Each is marked published before its publish, by one conditional ``UPDATE`` (``state =
+    'scheduled'``): :func:`cancel` updates the same rows under the same condition, so the
+    database lets exactly one of them have each emit, whatever the timing. The relay then
+    publishes them and marks them published again (its publish failed: pending, for the relay's
+    next pass). A relay that dies between the two leaves them published, looked at again
+    ``lease`` from now: the pass for overdue emits publishes them then, unless a run settled
+    them.
+    """
+    now = current_time()
+    due = (emits.c.state == SCHEDULED, emits.c.send_at <= now)
+    taken = (
+        sa.select(emits.c.event_id)
+        .where(*due)
+        .order_by(emits.c.send_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    session.execute(
+        sa.update(emits)
+        .where(emits.c.event_id.in_(taken), *due)
+        .values(
+            state=PUBLISHED,
+            lease=token,
+            published_at=now,
+            check_after=now + min(lease, redeliver_after),
+        )
+    )
+    session.commit()
+    return _leased(session, token, emits.c.state == PUBLISHED, order_by=emits.c.send_at)
+
+
+def cancel(session: Session, event_id: str) -> bool:
+    """Cancel the scheduled emit ``event_id`` if the relay has not taken it yet, and commit:
+    ``True`` when this call cancelled it (it will never be published), ``False`` otherwise
+    (published or taken for publishing already, cancelled before, not a scheduled emit, or no
+    such emit).
+
+    One conditional ``UPDATE`` (``state = 'scheduled'``), the same condition under which
+    :func:`lease_due` takes it: of the two, the database lets one change the row.
+    """
+    cancelled = session.execute(
+        sa.update(emits)
+        .where(emits.c.event_id == event_id, emits.c.state == SCHEDULED)
+        .values(state=CANCELLED, cancelled_at=current_time(), lease=None, lease_until=None)
+    )
+    session.commit()
+    return bool(getattr(cancelled, "rowcount", 0) == 1)
 
 
 def lease_overdue(

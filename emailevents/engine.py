@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, scoped_session
 
-from . import pipeline, retries, schema, store, web
+from . import emitstore, pipeline, retries, schedules, schema, store, web
 from . import relay as relaying
 from .batches import Batching
 from .errors import (
@@ -184,7 +184,9 @@ class EmailEvents:
         """Event key -> compiled event (the registry's)."""
         return self.registry.events
 
-    def emit(self, event_key: str, /, *, session: Any = None, **cuids: Any) -> Receipt:
+    def emit(
+        self, event_key: str, /, *, session: Any = None, send_at: Any = None, **cuids: Any
+    ) -> Receipt:
         """Queue ``event_key`` for the entities named by ``cuids``.
 
         Everything is checked before anything is queued. With ``session`` (a SQLAlchemy
@@ -194,15 +196,23 @@ class EmailEvents:
         written to emailevents' ``emailevents_emits`` table in the same transaction, published
         after the commit, and published by the relay if the broker was down at that moment.
 
+        With ``send_at`` (a timezone-aware ``datetime``), the emit is stored in
+        ``emailevents_emits`` (in ``session``'s transaction, or else in one of its own, committed
+        before this returns) and the relay publishes it once that time has come; until then
+        :meth:`cancel` takes it back. A ``send_at`` not in the future sends now
+        (docs/timing.md).
+
         Raises:
             UnknownEventError: no such event (the message suggests the nearest key).
-            EmitArgumentError: an entity name is missing or unexpected, or a CUID is not a string.
-            EmitValueError: a CUID is empty or too long.
+            EmitArgumentError: an entity name is missing or unexpected, a CUID is not a string,
+                or ``send_at`` is not a ``datetime``.
+            EmitValueError: a CUID is empty or too long, or ``send_at`` has no timezone.
             ConfigurationError: with ``session``, emailevents' tables lack a column this version
                 writes (checked once per process): run ``emailevents db upgrade``.
         """
         event = self.event(event_key)
         bound = bind_cuids(event, (), cuids)
+        due = schedules.send_time(event_key, send_at)
         event_id = str(uuid.uuid4())
         if isinstance(session, scoped_session):
             session = session()  # Flask-SQLAlchemy's db.session: the session of this context
@@ -213,7 +223,9 @@ class EmailEvents:
                     f"{type(session).__name__}"
                 )
             schema.verify(session.connection())
-            relaying.defer(self._publisher(), session, event_key, event_id, bound)
+            relaying.defer(self._publisher(), session, event_key, event_id, bound, send_at=due)
+        elif due is not None:
+            relaying.schedule(self._publisher(), event_key, event_id, bound, send_at=due)
         else:
             # Checked just above: emit() is on the web request's path, so not twice.
             self.tasks[event_key].publish_checked(bound, task_id=event_id)
@@ -223,6 +235,17 @@ class EmailEvents:
         """Publish emits a commit left pending (broker down, process gone); see
         :func:`emailevents.relay.publish_pending`."""
         return relaying.publish_pending(self._publisher(), limit=limit, grace=grace)
+
+    def cancel(self, event_id: str) -> bool:
+        """Cancel the scheduled emit ``event_id`` (``emit(..., send_at=)``).
+
+        Returns ``True`` when this call cancelled it: it will never be sent. ``False`` when it
+        was not cancelled by this call: the relay has taken it for publishing already (its
+        ``send_at`` came), it was cancelled before, it was not a scheduled emit, or no emit has
+        that id. ``emailevents explain`` tells which (docs/timing.md).
+        """
+        with self.session_factory() as session:
+            return emitstore.cancel(session, event_id)
 
     def event(self, event_key: str) -> Event:
         """The compiled event ``event_key``.
@@ -412,7 +435,7 @@ class EmailEvents:
         )
 
 
-def emit(event_key: str, /, *, session: Any = None, **cuids: Any) -> Receipt:
+def emit(event_key: str, /, *, session: Any = None, send_at: Any = None, **cuids: Any) -> Receipt:
     """Emit through the most recently created :class:`EmailEvents`; see :meth:`EmailEvents.emit`.
 
     Raises:
@@ -423,7 +446,7 @@ def emit(event_key: str, /, *, session: Any = None, **cuids: Any) -> Receipt:
             "emailevents.emit() needs an EmailEvents instance: create one with "
             "EmailEvents('events.yaml', celery=..., session_factory=..., sender=...) at start-up"
         )
-    return _default.emit(event_key, session=session, **cuids)
+    return _default.emit(event_key, session=session, send_at=send_at, **cuids)
 
 
 def bind_cuids(event: Event, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, str]:

@@ -11,6 +11,9 @@ at all for a close without commit.
 A publish that fails (the broker is down) never escapes ``commit()``: the row stays pending and
 :func:`publish_pending` publishes it later, from ``emailevents relay`` or the
 ``emailevents.relay`` task.
+
+A scheduled emit (``emit(..., send_at=)``) is written the same way, and never published by the
+commit: :func:`publish_pending` publishes it once its ``send_at`` has come (docs/timing.md).
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
-from . import emitstore, store
+from . import emitstore, schema, store
 
 if TYPE_CHECKING:
     from celery import Task
@@ -63,6 +66,8 @@ class RelayResult:
     failed: int
     redelivered: int = 0
     """Of ``published``: emits published again because their task left no settled outcome."""
+    scheduled: int = 0
+    """Of ``published``: scheduled emits published because their ``send_at`` had come."""
 
 
 @dataclass(frozen=True)
@@ -100,8 +105,11 @@ def defer(
     event_key: str,
     event_id: str,
     cuids: Mapping[str, str],
+    *,
+    send_at: datetime | None = None,
 ) -> None:
-    """Write the emit in ``session``'s transaction; publish it once that transaction commits.
+    """Write the emit in ``session``'s transaction; publish it once that transaction commits,
+    or, with ``send_at``, leave it to the relay, which publishes it once due.
 
     The row is written with the others of that transaction when the session commits (or before
     a savepoint begins inside it): one ``INSERT`` for up to :data:`emitstore.BATCH` emits, rather
@@ -112,7 +120,10 @@ def defer(
     _listen()
     task = publisher.tasks[event_key]
     emit = emitstore.Emit(event_id, event_key, task.name, cuids)
-    row = emitstore.pending_row(emit, redeliver_after=publisher.redeliver_after)
+    if send_at is None:
+        row = emitstore.pending_row(emit, redeliver_after=publisher.redeliver_after)
+    else:
+        row = emitstore.scheduled_row(emit, send_at=send_at)
     connection = session.connection()  # begins the transaction the row belongs to
     if isinstance(session.get_bind(), sa.Engine):
         made_in = session.get_nested_transaction() or session.get_transaction()
@@ -121,6 +132,8 @@ def defer(
         # Bound to a connection the application holds, which it may commit itself, without the
         # session's commit: the row is written now, as any statement of its transaction is.
         emitstore.add(connection, [row])
+    if send_at is not None:
+        return  # the relay publishes it when due, not the commit
     pending = _Pending(connection.engine, _Outgoing(event_id, event_key, cuids, task))
     session.info.setdefault(_SESSION_KEY, []).append(pending)
 
@@ -256,6 +269,26 @@ def _producer(outgoing: Sequence[_Outgoing]) -> Iterator[Any]:
         yield producer
 
 
+def schedule(
+    publisher: Publisher,
+    event_key: str,
+    event_id: str,
+    cuids: Mapping[str, str],
+    *,
+    send_at: datetime,
+) -> None:
+    """Write a scheduled emit made without ``session=``, in a transaction of its own, committed
+    before this returns; the relay publishes it once ``send_at`` has come."""
+    task = publisher.tasks[event_key]
+    row = emitstore.scheduled_row(
+        emitstore.Emit(event_id, event_key, task.name, cuids), send_at=send_at
+    )
+    with publisher.session_factory() as session:
+        schema.verify(session.connection())
+        emitstore.add(session, [row])
+        session.commit()
+
+
 def publish_pending(
     publisher: Publisher,
     *,
@@ -263,11 +296,12 @@ def publish_pending(
     grace: timedelta = timedelta(seconds=30),
     lease: timedelta = timedelta(minutes=5),
 ) -> RelayResult:
-    """Publish emits still pending: those whose publish failed, or older than ``grace``; then
-    publish again those whose task left no settled outcome ``redeliver_after`` after their
-    publish.
+    """Publish the scheduled emits whose ``send_at`` has come; the emits still pending: those
+    whose publish failed, or older than ``grace``; then publish again those whose task left no
+    settled outcome ``redeliver_after`` after their publish.
 
-    Several relays may run at once: each leases the rows it publishes, for ``lease``.
+    Several relays may run at once: each leases the rows it publishes, for ``lease``. ``grace``
+    does not apply to scheduled emits: no committing process publishes them.
     """
     token = uuid.uuid4().hex
     with publisher.session_factory() as session:
@@ -282,8 +316,33 @@ def publish_pending(
             len(failed),
             extra={"published": len(published), "failed": len(failed)},
         )
+    # After the pending ones: a due emit whose publish fails now is pending for the next pass.
+    due, due_failed = _publish_due(publisher, limit=limit, lease=lease)
     again, again_failed = _publish_overdue(publisher, limit=limit)
-    return RelayResult(len(published) + again, len(failed) + again_failed, again)
+    return RelayResult(
+        due + len(published) + again, due_failed + len(failed) + again_failed, again, due
+    )
+
+
+def _publish_due(publisher: Publisher, *, limit: int, lease: timedelta) -> tuple[int, int]:
+    """Publish the scheduled emits whose ``send_at`` has come (the earliest first)."""
+    token = uuid.uuid4().hex
+    with publisher.session_factory() as session:
+        rows = emitstore.lease_due(
+            session, token, limit=limit, lease=lease, redeliver_after=publisher.redeliver_after
+        )
+        if not rows:
+            return 0, 0
+        published, failed = _publish_rows(
+            publisher, session, rows, redeliver_after=publisher.redeliver_after
+        )
+    logger.info(
+        "relay published %d scheduled emit(s) now due, %d failed",
+        len(published),
+        len(failed),
+        extra={"published": len(published), "failed": len(failed)},
+    )
+    return len(published), len(failed)
 
 
 def _publish_overdue(publisher: Publisher, *, limit: int) -> tuple[int, int]:

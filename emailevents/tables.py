@@ -87,15 +87,22 @@ emits = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
     sa.Column("published_at", sa.DateTime(timezone=True)),
     sa.Column("check_after", sa.DateTime(timezone=True)),
+    sa.Column("send_at", sa.DateTime(timezone=True)),
+    sa.Column("cancelled_at", sa.DateTime(timezone=True)),
     sa.Index("ix_emailevents_emits_state_created", "state", "created_at"),
     sa.Index("ix_emailevents_emits_state_check", "state", "check_after"),
+    sa.Index("ix_emailevents_emits_state_send", "state", "send_at"),
 )
 """Emits made with ``session=``: written in the application's transaction, published after it
 commits, and by the relay when that publish did not happen (broker down, process gone).
 
 ``check_after`` is when the relay looks whether a published emit's task left a settled outcome;
 if not (its message was lost in the broker), the relay publishes it again. A task that retries
-pushes it back, and writes the row for an emit made without ``session=``."""
+pushes it back, and writes the row for an emit made without ``session=``.
+
+``send_at`` is when a scheduled emit (``emit(..., send_at=)``, state ``scheduled``) is due: the
+relay publishes it then. ``cancelled_at`` is when ``events.cancel()`` cancelled one (state
+``cancelled``, never published)."""
 
 # What Postmark's webhooks said of each message we sent, a row per record, stored once per
 # ``identity`` (a hash of what identifies the record); and, counted per day and type, the records

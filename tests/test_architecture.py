@@ -183,7 +183,7 @@ LAYERS = [
     {"web"},
     {"batches"},
     {"retries"},
-    {"relay"},
+    {"relay", "schedules"},
     {"pipeline", "batchrun"},
     {"exclusions"},
     {"senders"},

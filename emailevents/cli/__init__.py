@@ -2,8 +2,9 @@
 
 One module per kind of command: ``registry_commands`` (list, stubs, lint, preview),
 ``run_commands`` (demo, fake-postmark, serve, relay), ``inspect_commands`` (explain, stats) and
-``db_commands`` (the db group), ``suppression_commands`` and ``preference_commands`` (the
-suppressions and preferences groups); ``common`` holds what they share.
+``db_commands`` (the db group), ``schedule_commands`` (cancel), ``suppression_commands`` and
+``preference_commands`` (the suppressions and preferences groups); ``common`` holds what they
+share.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .inspect_commands import explain, stats
 from .preference_commands import preferences
 from .registry_commands import lint_command, list_events, preview_command, stubs
 from .run_commands import demo, fake_postmark, relay_command, serve
+from .schedule_commands import cancel
 from .suppression_commands import suppressions
 
 # Each command imports what it needs when it runs: `emailevents --help` imports neither Celery,
@@ -54,6 +56,7 @@ for command in (
     serve,
     stats,
     relay_command,
+    cancel,
     lint_command,
     preview_command,
     db,

@@ -39,14 +39,13 @@ def explain(event_id: str, app_ref: str, fmt: str) -> None:
         return
     if explanation.emit is not None:
         emit = explanation.emit
-        state = emit.state
-        if state == "pending":
-            state += f" (not published yet; {emit.attempts} failed publish(es)"
-            state += f", last: {emit.last_error})" if emit.last_error else ")"
         emitted = f"{emit.created_at:%Y-%m-%d %H:%M:%S}"
-        click.echo(f"event {emit.event_key}, id {event_id}: emitted {emitted}; {state}")
+        click.echo(f"event {emit.event_key}, id {event_id}: emitted {emitted}; {_state(emit)}")
     if not explanation.deliveries:
-        click.echo("no outcome recorded yet: the worker has not run this emit")
+        state = str(explanation.emit.state) if explanation.emit is not None else ""
+        click.echo(
+            _NOTHING_YET.get(state, "no outcome recorded yet: the worker has not run this emit")
+        )
         return
     key = explanation.deliveries[0].event_key
     if explanation.emit is None:
@@ -70,6 +69,32 @@ def explain(event_id: str, app_ref: str, fmt: str) -> None:
             for step in life.steps:
                 at = f"{step.at:%Y-%m-%d %H:%M:%S}" if step.at is not None else "-"
                 click.echo(f"  {at}  {step.what}{_step_detail(step.what, step.detail)}")
+
+
+_NOTHING_YET = {
+    "scheduled": "nothing sent yet: the relay publishes it when it is due",
+    "cancelled": "nothing sent: it was cancelled before the relay published it",
+}
+
+
+def _state(emit: Any) -> str:
+    """An emit row's state in words: pending and why, scheduled for when, cancelled when."""
+    state = str(emit.state)
+    scheduled = f"scheduled for {_utc(emit.send_at)}" if emit.send_at is not None else ""
+    if state == "pending":
+        state += f" (not published yet; {emit.attempts} failed publish(es)"
+        state += f", last: {emit.last_error})" if emit.last_error else ")"
+        return f"{state}; {scheduled}" if scheduled else state
+    if state == "scheduled":
+        return f"{scheduled} (not published yet; `emailevents cancel` takes it back until then)"
+    if state == "cancelled":
+        return f"cancelled at {_utc(emit.cancelled_at)} ({scheduled}; never published)"
+    return f"{state} ({scheduled})" if scheduled else state
+
+
+def _utc(moment: datetime | None) -> str:
+    """A time as the tables hold it (UTC), for a person."""
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC" if moment is not None else "-"
 
 
 def _step_detail(what: str, detail: Any) -> str:
@@ -105,6 +130,8 @@ def _explanation_document(
             "last_error": emit.last_error,
             "created_at": _timestamp(emit.created_at),
             "published_at": _timestamp(emit.published_at),
+            "send_at": _timestamp(emit.send_at),
+            "cancelled_at": _timestamp(emit.cancelled_at),
         },
         "deliveries": [
             {

@@ -204,7 +204,12 @@ def serve(app_ref: str, host: str, port: int, threads: int) -> None:
 @click.command("relay")
 @app_option
 @click.option("--once", is_flag=True, help="One pass, then exit (for cron).")
-@click.option("--interval", default=5.0, show_default=True, help="Seconds between passes.")
+@click.option(
+    "--interval",
+    default=5.0,
+    show_default=True,
+    help="Seconds between passes: a scheduled emit is published at most this late, plus a pass.",
+)
 @click.option(
     "--grace",
     default=30.0,
@@ -213,7 +218,8 @@ def serve(app_ref: str, host: str, port: int, threads: int) -> None:
 )
 @click.option("--limit", default=500, show_default=True, help="Emits published per pass.")
 def relay_command(app_ref: str, once: bool, interval: float, grace: float, limit: int) -> None:
-    """Publish emits left behind by a broker outage or a crashed process."""
+    """Publish scheduled emits when due, and emits left behind by a broker outage or a crashed
+    process."""
     events = load_app(app_ref)
     _logging(verbose=False)
     while True:
@@ -224,7 +230,8 @@ def relay_command(app_ref: str, once: bool, interval: float, grace: float, limit
                 if result.redelivered
                 else ""
             )
-            click.echo(f"published {result.published}{again}, failed {result.failed}")
+            due = f" ({result.scheduled} scheduled, now due)" if result.scheduled else ""
+            click.echo(f"published {result.published}{due}{again}, failed {result.failed}")
         if once:
             if result.failed:
                 raise SystemExit(1)

@@ -34,7 +34,7 @@ __all__ = [
 
 ALWAYS = "always"
 SUPPORTED_VERSIONS = (1,)
-RESERVED_NAMES = frozenset({"session", "event_id", "recipient", "subject"})
+RESERVED_NAMES = frozenset({"session", "send_at", "event_id", "recipient", "subject"})
 IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 """Entity type names, event keys, category keys and template variable names."""
 
