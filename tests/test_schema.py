@@ -361,7 +361,10 @@ def test_db_commands_print_one_json_document(sqlite: sa.Engine) -> None:
             "emailevents_preferences: table is missing",
             "emailevents_suppressions: table is missing",
             "emailevents_emits: column check_after is missing",
+            "emailevents_emits: column send_at is missing",
+            "emailevents_emits: column cancelled_at is missing",
             "emailevents_emits: index ix_emailevents_emits_state_check is missing",
+            "emailevents_emits: index ix_emailevents_emits_state_send is missing",
         ],
     }
     upgraded = db("upgrade", "--url", address, "--format", "json")
