@@ -32,6 +32,7 @@ TAKEN = frozenset(
         "Session",
         "scoped_session",
         "SessionLike",
+        "datetime",
     }
 )
 
@@ -50,6 +51,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
 import emailevents
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from emailevents import Receipt
     from sqlalchemy.orm import Session, scoped_session
 
@@ -66,10 +69,11 @@ def emit(
     /,
     *,
     session: SessionLike | None = None,
+    send_at: datetime | None = None,
     **cuids: str,
 ) -> Receipt:
     """Emit through the application's EmailEvents (see emailevents.emit)."""
-    return emailevents.emit(event_key, session=session, **cuids)
+    return emailevents.emit(event_key, session=session, send_at=send_at, **cuids)
 '''
 
 
@@ -91,7 +95,11 @@ def _function_name(event: Event) -> str | None:
 
 
 def _parameters(event: Event) -> list[str]:
-    return [*(f"{name}: str" for name in event.entity_names), "session: SessionLike | None = None"]
+    return [
+        *(f"{name}: str" for name in event.entity_names),
+        "session: SessionLike | None = None",
+        "send_at: datetime | None = None",
+    ]
 
 
 def _signature(name: str, leading: Iterable[str], event: Event) -> str:
@@ -126,7 +134,12 @@ def _function(name: str, event: Event) -> str:
 
 def _call(key: str, event: Event) -> str:
     """``return emailevents.emit(...)``, one argument a line, as formatters leave it."""
-    arguments = [key, "session=session", *(f"{name}={name}" for name in event.entity_names)]
+    arguments = [
+        key,
+        "session=session",
+        "send_at=send_at",
+        *(f"{name}={name}" for name in event.entity_names),
+    ]
     lines = "".join(f"        {argument},\n" for argument in arguments)
     return f"    return emailevents.emit(\n{lines}    )\n"
 

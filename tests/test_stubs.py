@@ -20,11 +20,14 @@ from emailevents.demo.run import REGISTRY
 from emailevents.testing import memory_app
 
 CORRECT = """\
+from datetime import UTC, datetime
+
 from emails import emit, user_invited
 
 receipt = emit("user_invited", user="u", org="o", invitation="i")
 print(receipt.event_id)
 user_invited(user="u", org="o", invitation="i", session=None)
+user_invited(user="u", org="o", invitation="i", send_at=datetime.now(UTC))
 """
 
 # One file per mistake, each on line 3: every one must be an error.
@@ -34,6 +37,7 @@ MISTAKES = {
     "unexpected_entity": 'emit("user_invited", user="u", org="o", invitation="i", team="t")',
     "non_string_cuid": 'emit("user_invited", user=1, org="o", invitation="i")',
     "function_missing_entity": 'user_invited(user="u", org="o")',
+    "send_at_not_a_datetime": 'user_invited(user="u", org="o", invitation="i", send_at="9:00")',
 }
 
 
