@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -32,7 +33,7 @@ from emailevents.demo import seed
 from emailevents.demo.run import demo_events, seed_database
 from emailevents.schedules import send_time
 from emailevents.store import emits
-from emailevents.testing import Runs, worker
+from emailevents.testing import Runs, memory_app, worker
 from tests.appmodule import app_module, demo_app
 from tests.conftest import examples
 from tests.test_relay import dead_broker
@@ -181,6 +182,24 @@ def test_a_scheduled_emit_is_stored_and_published_by_the_relay_once_due(
     assert [o.recipient for o in run.with_status(Status.SENT)] == ["owen@acme.test"]
     assert app.row(receipt.event_id).state == "published"
     assert app.events.relay().published == 0, "published once"
+
+
+def test_due_emits_run_in_a_batching_worker_each_sent_once(app: App) -> None:
+    """The relay publishes due emits as any: a worker batching them (``batch_window``) runs
+    them together, each once."""
+    celery = memory_app()
+    celery.conf.worker_prefetch_multiplier = 50  # a batch is made of the messages it holds
+    batched = demo_events(
+        celery=celery, session_factory=app.factory, sender=app.outbox, batch_window=0.05
+    )
+    receipts = [batched.emit(KEY, send_at=later(hours=1), **app.cuids()) for _ in range(10)]
+    app.make_due(*(r.event_id for r in receipts))
+    with Runs() as runs, worker(celery, concurrency=2):
+        assert batched.relay().scheduled == 10
+        results = runs.wait(*receipts)
+    assert [[o.status for o in r.outcomes] for r in results] == [[Status.SENT]] * 10
+    sent = Counter(m.message.metadata["event_id"] for m in app.outbox.messages)
+    assert sent == dict.fromkeys((r.event_id for r in receipts), 1)
 
 
 def test_a_scheduled_emit_of_a_rolled_back_transaction_is_gone(app: App) -> None:
