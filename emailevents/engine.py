@@ -207,8 +207,9 @@ class EmailEvents:
             EmitArgumentError: an entity name is missing or unexpected, a CUID is not a string,
                 or ``send_at`` is not a ``datetime``.
             EmitValueError: a CUID is empty or too long, or ``send_at`` has no timezone.
-            ConfigurationError: with ``session``, emailevents' tables lack a column this version
-                writes (checked once per process): run ``emailevents db upgrade``.
+            ConfigurationError: with ``session`` or ``send_at``, emailevents' tables lack a
+                column this version writes (checked once per process): run
+                ``emailevents db upgrade``.
         """
         event = self.event(event_key)
         bound = bind_cuids(event, (), cuids)
