@@ -93,6 +93,9 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "EE063": (_E, "invalid category key"),
     "EE064": (_E, "category without a title"),
     "EE065": (_E, "categories: declared but empty"),
+    # Timing: throttles.
+    "EE070": (_E, "invalid throttle"),
+    "EE071": (_E, "throttle group declared differently across events"),
 }
 
 

@@ -13,7 +13,7 @@ from .categories import Categories, event_category
 from .checker import Checker
 from .defaults import Defaults
 from .entities import EntityTypes
-from .model import EntityType, Event
+from .model import EntityType, Event, Throttle
 from .payload import compile_payload, payload_model
 from .specs import (
     ALWAYS,
@@ -68,6 +68,7 @@ def compile_event(
     types: EntityTypes | None,
     *,
     categories: Categories,
+    throttle: Throttle | None = None,
 ) -> Event | None:
     """The event, compiled; None when it has problems of its own, or what it needs has."""
     path: Key = ("events", key)
@@ -108,6 +109,7 @@ def compile_event(
         spec=spec,
         category=category,
         critical=spec.critical,
+        throttle=throttle,
     )
 
 

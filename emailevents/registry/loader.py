@@ -15,6 +15,7 @@ from .checker import Checker
 from .defaults import Defaults, compile_defaults
 from .entities import EntityTypes, compile_entity_types
 from .events import check_task_names, compile_event, compile_event_specs
+from .throttles import compile_throttles
 from .model import Event, Registry
 from .specs import (
     FIELD_HINTS,
@@ -115,9 +116,12 @@ def _compile(checker: Checker) -> Compilation:
     categories = compile_categories(checker, data, defaults.spec)
     types = compile_entity_types(checker, data.get("entities"))
     specs = compile_event_specs(checker, data.get("events"))
+    throttles = compile_throttles(checker, specs or {})
     events: dict[str, Event] = {}
     for key, spec in (specs or {}).items():
-        event = compile_event(checker, key, spec, defaults, types, categories=categories)
+        event = compile_event(
+            checker, key, spec, defaults, types, categories=categories, throttle=throttles.get(key)
+        )
         if event is not None:
             events[key] = event
     check_task_names(checker, specs or {})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -21,6 +22,7 @@ __all__ = [
     "Event",
     "Expression",
     "Registry",
+    "Throttle",
     "context_problems",
     "context_references",
 ]
@@ -93,6 +95,20 @@ class Expression:
 
 
 @dataclass(frozen=True)
+class Throttle:
+    """An event's ``throttle:``: at most ``limit`` emails to one recipient in any ``per``.
+
+    ``scope`` names the budget they count against: the event's key, or ``group:NAME`` for the
+    events of a ``group:`` (event keys have no colon, so the two never meet).
+    """
+
+    scope: str
+    limit: int
+    per: timedelta
+    group: str | None = None
+
+
+@dataclass(frozen=True)
 class Event:
     """One event, compiled: everything a task run needs, resolved once at load."""
 
@@ -119,6 +135,8 @@ class Event:
     (it never takes the default) and when no category applies."""
     critical: bool = False
     """Mail that preferences never stop (still suppressions and, unless ``always``, the toggle)."""
+    throttle: Throttle | None = None
+    """``throttle:``: how many emails a recipient gets at most in a sliding window."""
 
     @property
     def entity_names(self) -> tuple[str, ...]:

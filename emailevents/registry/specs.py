@@ -30,6 +30,7 @@ __all__ = [
     "DefaultsSpec",
     "EntitySpec",
     "EventSpec",
+    "ThrottleSpec",
 ]
 
 ALWAYS = "always"
@@ -76,6 +77,15 @@ class EntitySpec(_Spec):
     key: StrictStr = "cuid"
 
 
+class ThrottleSpec(_Spec):
+    """An event's ``throttle:``: at most ``limit`` emails to a recipient in any ``per`` (a
+    duration), counted for the event alone or, with ``group:``, for every event of the group."""
+
+    limit: StrictInt
+    per: StrictStr
+    group: StrictStr | None = None
+
+
 class EventSpec(_Spec):
     """One entry of ``events:``, as written."""
 
@@ -91,6 +101,8 @@ class EventSpec(_Spec):
     task: StrictStr | None = None
     category: StrictStr | None = None
     critical: StrictBool = False
+    throttle: dict[StrictStr, Any] | None = None
+    """Checked as a :class:`ThrottleSpec` when the event compiles (its own fields' hints)."""
 
     @field_validator("template", mode="wrap")
     @classmethod
@@ -124,6 +136,9 @@ FIELD_HINTS = {
     "template": "a Postmark TemplateId (a number) or TemplateAlias (a string)",
     "model": "a mapped class, like 'myapp.models:User'",
     "to": "an expression like '{user.email}', or a list of them",
+    "throttle": "like `{limit: 3, per: 1h}`, and `group: NAME` to share the budget across events",
+    "limit": "how many emails a recipient gets at most in `per:`, like `limit: 3`",
+    "per": "a duration like 30s, 15m, 1h, 2d or 1h30m",
 }
 EVENT_FIELD_HINTS = {
     **FIELD_HINTS,
