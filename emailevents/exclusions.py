@@ -1,7 +1,9 @@
-"""Who a run leaves out before claiming, and why: the suppressed (``suppressed``), then those whose
-preferences keep the event's category out (``opted_out``); and who Postmark's answers say to
-leave out next time (ErrorCode 406). Each skip is recorded before anything is sent, and nothing
-about a left-out recipient is asked of Postmark.
+"""Who a run leaves out before claiming, and why (:func:`left_out`, in this order): the suppressed
+(``suppressed``), then those whose preferences keep the event's category out (``opted_out``),
+then those past the event's throttle (``throttled``); and who Postmark's answers say to leave out
+next time (ErrorCode 406). Each skip is recorded before anything is sent, and nothing about a
+left-out recipient is asked of Postmark. A recipient left out for a reason before the throttle
+takes no slot of its budget.
 
 The org toggle, the first layer, stops the whole emit earlier (``pipeline.check_toggle``).
 """
@@ -12,15 +14,44 @@ from collections.abc import Callable, Mapping, Sequence
 
 from sqlalchemy.orm import Session
 
-from . import preferences, store, suppressions
+from . import preferences, store, suppressions, throttles
 from .outcomes import Outcome, Reason, Status
 from .registry import Event
+from .registry.durations import format_duration
 from .senders.base import SendResult
 
-__all__ = ["INACTIVE_RECIPIENT", "opted_out", "suppress_inactive", "suppressed"]
+__all__ = [
+    "INACTIVE_RECIPIENT",
+    "left_out",
+    "opted_out",
+    "suppress_inactive",
+    "suppressed",
+    "throttled",
+]
 
 INACTIVE_RECIPIENT = 406
 """Postmark's ErrorCode for a send to an address it holds inactive on the stream."""
+
+
+def left_out(  # noqa: PLR0917 - the run's state, passed along explicitly
+    session: Session,
+    event: Event,
+    event_id: str,
+    keys: Sequence[str],
+    defaults: Mapping[str, bool],
+    application: Callable[[Session, str, str], bool | None] | None,
+) -> list[Outcome]:
+    """A recorded skip for each of ``keys`` this run leaves out, in the order the layers are
+    checked: suppressed, opted out, throttled."""
+    skipped = suppressed(session, event, event_id, keys)
+    keys = _without(keys, skipped)
+    skipped += opted_out(session, event, event_id, keys, defaults=defaults, application=application)
+    return skipped + throttled(session, event, event_id, _without(keys, skipped))
+
+
+def _without(keys: Sequence[str], skipped: list[Outcome]) -> list[str]:
+    out = {o.recipient for o in skipped}
+    return [key for key in keys if key not in out]
 
 
 def suppressed(session: Session, event: Event, event_id: str, keys: Sequence[str]) -> list[Outcome]:
@@ -52,6 +83,23 @@ def opted_out(
     )
     why = {key: out[key].describe() for key in keys if key in out}
     return _skip(session, event, event_id, Reason.OPTED_OUT, why)
+
+
+def throttled(session: Session, event: Event, event_id: str, keys: Sequence[str]) -> list[Outcome]:
+    """A recorded skip for each of ``keys`` past the event's throttle (none without one); each
+    of the others holds a slot of its budget when this returns."""
+    throttle = event.throttle
+    if throttle is None or not keys:
+        return []
+    past = throttles.throttled(session, throttle, event_id, keys)
+    # An event with a digest folds ``past`` into it here, rather than skipping them.
+    budget = f"group '{throttle.group}'" if throttle.group else f"event '{event.key}'"
+    detail = (
+        f"{throttle.limit} emails of {budget} went to this recipient in the last "
+        f"{format_duration(throttle.per)} (throttle: {throttle.limit} per "
+        f"{format_duration(throttle.per)})"
+    )
+    return _skip(session, event, event_id, Reason.THROTTLED, dict.fromkeys(past, detail))
 
 
 def _skip(

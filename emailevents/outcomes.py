@@ -29,6 +29,7 @@ class Reason(StrEnum):
     TOGGLE_OFF = "toggle_off"
     SUPPRESSED = "suppressed"
     OPTED_OUT = "opted_out"
+    THROTTLED = "throttled"
     NO_RECIPIENTS = "no_recipients"
     INVALID_RECIPIENT = "invalid_recipient"
     INVALID_PAYLOAD = "invalid_payload"

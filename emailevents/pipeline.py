@@ -119,7 +119,7 @@ class Prepared:
     event_id: str
     recipients: list[Recipient]
     template_model: dict[str, Any]
-    left_out: list[Outcome]  # rejected, suppressed or opted out (recorded already)
+    left_out: list[Outcome]  # rejected, suppressed, opted out or throttled (recorded already)
 
 
 def prepare(  # noqa: PLR0917 - the run's state, passed along explicitly
@@ -161,18 +161,9 @@ def prepare(  # noqa: PLR0917 - the run's state, passed along explicitly
         finish(event, event_id, [failed])
         raise
     store.record_skips(session, event_id, event.key, rejected)
-    suppressed = exclusions.suppressed(session, event, event_id, [r.key for r in recipients])
-    recipients = _without(recipients, suppressed)
-    opted_out = exclusions.opted_out(
-        session,
-        event,
-        event_id,
-        [r.key for r in recipients],
-        defaults=rt.category_defaults,
-        application=rt.preferences,
-    )
-    recipients = _without(recipients, opted_out)
-    return Prepared(event_id, recipients, template_model, [*rejected, *suppressed, *opted_out])
+    keys = [r.key for r in recipients]
+    out = exclusions.left_out(session, event, event_id, keys, rt.category_defaults, rt.preferences)
+    return Prepared(event_id, _without(recipients, out), template_model, [*rejected, *out])
 
 
 def _without(recipients: list[Recipient], skipped: list[Outcome]) -> list[Recipient]:

@@ -148,7 +148,7 @@ _SQLITE_WRITERS_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _one_writer(session: Session) -> Iterator[None]:
+def one_writer(session: Session) -> Iterator[None]:
     """Around a statement that commits alone: on SQLite, one such writer per process at once."""
     bind = session.get_bind()
     if bind.dialect.name != "sqlite" or not isinstance(bind, sa.Engine):
@@ -223,7 +223,7 @@ def claim_together(
     dialect = _speaks_json(session)
     if dialect is None:
         return set()
-    with _one_writer(session):
+    with one_writer(session):
         rows = session.execute(
             _CLAIM_TOGETHER[dialect],
             {
@@ -256,7 +256,7 @@ def _insert_claims(
         common |= {"reason": CLAIMED, "claim": token, "created_at": now, "updated_at": now}
         insert_ignoring_duplicates(session, [common | {"recipient": r} for r in recipients])
         return None
-    with _one_writer(session):
+    with one_writer(session):
         inserted = session.execute(
             _CLAIM[dialect],
             {
@@ -381,7 +381,7 @@ def record_together(
         dialect = _speaks_json(session) or "postgresql"
         rows = [_row(o) | {"event_id": event_id} for event_id, o in outcomes]
         params = {"b_updated_at": current_time(), "b_token": token, "b_rows": json.dumps(rows)}
-        with _one_writer(session):
+        with one_writer(session):
             session.execute(_RECORD_TOGETHER[dialect, flush_wait], params)
     session.commit()
 
@@ -421,7 +421,7 @@ def record(
     rows = [_row(o) for o in outcomes]
     dialect = _speaks_json(session)
     if dialect is not None:
-        with _one_writer(session):
+        with one_writer(session):
             session.execute(
                 _RECORD_ROWS[dialect, token is not None, flush_wait],
                 {**common, "b_rows": json.dumps(rows)},

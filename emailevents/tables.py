@@ -15,6 +15,7 @@ __all__ = [
     "ADDRESS_LENGTH",
     "ID_LENGTH",
     "REASON_LENGTH",
+    "SCOPE_LENGTH",
     "STREAM_LENGTH",
     "current_time",
     "deliveries",
@@ -25,6 +26,7 @@ __all__ = [
     "org_settings",
     "preferences",
     "suppressions",
+    "throttle_slots",
 ]
 
 metadata = sa.MetaData()
@@ -37,6 +39,8 @@ STREAM_LENGTH = 255
 """The longest message stream ID the tables keep."""
 REASON_LENGTH = 64
 """The longest reason the tables keep (ours, or Postmark's bounce type or suppression reason)."""
+SCOPE_LENGTH = 320
+"""The longest throttle scope the tables keep: an event key, or ``group:`` and a group name."""
 
 
 def current_time() -> datetime:
@@ -158,4 +162,20 @@ preferences = sa.Table(
     sa.Column("how", sa.String(16), nullable=False),
     sa.Column("detail", sa.Text, nullable=False, default=""),
     sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Each recipient's throttle budget (docs/timing.md, "Throttles"): ``limit`` slots per scope (an
+# event's key, or ``group:NAME``) and recipient, each held by the emit (``event_id``) that took it
+# at ``taken_at``; a slot is free again once ``taken_at`` is older than the throttle's ``per``.
+# An emit holds at most one slot per scope and recipient (its retries and redeliveries reuse it).
+# Statements: emailevents.throttles.
+throttle_slots = sa.Table(
+    "emailevents_throttle_slots",
+    metadata,
+    sa.Column("scope", sa.String(SCOPE_LENGTH), primary_key=True),
+    sa.Column("recipient", sa.String(ADDRESS_LENGTH), primary_key=True),
+    sa.Column("slot", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("event_id", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("scope", "recipient", "event_id", name="uq_emailevents_throttle_event"),
 )

@@ -188,7 +188,7 @@ LAYERS = [
     {"exclusions"},
     {"senders"},
     {"schema", "migrations"},
-    {"store", "emitstore", "timeline", "suppressions", "preferences"},
+    {"store", "emitstore", "timeline", "suppressions", "preferences", "throttles"},
     {"registry"},
     {"yamlnodes", "yamlsyntax", "introspect", "expressions", "addresses", "tokens"},
     {"outcomes", "errors", "tables"},

@@ -13,7 +13,13 @@ from typing import Any
 from ..yamlnodes import Key
 from .checker import Checker, dotted
 
-__all__ = ["DURATION_HINT", "DurationError", "checked_duration", "format_duration", "parse_duration"]
+__all__ = [
+    "DURATION_HINT",
+    "DurationError",
+    "checked_duration",
+    "format_duration",
+    "parse_duration",
+]
 
 DURATION_HINT = "a duration like 30s, 15m, 1h, 2d or 1h30m"
 
@@ -40,7 +46,9 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text)
     if not text or match is None:
         raise DurationError(f"'{text}' is not a duration (write {DURATION_HINT})")
-    seconds = sum(int(n) * size for n, (_, size) in zip(match.groups(), _UNITS) if n is not None)
+    seconds = sum(
+        int(n) * size for n, (_, size) in zip(match.groups(), _UNITS, strict=True) if n is not None
+    )
     if seconds == 0:
         raise DurationError(f"'{text}' is no time at all (write {DURATION_HINT})")
     if seconds > _LONGEST.total_seconds():

@@ -15,7 +15,6 @@ from .checker import Checker
 from .defaults import Defaults, compile_defaults
 from .entities import EntityTypes, compile_entity_types
 from .events import check_task_names, compile_event, compile_event_specs
-from .throttles import compile_throttles
 from .model import Event, Registry
 from .specs import (
     FIELD_HINTS,
@@ -25,6 +24,7 @@ from .specs import (
     DefaultsSpec,
     EventSpec,
 )
+from .throttles import compile_throttles
 
 __all__ = ["Compilation", "compile_registry", "load_registry", "parse_registry"]
 

@@ -91,4 +91,3 @@ def _agrees(checker: Checker, key: str, throttle: Throttle, leader: str, first: 
         code="EE071",
     )
     return False
-
