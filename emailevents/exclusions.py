@@ -95,7 +95,8 @@ def throttled(session: Session, event: Event, event_id: str, keys: Sequence[str]
     # An event with a digest folds ``past`` into it here, rather than skipping them.
     budget = f"group '{throttle.group}'" if throttle.group else f"event '{event.key}'"
     detail = (
-        f"{throttle.limit} emails of {budget} went to this recipient in the last "
+        f"{throttle.limit} email{'s' if throttle.limit > 1 else ''} of {budget} went to this "
+        "recipient in the last "
         f"{format_duration(throttle.per)} (throttle: {throttle.limit} per "
         f"{format_duration(throttle.per)})"
     )

@@ -155,6 +155,7 @@ def test_a_first_release_database_upgrades_in_place_with_its_data(db_engine: sa.
         "emailevents_message_events: table is missing",
         "emailevents_preferences: table is missing",
         "emailevents_suppressions: table is missing",
+        "emailevents_throttle_slots: table is missing",
     ]
     assert check.output.splitlines()[-1] == (
         "run: emailevents db upgrade (the database is at no revision, this version at 0007)"
@@ -360,6 +361,7 @@ def test_db_commands_print_one_json_document(sqlite: sa.Engine) -> None:
             "emailevents_message_events: table is missing",
             "emailevents_preferences: table is missing",
             "emailevents_suppressions: table is missing",
+            "emailevents_throttle_slots: table is missing",
             "emailevents_emits: column check_after is missing",
             "emailevents_emits: column send_at is missing",
             "emailevents_emits: column cancelled_at is missing",
