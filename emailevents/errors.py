@@ -94,6 +94,11 @@ class LinkError(EmailEventsError, ValueError):
     key no longer (or never) in ``signing_keys``."""
 
 
+class DurationError(EmailEventsError, ValueError):
+    """Text that is not a registry duration (``30s``, ``15m``, ``1h``, ``2d``, ``1h30m``); the
+    message says what it is and what to write."""
+
+
 class UnknownCategoryError(EmailEventsError, LookupError):
     """A preference for a category the registry does not declare."""
 

@@ -10,6 +10,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
+from ..errors import DurationError
 from ..yamlnodes import Key
 from .checker import Checker, dotted
 
@@ -27,10 +28,6 @@ _UNITS = (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1))
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?\Z")
 _LONGEST = timedelta(days=36_500)
 """A hundred years: past that, a number is a typo (and ``timedelta`` would overflow)."""
-
-
-class DurationError(ValueError):
-    """Text that is not a duration; the message says what it is and what to write."""
 
 
 def parse_duration(text: str) -> timedelta:
