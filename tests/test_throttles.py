@@ -25,14 +25,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
-from emailevents import EmailEvents, RunResult, Status, pipeline
+from emailevents import EmailEvents, RunResult, Status, pipeline, store, throttles
 from emailevents.cli import main
 from emailevents.demo import hooks, seed
 from emailevents.demo.run import REGISTRY, seed_database
 from emailevents.registry import compile_registry
 from emailevents.registry.durations import DurationError, format_duration, parse_duration
+from emailevents.registry.model import Throttle
 from emailevents.senders.postmark import PostmarkSender
-from emailevents.tables import throttle_slots
+from emailevents.tables import current_time, throttle_slots
 from emailevents.testing import Runs, worker
 from emailevents.testing.fake_postmark import FakePostmark
 from tests.test_preferences import seeded_app
@@ -414,3 +415,25 @@ def test_no_emit_takes_a_slot_of_an_event_without_a_throttle(
         ("sent", "sent"): 12
     }
     assert app.slots() == []
+
+
+@pytest.mark.parametrize("commits_alone", [True, False])
+def test_two_runs_of_one_emit_at_the_same_moment_hold_one_slot(
+    db_engine: sa.Engine, commits_alone: bool
+) -> None:
+    # The race the unique (scope, recipient, event id) closes: a run of ev-1 took slot 1 while
+    # another run of ev-1, which read the slots before that, takes slot 0, free again.
+    factory, _ = seed_database(db_engine)
+    budget = Throttle(FINDING, 2, timedelta(hours=1))
+    now = current_time()
+    with factory() as session:
+        if commits_alone:
+            store.statements_commit_alone(session)
+        assert throttles.throttled(session, budget, "ev-old", [OWEN]) == []  # slot 0
+        assert throttles.throttled(session, budget, "ev-1", [OWEN]) == []  # slot 1
+        took = throttles._take(session, FINDING, OWEN, 0, "ev-1", now, now + timedelta(hours=2))
+        assert took  # refused by the constraint: the emit holds a slot already
+        held = [(h.slot, h.event_id) for h in throttles.held(session, FINDING, OWEN)]
+        assert held == [(0, "ev-old"), (1, "ev-1")]
+        # The session goes on working after the refusal.
+        assert throttles.throttled(session, budget, "ev-2", [OWEN]) == [OWEN]
