@@ -35,8 +35,9 @@ _DIALECTS = ("postgresql", "sqlite")
 def throttled(
     session: Session, throttle: Throttle, event_id: str, keys: Sequence[str]
 ) -> list[str]:
-    """Those of ``keys`` past ``throttle``'s limit, in order; each of the others holds a slot for
-    ``event_id`` when this returns (taken now and committed, or taken by an earlier try).
+    """Those of ``keys`` past ``throttle``'s limit, in order. Each of the others holds a slot for
+    ``event_id`` when this returns (taken now and committed, or taken by an earlier try), or is
+    left to the claim (below).
 
     The one place that decides who is throttled: the caller skips them (``throttled``), or an
     event with a digest folds them into it instead.
