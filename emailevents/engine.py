@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, scoped_session
 
-from . import emitstore, pipeline, retries, schedules, schema, store, web
+from . import digestsend, emitstore, pipeline, retries, schedules, schema, store, web
 from . import relay as relaying
 from .batches import Batching
 from .errors import (
@@ -174,6 +174,10 @@ class EmailEvents:
             key: self._register(event) for key, event in self.events.items()
         }
         self.relay_task = self._register_relay()
+        self.digest_tasks = {
+            key: self._register_digest(key, event)
+            for key, event in digestsend.digest_events(self.events).items()
+        }
         self._check_schema_when_workers_start()
         if set_default:
             global _default  # noqa: PLW0603 - the module-level emit() needs one instance
@@ -374,6 +378,41 @@ class EmailEvents:
             ignore_result=True,
         )
 
+    def _register_digest(self, key: str, event: Event) -> Task:
+        """The task that sends one digest of ``key`` (its id is the task's id), published by
+        the relay once the digest is closed (docs/timing.md, "Digests")."""
+        name = f"{digestsend.DIGEST_TASK_PREFIX}{key}"
+        self._check_free(name, f"the digest of '{key}'")
+        events = self
+
+        def run(task: Task) -> RunResult:
+            retrying = events._retrying()
+            runner = functools.partial(
+                digestsend.run, retrying.runtime, events.events, task.request.id
+            )
+            result = retries.run(retrying, task, event, {}, runner=runner)
+            if result.failed_entirely:
+                raise DeliveryError(result.failure(), result)
+            return result
+
+        run.__name__ = f"digest_{key}"
+        run.__qualname__ = run.__name__
+        run.__doc__ = f"Send one closed digest of '{key}'."
+        task: Task = self.celery.task(
+            run,
+            name=name,
+            base=EventTask,
+            bind=True,
+            shared=False,
+            lazy=False,
+            acks_late=True,
+            reject_on_worker_lost=True,
+            throws=(DeliveryError,),
+            ignore_result=True,
+            max_retries=self.max_retries,
+        )
+        return task
+
     def _register(self, event: Event) -> Task:
         self._check_free(event.task_name, f"event '{event.key}'")
         events = self
@@ -424,7 +463,9 @@ class EmailEvents:
 
     def _publisher(self) -> relaying.Publisher:
         redeliver_after = timedelta(seconds=self.redeliver_after)
-        return relaying.Publisher(self.session_factory, self.tasks, redeliver_after)
+        return relaying.Publisher(
+            self.session_factory, self.tasks, redeliver_after, self.digest_tasks
+        )
 
     def _retrying(self) -> retries.Retrying:
         return retries.Retrying(

@@ -93,9 +93,16 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "EE063": (_E, "invalid category key"),
     "EE064": (_E, "category without a title"),
     "EE065": (_E, "categories: declared but empty"),
+    # Digests (docs/timing.md): the digest itself, then its template at Postmark.
+    "EE066": (_E, "digest without a window or a time, or with both"),
+    "EE067": (_E, "invalid digest setting"),
+    "EE068": (_E, "digest group declared differently"),
+    "EE069": (_E, "digest template does not list the items"),
     # Timing: throttles.
     "EE070": (_E, "invalid throttle"),
     "EE071": (_E, "throttle group declared differently across events"),
+    # Digests again: the digest template's variables at Postmark.
+    "EE072": (_E, "digest template uses a variable the digest does not provide"),
 }
 
 

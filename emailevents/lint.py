@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from . import lintdigests
 from .errors import PostmarkAPIError, PostmarkUnreachableError, Problem
 from .expressions import Path
 from .findings import CODES, Finding, LintReport, Severity
@@ -451,7 +452,7 @@ class _PostmarkCheck:
         listed = self.api.templates()
         by_id = {t.get("TemplateId"): t for t in listed}
         by_alias = {t.get("Alias"): t for t in listed if t.get("Alias")}
-        wanted: dict[str, dict[str, Any]] = {}
+        wanted: dict[str, Mapping[str, Any]] = {}
         compiled = self.linter.compiled
         for key, spec in compiled.specs.items():
             if not compiled.valid(key, "template"):
@@ -462,11 +463,14 @@ class _PostmarkCheck:
                 summary = by_alias.get(spec.template)
             if self._usable(key, spec, summary, listed) and summary is not None:
                 wanted[str(spec.template)] = summary
+        add = self.linter.add
+        wanted |= lintdigests.wanted(add, events, (by_id, by_alias), self.api.url)
         suggested = self._suggested_models(wanted)
         for event in events:
             model = suggested.get(str(event.template))
             if model is not None:
                 self._variables(event, model)
+        lintdigests.check(add, events, suggested, lambda event: _provided(event).names)
         return len(suggested)
 
     def _usable(

@@ -41,6 +41,8 @@ class Reason(StrEnum):
     TRANSIENT_ERROR = "transient_error"
     CONFIGURATION_ERROR = "configuration_error"
     NO_ANSWER = "no_answer"
+    DIGESTED = "digested"
+    """Added to the recipient's digest (its detail names it), sent when the digest closes."""
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,8 @@
 """One task run, top to bottom: the whole life of one emit.
 
 load entities -> org toggle -> context values -> recipients -> TemplateModel -> leave out the
-suppressed -> claim each recipient in the delivery log -> send -> record each outcome. Every run
-ends in a recorded outcome per recipient, or one for the whole emit, and each is logged with the
-event key and id.
-"""
+suppressed -> claim each recipient in the delivery log (or add to its digest) -> send -> record
+each outcome. Every run ends in a recorded outcome per recipient, or one for the whole emit."""
 
 from __future__ import annotations
 
@@ -20,7 +18,7 @@ from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 from sqlalchemy.orm import Session
 
-from . import exclusions, store
+from . import digests, exclusions, store
 from .addresses import AddressError, check_address, display_name, format_address, parse_address
 from .errors import ConfigurationError, Stopped
 from .expressions import RenderError, body_text
@@ -163,7 +161,11 @@ def prepare(  # noqa: PLR0917 - the run's state, passed along explicitly
     store.record_skips(session, event_id, event.key, rejected)
     keys = [r.key for r in recipients]
     out = exclusions.left_out(session, event, event_id, keys, rt.category_defaults, rt.preferences)
-    return Prepared(event_id, _without(recipients, out), template_model, [*rejected, *out])
+    recipients, left_out = _without(recipients, out), [*rejected, *out]
+    if event.digest is not None:  # each recipient's item goes into its digest, sent later
+        added = digests.add_items(session, event, event_id, recipients, template_model, values)
+        return finish(event, event_id, [*left_out, *added])
+    return Prepared(event_id, recipients, template_model, left_out)
 
 
 def _without(recipients: list[Recipient], skipped: list[Outcome]) -> list[Recipient]:
@@ -644,8 +646,7 @@ def outcomes_of(
     return outcomes, recorded, unanswered
 
 
-# A failure is an error to whoever watches the logs; a retry or an unknown outcome a warning.
-_LOG_LEVELS = {
+_LOG_LEVELS = {  # a failure is an error to whoever watches the logs; a retry a warning
     Status.SENT: logging.INFO,
     Status.SKIPPED: logging.INFO,
     Status.FAILED: logging.ERROR,

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from . import pipeline
+from . import digestsend, pipeline
 from .engine import bind_cuids, find_event
 from .errors import PreviewError, Stopped
-from .registry import Registry
+from .registry import Event, Registry
 from .samples import sample_recipients, sample_template_model
 from .senders.postmark_templates import PostmarkTemplates
 
@@ -25,7 +25,19 @@ if TYPE_CHECKING:
     from .engine import EmailEvents
     from .senders.postmark import PostmarkSender
 
-__all__ = ["Preview", "PreviewError", "Rendered", "preview", "preview_sample", "render"]
+__all__ = [
+    "DIGEST_ITEMS",
+    "Preview",
+    "PreviewError",
+    "Rendered",
+    "as_digest",
+    "preview",
+    "preview_sample",
+    "render",
+]
+
+DIGEST_ITEMS = 3
+"""How many items a digest preview shows (``emailevents preview --digest``)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,27 @@ class Rendered:
             "HtmlBody": self.html,
             "notes": list(self.notes),
         }
+
+
+def as_digest(event: Event, shown: Preview, items: int = DIGEST_ITEMS) -> Preview:
+    """The digest message ``shown``'s emit would go out in: its digest template, and a
+    TemplateModel of ``items`` items, each ``shown``'s TemplateModel (docs/timing.md).
+
+    Raises:
+        PreviewError: the event has no digest.
+    """
+    if event.digest is None:
+        raise PreviewError(f"event '{event.key}' has no digest: preview it without --digest")
+    model = digestsend.model(event.digest, [(event.key, "", dict(shown.template_model))] * items)
+    note = f"a digest of {items} items, each this emit's TemplateModel (its emits are in `items`)"
+    return Preview(
+        event.key,
+        event.digest.template,
+        shown.recipients,
+        model,
+        (*shown.notes, note),
+        shown.sample,
+    )
 
 
 def preview(events: EmailEvents, event_key: str, cuids: Mapping[str, str]) -> Preview:

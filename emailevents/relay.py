@@ -22,7 +22,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
-from . import emitstore, schema, store
+from . import digestsend, emitstore, schema, store
 
 if TYPE_CHECKING:
     from celery import Task
@@ -56,6 +56,8 @@ class Publisher:
     """Per event key: its task."""
     redeliver_after: timedelta
     """How long after its publish the relay looks whether an emit's task settled it."""
+    digest_tasks: Mapping[str, Task] = field(default_factory=dict)
+    """Per digest key: the task that sends one of its digests (:mod:`.digestsend`)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class RelayResult:
     """Of ``published``: emits published again because their task left no settled outcome."""
     scheduled: int = 0
     """Of ``published``: scheduled emits published because their ``send_at`` had come."""
+    digests: int = 0
+    """Digest messages whose task was published (closed now, or not settled since)."""
 
 
 @dataclass(frozen=True)
@@ -298,7 +302,8 @@ def publish_pending(
 ) -> RelayResult:
     """Publish the scheduled emits whose ``send_at`` has come; the emits still pending: those
     whose publish failed, or older than ``grace``; then publish again those whose task left no
-    settled outcome ``redeliver_after`` after their publish.
+    settled outcome ``redeliver_after`` after their publish; then close the digests due and
+    publish their tasks (:mod:`.digestsend`).
 
     Several relays may run at once: each leases the rows it publishes, for ``lease``. ``grace``
     does not apply to scheduled emits: no committing process publishes them.
@@ -319,8 +324,14 @@ def publish_pending(
     # After the pending ones: a due emit whose publish fails now is pending for the next pass.
     due, due_failed = _publish_due(publisher, limit=limit, lease=lease)
     again, again_failed = _publish_overdue(publisher, limit=limit)
+    sent = digestsend.publish_due(
+        publisher.session_factory,
+        publisher.digest_tasks,
+        redeliver_after=publisher.redeliver_after,
+        limit=limit,
+    )
     return RelayResult(
-        due + len(published) + again, due_failed + len(failed) + again_failed, again, due
+        due + len(published) + again, due_failed + len(failed) + again_failed, again, due, sent
     )
 
 

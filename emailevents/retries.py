@@ -14,7 +14,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from celery import Task
 from celery.exceptions import Reject
@@ -24,7 +24,7 @@ from . import batchrun, emitstore, pipeline
 from .outcomes import Reason, RunResult, Status
 from .registry import Event
 
-__all__ = ["Queued", "Retrying", "run", "run_batch"]
+__all__ = ["Queued", "Retrying", "Runner", "run", "run_batch"]
 
 logger = logging.getLogger("emailevents")
 
@@ -56,36 +56,56 @@ class Retrying:
         return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
 
 
-def run(retrying: Retrying, task: Task, event: Event, cuids: Mapping[str, str]) -> RunResult:
+class Runner(Protocol):
+    """A run of something other than an emit (a digest's message): told where it stands in
+    its tries, as :func:`pipeline.run` is."""
+
+    def __call__(self, *, final_attempt: bool, can_wait: bool) -> RunResult: ...
+
+
+def run(
+    retrying: Retrying,
+    task: Task,
+    event: Event,
+    cuids: Mapping[str, str],
+    *,
+    runner: Runner | None = None,
+) -> RunResult:
     """One try of ``event``'s ``task``: the pipeline's run, then a retry if it needs one.
+
+    With ``runner`` (a digest's message), that runs instead, and its retries are not noted
+    for the relay as an emit's are: the relay looks again at what ``runner`` sends itself.
 
     Raises:
         celery.exceptions.Retry: the task runs again later (Celery's own retry).
     """
     tries = task.request.retries or 0
     final_attempt, can_wait = _try(retrying, tries)
+    watched = runner is None
     try:
-        result = pipeline.run(
-            retrying.runtime,
-            event,
-            task.request.id,
-            cuids,
-            final_attempt=final_attempt,
-            can_wait=can_wait,
-        )
+        if runner is not None:
+            result = runner(final_attempt=final_attempt, can_wait=can_wait)
+        else:
+            result = pipeline.run(
+                retrying.runtime,
+                event,
+                task.request.id,
+                cuids,
+                final_attempt=final_attempt,
+                can_wait=can_wait,
+            )
     except (OperationalError, InterfaceError) as exc:
         # The database went away mid-run. Whatever this run claimed is settled by the next
         # try, once the claim is stale, like the claims of a run that died.
         if final_attempt:
             raise
-        _retry(retrying, task, event, cuids, retrying.delay(tries), exc=exc)
+        _retry(retrying, task, event, cuids, retrying.delay(tries), exc=exc, watched=watched)
     if result.needs_retry:
         # Celery's own retry: the same task id (the event id) comes back later, and only the
         # recipients recorded as `retry` are claimed and sent again.
         delay = _retry_delay(retrying, tries, result)
-        _retry(
-            retrying, task, event, cuids, delay, max_retries=max(retrying.max_retries, tries + 1)
-        )
+        max_retries = max(retrying.max_retries, tries + 1)
+        _retry(retrying, task, event, cuids, delay, max_retries=max_retries, watched=watched)
     return result
 
 
@@ -142,6 +162,7 @@ def _retry(
     *,
     max_retries: int | None = None,
     exc: BaseException | None = None,
+    watched: bool = True,
 ) -> NoReturn:
     """Retry ``task`` in ``delay`` seconds, with the relay as a safety net.
 
@@ -151,15 +172,17 @@ def _retry(
     (``Reject(requeue=False)``) when it cannot publish the retry: the recipients waiting
     for it would wait for ever. The emit goes back to pending instead, for the relay to
     publish once the broker takes messages again; should the database be down too, the
-    message is requeued rather than dropped.
+    message is requeued rather than dropped. Not ``watched`` (a digest's message), the relay
+    publishes it again by itself, and the emits' table is left alone.
     """
     event_id = task.request.id
     emit = emitstore.Emit(event_id, event.key, event.task_name, cuids)
-    _note_retry(retrying, event, emit)
+    if watched:
+        _note_retry(retrying, event, emit)
     try:
         raise task.retry(countdown=delay, max_retries=max_retries, exc=exc)
     except Reject as rejected:
-        if rejected.requeue:
+        if rejected.requeue or not watched:
             raise
         try:
             _keep_unpublished(retrying, emit, rejected.reason)

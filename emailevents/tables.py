@@ -2,7 +2,8 @@
 ``emailevents/migrations`` create (``emailevents db upgrade``) and ``tests/test_schema.py`` holds
 them to. Statements on them: :mod:`.store` (the delivery log, the toggles), :mod:`.emitstore`
 (the emits), :mod:`.timeline` (what Postmark's webhooks said), :mod:`.suppressions` (the
-addresses not to send to), :mod:`.preferences` (what recipients chose).
+addresses not to send to), :mod:`.preferences` (what recipients chose), :mod:`.digests` (the
+digests and their items).
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import sqlalchemy as sa
 
 __all__ = [
     "ADDRESS_LENGTH",
+    "DIGEST_OPEN",
     "ID_LENGTH",
     "REASON_LENGTH",
     "SCOPE_LENGTH",
     "STREAM_LENGTH",
     "current_time",
     "deliveries",
+    "digest_items",
+    "digests",
     "emits",
     "foreign_records",
     "message_events",
@@ -178,4 +182,48 @@ throttle_slots = sa.Table(
     sa.Column("event_id", sa.String(ID_LENGTH), nullable=False),
     sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("scope", "recipient", "event_id", name="uq_emailevents_throttle_event"),
+)
+
+# Each recipient's digests (docs/timing.md, "Digests"): ``open`` while emits add items to it,
+# ``closed`` once due (``closes_at``), then ``sent`` (or failed: ``state`` holds how it ended).
+# At most one open digest per (digest_key, recipient): the partial unique index decides between
+# two runs opening one at once. ``check_after``: when the relay publishes a closed digest's task
+# (again, should its message be lost). Statements: emailevents.digests.
+DIGEST_OPEN = "open"
+digests = sa.Table(
+    "emailevents_digests",
+    metadata,
+    sa.Column("id", sa.String(ID_LENGTH), primary_key=True),
+    sa.Column("digest_key", sa.String(255), nullable=False),
+    sa.Column("event_key", sa.String(255), nullable=False),
+    sa.Column("recipient", sa.String(ADDRESS_LENGTH), nullable=False),
+    sa.Column("address", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("item_count", sa.Integer, nullable=False, default=0),
+    sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
+    sa.Column("closes_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("closed_at", sa.DateTime(timezone=True)),
+    sa.Column("check_after", sa.DateTime(timezone=True)),
+    sa.Index(
+        "uq_emailevents_digests_open",
+        "digest_key",
+        "recipient",
+        unique=True,
+        sqlite_where=sa.text(f"state = '{DIGEST_OPEN}'"),
+        postgresql_where=sa.text(f"state = '{DIGEST_OPEN}'"),
+    ),
+    sa.Index("ix_emailevents_digests_state_closes", "state", "closes_at"),
+)
+digest_items = sa.Table(
+    "emailevents_digest_items",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("digest_id", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("event_id", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("event_key", sa.String(255), nullable=False),
+    sa.Column("recipient", sa.String(ADDRESS_LENGTH), nullable=False),
+    sa.Column("template_model", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=current_time),
+    sa.UniqueConstraint("event_id", "recipient", name="uq_emailevents_digest_item"),
+    sa.Index("ix_emailevents_digest_items_digest", "digest_id", "id"),
 )

@@ -146,6 +146,8 @@ def test_a_first_release_database_upgrades_in_place_with_its_data(db_engine: sa.
     check = db("check", "--url", url(db_engine))
     assert check.exit_code == 1, check.output
     assert sorted(check.output.splitlines()[:-1]) == [
+        "emailevents_digest_items: table is missing",
+        "emailevents_digests: table is missing",
         "emailevents_emits: column cancelled_at is missing",
         "emailevents_emits: column check_after is missing",
         "emailevents_emits: column send_at is missing",
@@ -158,15 +160,15 @@ def test_a_first_release_database_upgrades_in_place_with_its_data(db_engine: sa.
         "emailevents_throttle_slots: table is missing",
     ]
     assert check.output.splitlines()[-1] == (
-        "run: emailevents db upgrade (the database is at no revision, this version at 0007)"
+        "run: emailevents db upgrade (the database is at no revision, this version at 0008)"
     )
 
     upgraded = db("upgrade", "--url", url(db_engine))
     assert upgraded.exit_code == 0, upgraded.output
-    assert upgraded.output.endswith(": upgraded from nothing to revision 0007\n")
+    assert upgraded.output.endswith(": upgraded from nothing to revision 0008\n")
 
     assert schema.differences(db_engine) == []
-    assert schema.current(db_engine) == schema.head() == "0007"
+    assert schema.current(db_engine) == schema.head() == "0008"
     with db_engine.connect() as connection:
         for name, rows in ROWS.items():
             columns = list(rows[0])
@@ -177,7 +179,7 @@ def test_a_first_release_database_upgrades_in_place_with_its_data(db_engine: sa.
         ]
     check = db("check", "--url", url(db_engine))
     assert check.exit_code == 0, check.output
-    assert "emailevents' tables match this version (0007)" in check.output
+    assert "emailevents' tables match this version (0008)" in check.output
 
 
 @pytest.mark.services
@@ -231,9 +233,9 @@ def test_db_takes_the_database_from_the_application(tmp_path: Path) -> None:
             current = db("current", "--app", app.ref)
             upgraded = db("upgrade", "--app", app.ref)
     assert current.exit_code == 0, current.output
-    assert current.output.endswith("at none (never upgraded); this version's newest is 0007\n")
+    assert current.output.endswith("at none (never upgraded); this version's newest is 0008\n")
     assert upgraded.exit_code == 0, upgraded.output
-    assert upgraded.output.endswith("upgraded from nothing to revision 0007\n")
+    assert upgraded.output.endswith("upgraded from nothing to revision 0008\n")
 
 
 @pytest.mark.parametrize("args", [[], ["--url", "sqlite://", "--app", "x:events"]])
@@ -355,8 +357,10 @@ def test_db_commands_print_one_json_document(sqlite: sa.Engine) -> None:
     assert json.loads(check.output) == {
         "database": address,
         "revision": None,
-        "head": "0007",
+        "head": "0008",
         "differences": [
+            "emailevents_digest_items: table is missing",
+            "emailevents_digests: table is missing",
             "emailevents_foreign_records: table is missing",
             "emailevents_message_events: table is missing",
             "emailevents_preferences: table is missing",
@@ -370,7 +374,7 @@ def test_db_commands_print_one_json_document(sqlite: sa.Engine) -> None:
         ],
     }
     upgraded = db("upgrade", "--url", address, "--format", "json")
-    assert json.loads(upgraded.output) == {"database": address, "before": None, "after": "0007"}
+    assert json.loads(upgraded.output) == {"database": address, "before": None, "after": "0008"}
     current = db("current", "--url", address, "--format", "json")
-    assert json.loads(current.output) == {"database": address, "revision": "0007", "head": "0007"}
+    assert json.loads(current.output) == {"database": address, "revision": "0008", "head": "0008"}
     assert db("check", "--url", address, "--format", "json").exit_code == 0

@@ -23,19 +23,20 @@ if TYPE_CHECKING:
 def explain(event_id: str, app_ref: str, fmt: str) -> None:
     """Every recipient's outcome for one emit, and why; then each one's whole life: queued,
     sent, and what Postmark's webhooks said (delivered, bounced, opened, ...)."""
-    from .. import store, timeline  # noqa: PLC0415
+    from .. import digests, store, timeline  # noqa: PLC0415
 
     events = load_app(app_ref)
     with events.session_factory() as session:
         explanation = store.explain(session, event_id)
         lives = timeline.explain(session, event_id)
+        digested = digests.fates(session, event_id)
     if explanation.emit is None and not explanation.deliveries:
         raise click.ClickException(
             f"nothing is recorded for event id {event_id}: it was never emitted through "
             "this database, or the worker has not run it yet"
         )
     if fmt == "json":
-        echo_json(_explanation_document(event_id, explanation, lives))
+        echo_json(_explanation_document(event_id, explanation, lives, digested))
         return
     if explanation.emit is not None:
         emit = explanation.emit
@@ -55,7 +56,7 @@ def explain(event_id: str, app_ref: str, fmt: str) -> None:
             d.recipient or "(the whole emit)",
             d.status,
             d.reason,
-            d.message_id or d.detail or "",
+            digested.get(d.recipient) or d.message_id or d.detail or "",
             f"{d.updated_at:%Y-%m-%d %H:%M:%S}",
         )
         for d in explanation.deliveries
@@ -116,7 +117,10 @@ def _step_detail(what: str, detail: Any) -> str:
 
 
 def _explanation_document(
-    event_id: str, explanation: Explanation, lives: dict[str, Life]
+    event_id: str,
+    explanation: Explanation,
+    lives: dict[str, Life],
+    digested: Mapping[str, str],
 ) -> dict[str, Any]:
     emit = explanation.emit
     return {
@@ -143,6 +147,7 @@ def _explanation_document(
                 "created_at": _timestamp(d.created_at),
                 "updated_at": _timestamp(d.updated_at),
                 **_life_document(lives.get(d.recipient.lower())),
+                **({"digest": digested[d.recipient]} if d.recipient in digested else {}),
             }
             for d in explanation.deliveries
         ],

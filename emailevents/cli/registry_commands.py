@@ -372,6 +372,11 @@ def _lint_summary(path: str, report: LintReport) -> list[str]:
     default=None,
     help="With --sample: the registry (default: the app's, else events.yaml).",
 )
+@click.option(
+    "--digest",
+    is_flag=True,
+    help="The event's digest message instead, with sample items (each this TemplateModel).",
+)
 @token_option
 @api_url_option
 @click.option(
@@ -388,6 +393,7 @@ def preview_command(  # noqa: PLR0917 - one parameter per option
     app_ref: str | None,
     sample: bool,
     registry_path: str | None,
+    digest: bool,
     token: str | None,
     api_url: str | None,
     html_file: Path | None,
@@ -409,7 +415,9 @@ def preview_command(  # noqa: PLR0917 - one parameter per option
     if registry_path and not sample:
         raise click.UsageError("--registry is for --sample; with --app, the app's registry is used")
     app = load_app(app_ref) if app_ref is not None else None
-    shown = _build_preview(app, event_key, cuids, sample=sample, registry_path=registry_path)
+    shown = _build_preview(
+        app, event_key, cuids, sample=sample, registry_path=registry_path, digest=digest
+    )
     secret = _secret(token)
     rendered, not_rendered = _render(_postmark_sender(token, api_url, app), shown, secret)
     if rendered is not None and rendered.html is not None and html_file is not None:
@@ -431,16 +439,25 @@ def _build_preview(
     *,
     sample: bool,
     registry_path: str | None,
+    digest: bool = False,
 ) -> Preview:
-    """The preview from the app's database, or with ``sample`` values."""
+    """The preview from the app's database, or with ``sample`` values; with ``digest``, the
+    digest message it would go out in."""
     from .. import preview as previews  # noqa: PLC0415
+    from ..engine import find_event  # noqa: PLC0415
     from ..errors import EmitError  # noqa: PLC0415
 
     try:
         if sample or app is None:
             source = registry_path or (app.registry.source if app else "events.yaml")
-            return previews.preview_sample(_registry(source), event_key)
-        return previews.preview(app, event_key, _named_cuids(cuids))
+            registry = _registry(source)
+            shown = previews.preview_sample(registry, event_key)
+        else:
+            registry = app.registry
+            shown = previews.preview(app, event_key, _named_cuids(cuids))
+        if not digest:
+            return shown
+        return previews.as_digest(find_event(registry, event_key), shown)
     except EmitError as exc:
         raise click.UsageError(str(exc)) from None
     except previews.PreviewError as exc:

@@ -219,11 +219,13 @@ def serve(app_ref: str, host: str, port: int, threads: int) -> None:
 @click.option("--limit", default=500, show_default=True, help="Emits published per pass.")
 def relay_command(app_ref: str, once: bool, interval: float, grace: float, limit: int) -> None:
     """Publish scheduled emits when due, and emits left behind by a broker outage or a crashed
-    process."""
+    process; close the digests due and publish them to be sent."""
     events = load_app(app_ref)
     _logging(verbose=False)
     while True:
         result = events.relay(limit=limit, grace=timedelta(seconds=grace))
+        if result.digests:
+            click.echo(f"digests: {result.digests} closed digest(s) published to send")
         if result.published or result.failed or once:
             again = (
                 f" ({result.redelivered} again: their task left no settled outcome)"

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from ..errors import Problem
 from ..introspect import Callee, import_ref, parse_ref
 from ..yamlnodes import Document, Key
-from .specs import EVENT_FIELD_HINTS, FIELD_HINTS, EventSpec
+from .specs import EVENT_FIELD_HINTS, FIELD_HINTS, DigestSpec, EventSpec
 
 __all__ = ["Checker", "dotted"]
 
@@ -118,7 +118,8 @@ class Checker:
         if kind != "extra_forbidden" and self.doc.is_broken(where):
             return  # the value could not be read from the YAML, which is reported already
         if kind == "extra_forbidden":
-            fields = [f.alias or name for name, f in model.model_fields.items()]
+            inner = DigestSpec if model is EventSpec and loc[0] == "digest" else model
+            fields = [f.alias or name for name, f in inner.model_fields.items()]
             self.unknown_field(where, str(where[-1]), fields)
         elif where == path and kind in ("model_type", "model_attributes_type", "dict_type"):
             self.problem(

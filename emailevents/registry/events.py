@@ -12,6 +12,7 @@ from ..yamlnodes import Key
 from .categories import Categories, event_category
 from .checker import Checker
 from .defaults import Defaults
+from .digests import compile_digest
 from .entities import EntityTypes
 from .model import EntityType, Event, Throttle
 from .payload import compile_payload, payload_model
@@ -87,6 +88,7 @@ def compile_event(
     payload = compile_payload(checker, key, spec, path)
     infos, context_paths = check_paths(checker, values, dict(entities), names)
     category = event_category(checker, key, spec, categories)
+    digest = compile_digest(checker, key, spec, path, dict(entities), names)
     if checker.count > before or defaults.spec is None or types is None:
         return None
     return Event(
@@ -110,6 +112,7 @@ def compile_event(
         category=category,
         critical=spec.critical,
         throttle=throttle,
+        digest=digest,
     )
 
 

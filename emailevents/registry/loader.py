@@ -13,6 +13,7 @@ from ..yamlnodes import Document, Key, load_document
 from .categories import Categories, compile_categories
 from .checker import Checker
 from .defaults import Defaults, compile_defaults
+from .digests import check_digest_groups
 from .entities import EntityTypes, compile_entity_types
 from .events import check_task_names, compile_event, compile_event_specs
 from .model import Event, Registry
@@ -125,6 +126,7 @@ def _compile(checker: Checker) -> Compilation:
         if event is not None:
             events[key] = event
     check_task_names(checker, specs or {})
+    check_digest_groups(checker, specs or {})
     return Compilation(
         doc,
         _by_position(doc.problems),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import time, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -18,6 +18,7 @@ from .specs import DefaultsSpec, EventSpec
 
 __all__ = [
     "Category",
+    "Digest",
     "EntityType",
     "Event",
     "Expression",
@@ -95,6 +96,29 @@ class Expression:
 
 
 @dataclass(frozen=True)
+class Digest:
+    """An event's ``digest:``, compiled: where its emits to a recipient are collected, and when
+    that recipient's digest is sent (docs/timing.md, "Digests").
+
+    ``key`` is the digest's name in ``emailevents_digests``: its ``group``, or the event's key.
+    Exactly one of ``window`` (fixed, from the digest's first item) and ``at`` (daily, at that
+    time of day in the ``timezone`` the emit's entities give, else ``default_timezone``).
+    """
+
+    key: str
+    template: int | str
+    window: timedelta | None = None
+    at: time | None = None
+    timezone: Expression | None = None
+    default_timezone: str = "UTC"
+    subject: str | None = None
+    """The digest's subject; ``{count}`` in it is the number of items."""
+    single_plain: bool = False
+    """A digest of one item is sent as the event's own email, with its own TemplateModel."""
+    group: str | None = None
+
+
+@dataclass(frozen=True)
 class Throttle:
     """An event's ``throttle:``: at most ``limit`` emails to one recipient in any ``per``.
 
@@ -137,6 +161,8 @@ class Event:
     """Mail that preferences never stop (still suppressions and, unless ``always``, the toggle)."""
     throttle: Throttle | None = None
     """``throttle:``: how many emails a recipient gets at most in a sliding window."""
+    digest: Digest | None = None
+    """Its emits go into each recipient's digest rather than out one by one."""
 
     @property
     def entity_names(self) -> tuple[str, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -28,6 +28,7 @@ __all__ = [
     "TOP_LEVEL",
     "CategorySpec",
     "DefaultsSpec",
+    "DigestSpec",
     "EntitySpec",
     "EventSpec",
     "ThrottleSpec",
@@ -77,6 +78,20 @@ class EntitySpec(_Spec):
     key: StrictStr = "cuid"
 
 
+class DigestSpec(_Spec):
+    """An event's ``digest:``: its emits to one recipient collected into one message, sent when
+    a fixed ``window`` from the first one ends, or daily ``at`` a time of day."""
+
+    window: StrictStr | None = None
+    at: StrictStr | None = None
+    timezone: StrictStr | None = None
+    default_timezone: StrictStr = "UTC"
+    template: StrictInt | StrictStr | None = None
+    subject: StrictStr | None = None
+    single: Literal["plain", "digest"] = "digest"
+    group: StrictStr | None = None
+
+
 class ThrottleSpec(_Spec):
     """An event's ``throttle:``: at most ``limit`` emails to a recipient in any ``per`` (a
     duration), counted for the event alone or, with ``group:``, for every event of the group."""
@@ -103,6 +118,7 @@ class EventSpec(_Spec):
     critical: StrictBool = False
     throttle: dict[StrictStr, Any] | None = None
     """Checked as a :class:`ThrottleSpec` when the event compiles (its own fields' hints)."""
+    digest: DigestSpec | None = None
 
     @field_validator("template", mode="wrap")
     @classmethod
@@ -139,6 +155,11 @@ FIELD_HINTS = {
     "throttle": "like `{limit: 3, per: 1h}`, and `group: NAME` to share the budget across events",
     "limit": "how many emails a recipient gets at most in `per:`, like `limit: 3`",
     "per": "a duration like 30s, 15m, 1h, 2d or 1h30m",
+    "digest": "like `{window: 1h, template: weekly-digest}` or "
+    '`{at: "09:00", timezone: "{user.timezone}", template: daily-digest}`',
+    "window": "a duration like 30m, 1h or 1h30m",
+    "at": 'a time of day like "09:00"',
+    "single": "plain (a lone item goes as the event's own email) or digest",
 }
 EVENT_FIELD_HINTS = {
     **FIELD_HINTS,

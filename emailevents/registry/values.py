@@ -14,7 +14,7 @@ from .checker import Checker, dotted
 from .model import EntityType, Expression
 from .specs import IDENTIFIER, EventSpec
 
-__all__ = ["Values", "check_paths", "compile_values"]
+__all__ = ["Values", "check_paths", "compile_expression", "compile_values"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,13 @@ def compile_values(checker: Checker, key: str, spec: EventSpec, path: Key) -> Va
         tuple(a for a in addresses if a is not None),
         tuple(e for e in data if e is not None),
     )
+
+
+def compile_expression(
+    checker: Checker, field_name: str, source: str, path: Key
+) -> Expression | None:
+    """The expression written at ``path``; None when it does not parse (reported)."""
+    return _expression(checker, field_name, source, path)
 
 
 def _expression(checker: Checker, field_name: str, source: str, path: Key) -> Expression | None:
