@@ -1,6 +1,7 @@
 """Who a run leaves out before claiming, and why (:func:`left_out`, in this order): the suppressed
 (``suppressed``), then those whose preferences keep the event's category out (``opted_out``),
-then those past the event's throttle (``throttled``); and who Postmark's answers say to leave out
+then those past the event's throttle (``throttled``; for an event that also has a digest, they
+go into their digests instead: :func:`past_throttle`); and who Postmark's answers say to leave out
 next time (ErrorCode 406). Each skip is recorded before anything is sent, and nothing about a
 left-out recipient is asked of Postmark. A recipient left out for a reason before the throttle
 takes no slot of its budget.
@@ -24,6 +25,7 @@ __all__ = [
     "INACTIVE_RECIPIENT",
     "left_out",
     "opted_out",
+    "past_throttle",
     "suppress_inactive",
     "suppressed",
     "throttled",
@@ -47,6 +49,15 @@ def left_out(  # noqa: PLR0917 - the run's state, passed along explicitly
     keys = _without(keys, skipped)
     skipped += opted_out(session, event, event_id, keys, defaults=defaults, application=application)
     return skipped + throttled(session, event, event_id, _without(keys, skipped))
+
+
+def past_throttle(session: Session, event: Event, event_id: str, keys: Sequence[str]) -> list[str]:
+    """Those of ``keys`` past the event's throttle, not recorded: for an event with both a
+    throttle and a digest, they go into their digests rather than being skipped. Each of the
+    others holds a slot of its budget when this returns."""
+    if event.throttle is None or not keys:
+        return []
+    return throttles.throttled(session, event.throttle, event_id, keys)
 
 
 def _without(keys: Sequence[str], skipped: list[Outcome]) -> list[str]:
@@ -89,10 +100,9 @@ def throttled(session: Session, event: Event, event_id: str, keys: Sequence[str]
     """A recorded skip for each of ``keys`` past the event's throttle (none without one); each
     of the others holds a slot of its budget when this returns."""
     throttle = event.throttle
-    if throttle is None or not keys:
-        return []
+    if throttle is None or event.digest is not None or not keys:
+        return []  # an event with a digest folds those past it into the digest (pipeline.prepare)
     past = throttles.throttled(session, throttle, event_id, keys)
-    # An event with a digest folds ``past`` into it here, rather than skipping them.
     budget = f"group '{throttle.group}'" if throttle.group else f"event '{event.key}'"
     detail = (
         f"{throttle.limit} email{'s' if throttle.limit > 1 else ''} of {budget} went to this "

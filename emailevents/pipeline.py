@@ -162,9 +162,14 @@ def prepare(  # noqa: PLR0917 - the run's state, passed along explicitly
     keys = [r.key for r in recipients]
     out = exclusions.left_out(session, event, event_id, keys, rt.category_defaults, rt.preferences)
     recipients, left_out = _without(recipients, out), [*rejected, *out]
-    if event.digest is not None:  # each recipient's item goes into its digest, sent later
-        added = digests.add_items(session, event, event_id, recipients, template_model, values)
-        return finish(event, event_id, [*left_out, *added])
+    if event.digest is not None:  # items go into digests, sent later: each one's, or with a
+        # throttle, those past it (the others are sent now)
+        past = set(exclusions.past_throttle(session, event, event_id, [r.key for r in recipients]))
+        into = [r for r in recipients if r.key in past or event.throttle is None]
+        added = digests.add_items(session, event, event_id, into, template_model, values)
+        if event.throttle is None:
+            return finish(event, event_id, [*left_out, *added])
+        recipients, left_out = [r for r in recipients if r.key not in past], [*left_out, *added]
     return Prepared(event_id, recipients, template_model, left_out)
 
 

@@ -49,9 +49,11 @@ DIGEST_TEMPLATE = {
 }
 
 
-def digest_registry(path: Path, *, window: str = WINDOW, single: str = "digest") -> Path:
+def digest_registry(
+    path: Path, *, window: str = WINDOW, single: str = "digest", throttle: str = ""
+) -> Path:
     """The demo's registry, with the finding (owen) and the comment (owen, priya, sam) events
-    collected in digests."""
+    collected in digests (with ``throttle``: past it, the others sent now)."""
     text = REGISTRY.read_text(encoding="utf-8")
     for event in ("model_finding_created", "model_comment_added"):
         line = f"    task: tasks.notifications.email.on_{event}\n"
@@ -59,7 +61,8 @@ def digest_registry(path: Path, *, window: str = WINDOW, single: str = "digest")
         text = text.replace(
             line,
             line + f"    digest: {{window: {window}, template: activity-digest, "
-            f'subject: "{{count}} updates", single: {single}}}\n',
+            f'subject: "{{count}} updates", single: {single}}}\n'
+            + (f"    throttle: {throttle}\n" if throttle else ""),
         )
     path.write_text(text, encoding="utf-8")
     return path
@@ -128,6 +131,12 @@ def single() -> str:
     return "digest"
 
 
+@pytest.fixture
+def throttle() -> str:
+    """The events' throttle, none unless a test parametrizes it."""
+    return ""
+
+
 @pytest.fixture(params=[0.0, 0.05], ids=["alone", "batched"])
 def app(  # noqa: PLR0917 - fixtures
     request: pytest.FixtureRequest,
@@ -137,12 +146,13 @@ def app(  # noqa: PLR0917 - fixtures
     tmp_path: Path,
     window: str,
     single: str,
+    throttle: str,
 ) -> App:
     celery_app.conf.worker_prefetch_multiplier = 50
     fake_postmark.add_template(DIGEST_TEMPLATE)
     factory, world = seed_database(db_engine)
     events = EmailEvents(
-        digest_registry(tmp_path / "events.yaml", window=window, single=single),
+        digest_registry(tmp_path / "events.yaml", window=window, single=single, throttle=throttle),
         celery=celery_app,
         session_factory=factory,
         sender=PostmarkSender("test-token", api_url=fake_postmark.url, timeout=5),
@@ -306,6 +316,31 @@ def test_preview_renders_a_digest_with_sample_items(
     )
     assert without.exit_code == 1
     assert "event 'model_user_deleted' has no digest" in without.output
+
+
+@pytest.mark.parametrize("throttle", ["{limit: 2, per: 1h}"])
+def test_with_a_throttle_the_emits_past_it_fold_into_the_digest_the_others_go_out_now(
+    app: App, celery_app: Celery
+) -> None:
+    key, cuids = seed.emits(app.world)[5]  # the finding: owen
+    with Runs() as runs, worker(celery_app, concurrency=2), relay_loop(app.events):
+        emitted = [runs.wait(app.events.emit(key, **cuids))[0] for _ in range(5)]
+        plain = [m for m in app.postmark.messages if m.template_alias != "activity-digest"]
+        assert len(plain) == 2  # sent at once, before the window closes
+        (digest,) = app.digest_rows()
+        (sent,) = runs.wait(digest.id, timeout=30)
+    assert [o.reason.value for r in emitted for o in r.outcomes] == [
+        "sent",
+        "sent",
+        "digested",
+        "digested",
+        "digested",
+    ]
+    assert [(o.status, o.recipient) for o in sent.outcomes] == [(Status.SENT, "owen@acme.test")]
+    (message,) = app.digest_messages()
+    assert message.template_model["count"] == 3
+    assert [i.event_id for i in app.items()] == [r.event_id for r in emitted[2:]]
+    assert len(app.postmark.messages) == 3
 
 
 @pytest.mark.parametrize("single", ["plain"])
