@@ -8,17 +8,22 @@ HTTP (it counts requests), and the delivery log on a real database.
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Self
 
 import pytest
 import sqlalchemy as sa
 from celery import Celery
+from celery.signals import task_received, task_revoked
+from celery.worker import state as worker_state
 from sqlalchemy.orm import Session, sessionmaker
 
-from emailevents import EmailEvents, RunResult, Status, batchrun
+from emailevents import EmailEvents, Receipt, RunResult, Status, batchrun
 from emailevents.demo import seed
 from emailevents.demo.run import demo_events, seed_database
 from emailevents.engine import BatchedEventTask, EventTask
@@ -50,19 +55,72 @@ class App:
             )
 
 
-@pytest.fixture
-def app(db_engine: sa.Engine, celery_app: Celery, fake_postmark: FakePostmark) -> App:
+def make_app(
+    db_engine: sa.Engine, celery_app: Celery, fake_postmark: FakePostmark, **batching: float
+) -> App:
     # The worker must hold more messages than it has pool slots: a batch is made of them.
     celery_app.conf.worker_prefetch_multiplier = 50
     sender = PostmarkSender("test-token", api_url=fake_postmark.url, timeout=5)
     factory, world = seed_database(db_engine)
-    # A window long enough for a test's emits to meet in one batch on a loaded machine.
-    batching = {"batch_window": 0.3, "batch_max": 500}
     retrying = {"max_retries": 3, "retry_backoff": 0.05}
     events = demo_events(
         celery=celery_app, session_factory=factory, sender=sender, **batching, **retrying
     )
     return App(events, world, factory)
+
+
+@pytest.fixture
+def app(db_engine: sa.Engine, celery_app: Celery, fake_postmark: FakePostmark) -> App:
+    # A window long enough for a test's emits to meet in one batch on a loaded machine.
+    return make_app(db_engine, celery_app, fake_postmark, batch_window=0.3, batch_max=500)
+
+
+class Held:
+    """Every slot of the worker's pool held by a task of its own until :meth:`release`, so
+    that the messages arriving meanwhile wait in the buffer: a batch forms only while the pool
+    is busy. Also the ids of the messages the worker received (``task_received``)."""
+
+    def __init__(self, celery_app: Celery, slots: int) -> None:
+        self.slots = slots
+        self.go = threading.Event()
+        self.started = threading.Semaphore(0)
+        self.received: list[str] = []
+        self.changed = threading.Condition()
+
+        def hold() -> None:
+            self.started.release()
+            self.go.wait(30)
+
+        # Registered before the worker starts: its consumer reads the tasks it knows then.
+        self.hold = celery_app.task(hold, name=f"hold-{uuid.uuid4().hex[:6]}", shared=False)
+
+    def __enter__(self) -> Self:
+        task_received.connect(self._on_received, weak=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+        task_received.disconnect(self._on_received)
+
+    def _on_received(self, *, request: object, **_: object) -> None:
+        with self.changed:
+            self.received.append(getattr(request, "id", ""))
+            self.changed.notify_all()
+
+    def fill(self) -> None:
+        """Hold every slot: returns once each holds one."""
+        for _ in range(self.slots):
+            self.hold.delay()
+        for _ in range(self.slots):
+            assert self.started.acquire(timeout=30), "the pool did not start the holders"
+
+    def wait_received(self, *receipts: Receipt) -> None:
+        ids = {r.event_id for r in receipts}
+        with self.changed:
+            assert self.changed.wait_for(lambda: ids <= set(self.received), timeout=30), ids
+
+    def release(self) -> None:
+        self.go.set()
 
 
 def sends(fake_postmark: FakePostmark) -> int:
@@ -142,14 +200,19 @@ def test_an_emit_whose_entity_is_missing_stops_alone_in_its_batch(
 ) -> None:
     key, cuids = seed.emits(app.world)[5]
     missing = {**cuids, "finding": "no-such-finding"}
-    with Runs() as runs, worker(celery_app, concurrency=2):
+    held = Held(celery_app, 2)
+    with Runs() as runs, worker(celery_app, concurrency=2), held:
+        held.fill()
         receipts = [app.events.emit(key, **c) for c in (cuids, missing, cuids)]
+        held.wait_received(*receipts)
+        held.release()
         results = runs.wait(*receipts)
     assert [[o.reason.value for o in r.outcomes] for r in results] == [
         ["sent"],
         ["entity_missing"],
         ["sent"],
     ]
+    assert fake_postmark.requests.count(("POST", "/email/batchWithTemplates")) == 1
     assert sends(fake_postmark) == 1
     assert len(fake_postmark.messages) == 2
 
@@ -182,3 +245,123 @@ def test_two_copies_of_one_message_in_a_batch_send_once(
         "priya@acme.test": 1,
         "sam@acme.test": 1,
     }
+
+
+def unacked(controller: Any, expected: int) -> int:
+    """The messages the worker holds unacknowledged, once they are ``expected`` (or after 30
+    s). kombu's in-memory transport does not put them back in the queue when the worker stops:
+    they are read from the consumer's channel while it runs."""
+    qos = controller.consumer.task_consumer.channel.qos
+    deadline = time.monotonic() + 30
+    while (held := len(qos._delivered) - len(qos._dirty)) != expected:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    return held
+
+
+def test_an_emit_at_low_load_goes_at_once_as_a_task_alone(
+    db_engine: sa.Engine, celery_app: Celery, fake_postmark: FakePostmark
+) -> None:
+    # A window no test waits for: an emit held for it would time the wait below out.
+    app = make_app(db_engine, celery_app, fake_postmark, batch_window=600, batch_max=500)
+    key, cuids = seed.emits(app.world)[5]
+    with Runs() as runs, worker(celery_app, concurrency=2) as controller:
+        for _ in range(3):
+            (result,) = runs.wait(app.events.emit(key, **cuids), timeout=30)
+            assert [o.status for o in result.outcomes] == [Status.SENT]
+        assert unacked(controller, 0) == 0
+    # The pool had an idle slot each time: each emit went alone, none waited for a batch.
+    assert fake_postmark.requests.count(("POST", "/email/withTemplate")) == 3
+    assert ("POST", "/email/batchWithTemplates") not in fake_postmark.requests
+
+
+def test_a_message_revoked_while_it_waits_in_the_buffer_is_skipped_and_acknowledged(
+    db_engine: sa.Engine, celery_app: Celery, fake_postmark: FakePostmark
+) -> None:
+    app = make_app(db_engine, celery_app, fake_postmark, batch_window=600, batch_max=3)
+    key, cuids = seed.emits(app.world)[5]
+    revoked: list[str] = []
+
+    def on_revoked(*, request: object, **_: object) -> None:
+        revoked.append(getattr(request, "id", ""))
+
+    task_revoked.connect(on_revoked, weak=False)
+    held = Held(celery_app, 1)
+    try:
+        with Runs() as runs, worker(celery_app, concurrency=1) as controller, held:
+            held.fill()
+            first, second = app.events.emit(key, **cuids), app.events.emit(key, **cuids)
+            held.wait_received(first, second)
+            celery_app.control.revoke(second.event_id)
+            deadline = time.monotonic() + 30
+            while second.event_id not in worker_state.revoked:
+                assert time.monotonic() < deadline, "the worker did not get the revoke"
+                time.sleep(0.01)
+            third = app.events.emit(key, **cuids)  # the batch is full (batch_max): it goes now
+            held.release()
+            runs.wait(first, third, timeout=30)
+            # Acknowledged, as Celery acknowledges a revoked task's message; the holder's too.
+            left = unacked(controller, 0)
+    finally:
+        task_revoked.disconnect(on_revoked)
+    assert revoked == [second.event_id]
+    received = Counter(m.metadata["event_id"] for m in fake_postmark.messages)
+    assert received == {first.event_id: 1, third.event_id: 1}
+    assert fake_postmark.requests.count(("POST", "/email/batchWithTemplates")) == 1
+    assert app.log([second.event_id]) == []
+    assert left == 0
+
+
+def test_a_rate_limited_task_takes_a_token_per_message_of_a_batch(
+    db_engine: sa.Engine, celery_app: Celery, fake_postmark: FakePostmark
+) -> None:
+    app = make_app(db_engine, celery_app, fake_postmark, batch_window=0.05, batch_max=500)
+    key, cuids = seed.emits(app.world)[5]
+    app.events.tasks[key].rate_limit = "1/m"  # one token now, the next in a minute
+    held = Held(celery_app, 0)
+    with Runs() as runs, worker(celery_app, concurrency=2) as controller, held:
+        receipts = [app.events.emit(key, **cuids) for _ in range(3)]
+        held.wait_received(*receipts)
+        runs.wait(receipts[0], timeout=30)
+        # The first took the token and ran; the other two wait for theirs, unacknowledged.
+        left = unacked(controller, 2)
+    assert [m.metadata["event_id"] for m in fake_postmark.messages] == [receipts[0].event_id]
+    assert app.log([r.event_id for r in receipts[1:]]) == []
+    assert left == 2
+
+
+def test_each_message_of_a_batch_sends_celerys_task_received_event(
+    app: App, celery_app: Celery, fake_postmark: FakePostmark
+) -> None:
+    celery_app.conf.worker_send_task_events = True
+    key, cuids = seed.emits(app.world)[5]
+    seen: list[dict[str, object]] = []
+    with celery_app.connection_for_read() as conn:
+        receiver = celery_app.events.Receiver(conn, handlers={"task-received": seen.append})
+        ready = threading.Event()
+        receiver.on_consume_ready = lambda *_, **__: ready.set()
+        listening = threading.Thread(target=receiver.capture, kwargs={"wakeup": False})
+        listening.start()
+        try:
+            assert ready.wait(30)
+            held = Held(celery_app, 2)
+            with Runs() as runs, worker(celery_app, concurrency=2), held:
+                held.fill()
+                receipts = [app.events.emit(key, **cuids) for _ in range(4)]
+                held.wait_received(*receipts)
+                held.release()
+                runs.wait(*receipts)
+                deadline = time.monotonic() + 30
+                ids = {r.event_id for r in receipts}
+                while not ids <= {e["uuid"] for e in seen}:
+                    assert time.monotonic() < deadline, seen
+                    time.sleep(0.01)
+        finally:
+            receiver.should_stop = True
+            listening.join(30)
+    # One batch, and each of its messages announced once, with its task's name.
+    assert fake_postmark.requests.count(("POST", "/email/batchWithTemplates")) == 1
+    mine = [e for e in seen if e["uuid"] in ids]
+    assert sorted(str(e["uuid"]) for e in mine) == sorted(ids)
+    assert {e["name"] for e in mine} == {app.events.tasks[key].name}
