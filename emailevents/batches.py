@@ -301,13 +301,16 @@ class _Job:
     def lost(self, failure: Any) -> None:
         """The pool lost the job's process (or killed it at the hard time limit)."""
         self.slots.ended()
-        if isinstance(getattr(failure, "exception", None), TimeLimitExceeded):
+        exc = getattr(failure, "exception", failure)
+        exc = getattr(exc, "exc", exc)  # billiard's ExceptionWithTraceback, as Celery unwraps it
+        if isinstance(exc, TimeLimitExceeded):
             self.timed_out(False, self.task.time_limit)  # noqa: FBT003 - Celery's callback
             return
         logger.warning(
-            "a batch of %d '%s' messages lost its process; requeued",
+            "a batch of %d '%s' messages lost its process (%s); requeued",
             len(self.requests),
             self.task.name,
+            type(exc).__name__,
         )
         for request in self.requests:
             request.reject(requeue=True)

@@ -8,12 +8,14 @@ HTTP (it counts requests), and the delivery log on a real database.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Self
 
 import pytest
@@ -41,7 +43,7 @@ class App:
     world: seed.DemoWorld
     factory: sessionmaker[Session]
 
-    def log(self, event_ids: list[str]) -> list[sa.Row[tuple[str, str, str, datetime]]]:
+    def log(self, event_ids: list[str]) -> list[sa.Row[tuple[str, str, str, str, datetime]]]:
         with self.factory() as session:
             return list(
                 session.execute(
@@ -49,6 +51,7 @@ class App:
                         deliveries.c.event_id,
                         deliveries.c.recipient,
                         deliveries.c.status,
+                        deliveries.c.reason,
                         deliveries.c.created_at,
                     ).where(deliveries.c.event_id.in_(event_ids))
                 )
@@ -78,18 +81,21 @@ def app(db_engine: sa.Engine, celery_app: Celery, fake_postmark: FakePostmark) -
 class Held:
     """Every slot of the worker's pool held by a task of its own until :meth:`release`, so
     that the messages arriving meanwhile wait in the buffer: a batch forms only while the pool
-    is busy. Also the ids of the messages the worker received (``task_received``)."""
+    is busy. Files say when to start and go on, so that it works across prefork's processes.
+    Also the ids of the messages the worker received (``task_received``)."""
 
     def __init__(self, celery_app: Celery, slots: int) -> None:
         self.slots = slots
-        self.go = threading.Event()
-        self.started = threading.Semaphore(0)
+        self.folder = Path(tempfile.mkdtemp(prefix="emailevents-held-"))
         self.received: list[str] = []
         self.changed = threading.Condition()
+        folder = self.folder
 
         def hold() -> None:
-            self.started.release()
-            self.go.wait(30)
+            (folder / f"started-{uuid.uuid4().hex}").touch()
+            deadline = time.monotonic() + 30
+            while not (folder / "go").exists() and time.monotonic() < deadline:
+                time.sleep(0.005)
 
         # Registered before the worker starts: its consumer reads the tasks it knows then.
         self.hold = celery_app.task(hold, name=f"hold-{uuid.uuid4().hex[:6]}", shared=False)
@@ -111,8 +117,10 @@ class Held:
         """Hold every slot: returns once each holds one."""
         for _ in range(self.slots):
             self.hold.delay()
-        for _ in range(self.slots):
-            assert self.started.acquire(timeout=30), "the pool did not start the holders"
+        deadline = time.monotonic() + 30
+        while len(list(self.folder.glob("started-*"))) < self.slots:
+            assert time.monotonic() < deadline, "the pool did not start the holders"
+            time.sleep(0.005)
 
     def wait_received(self, *receipts: Receipt) -> None:
         ids = {r.event_id for r in receipts}
@@ -120,7 +128,7 @@ class Held:
             assert self.changed.wait_for(lambda: ids <= set(self.received), timeout=30), ids
 
     def release(self) -> None:
-        self.go.set()
+        (self.folder / "go").touch()
 
 
 def sends(fake_postmark: FakePostmark) -> int:
@@ -365,3 +373,51 @@ def test_each_message_of_a_batch_sends_celerys_task_received_event(
     mine = [e for e in seen if e["uuid"] in ids]
     assert sorted(str(e["uuid"]) for e in mine) == sorted(ids)
     assert {e["name"] for e in mine} == {app.events.tasks[key].name}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("limit", ["soft", "hard"])
+def test_the_tasks_time_limits_apply_to_a_batch_job(
+    db_engine: sa.Engine, celery_app: Celery, fake_postmark: FakePostmark, limit: str
+) -> None:
+    # The prefork pool enforces time limits (as for a task alone, the threads and solo pools
+    # do not). Postmark answers in 30 s, the sender gives up after 5: the limit comes first.
+    app = make_app(db_engine, celery_app, fake_postmark, batch_window=600, batch_max=2)
+    key, cuids = seed.emits(app.world)[5]
+    task = app.events.tasks[key]
+    if limit == "soft":
+        task.soft_time_limit = 1
+    else:
+        task.time_limit = 1
+    fake_postmark.set_latency(30)
+    held = Held(celery_app, 1)
+    try:
+        with worker(celery_app, concurrency=1, pool="prefork") as controller, held:
+            held.fill()
+            receipts = [app.events.emit(key, **cuids) for _ in range(2)]  # a full batch
+            held.wait_received(*receipts)
+            held.release()
+            left = unacked(controller, 0)
+            rows = app.log([r.event_id for r in receipts])
+            with app.factory() as session:
+                details = set(
+                    session.scalars(
+                        sa.select(deliveries.c.detail).where(
+                            deliveries.c.event_id.in_([r.event_id for r in receipts])
+                        )
+                    )
+                )
+    finally:
+        fake_postmark.set_latency(0)
+    assert left == 0
+    assert len(rows) == 2
+    if limit == "soft":
+        # SoftTimeLimitExceeded raised in the job, mid-request: no answer, as for a timeout,
+        # kept for the message search (not the sender's timeout, 5 s: the limit's exception).
+        assert {(r.status, r.reason) for r in rows} == {("claimed", "no_answer")}, rows
+        assert len(details) == 1
+        assert "SoftTimeLimitExceeded" in details.pop()
+    else:
+        # The job's process killed at 1 s: Celery acknowledges a task killed at its hard time
+        # limit (acks_on_timeout), so the claims stay as the job left them, before any answer.
+        assert {(r.status, r.reason) for r in rows} == {("claimed", "claimed")}, rows
