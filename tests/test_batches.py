@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ from emailevents.senders.postmark import PostmarkSender
 from emailevents.store import deliveries
 from emailevents.testing import Runs, worker
 from emailevents.testing.fake_postmark import FakePostmark
+from tests.brokers import RedisServer
 
 SENDS = ("POST", "/email/batchWithTemplates"), ("POST", "/email/withTemplate")
 
@@ -421,3 +423,53 @@ def test_the_tasks_time_limits_apply_to_a_batch_job(
         # The job's process killed at 1 s: Celery acknowledges a task killed at its hard time
         # limit (acks_on_timeout), so the claims stay as the job left them, before any answer.
         assert {(r.status, r.reason) for r in rows} == {("claimed", "claimed")}, rows
+
+
+@pytest.fixture
+def redis_celery(tmp_path: Path) -> Iterator[tuple[Celery, RedisServer]]:
+    """A Celery app on a Redis of the test's own: its worker runs Celery's event loop."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    suffix = uuid.uuid4().hex[:8]
+    celery_app = Celery(f"emailevents-redis-{suffix}", set_as_current=False)
+    celery_app.conf.update(
+        broker_url=server.url,
+        task_default_queue=f"emailevents-{suffix}",
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    try:
+        yield celery_app, server
+    finally:
+        server.close()
+
+
+def test_with_an_event_loop_an_idle_pool_runs_at_the_next_tick_and_a_busy_one_batches(
+    db_engine: sa.Engine,
+    redis_celery: tuple[Celery, RedisServer],
+    fake_postmark: FakePostmark,
+) -> None:
+    celery_app, redis = redis_celery
+    # A window no test waits for: an emit held for it would time the waits below out.
+    app = make_app(db_engine, celery_app, fake_postmark, batch_window=600, batch_max=3)
+    key, cuids = seed.emits(app.world)[5]
+    queue = celery_app.conf.task_default_queue
+    held = Held(celery_app, 2)
+    with Runs() as runs, worker(celery_app, concurrency=2) as controller, held:
+        assert controller.consumer.hub is not None  # Celery's event loop: a flush waits a tick
+        # Low load: the pool has an idle slot, each emit goes at once, alone.
+        for _ in range(2):
+            runs.wait(app.events.emit(key, **cuids), timeout=30)
+        # Every slot busy: the emits wait for each other, one batch (full at batch_max).
+        held.fill()
+        receipts = [app.events.emit(key, **cuids) for _ in range(3)]
+        held.wait_received(*receipts)
+        held.release()
+        runs.wait(*receipts, timeout=30)
+        deadline = time.monotonic() + 30
+        while (left := redis.pending(queue)) != (0, 0) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert left == (0, 0)  # every message acknowledged
+    assert fake_postmark.requests.count(("POST", "/email/withTemplate")) == 2
+    assert fake_postmark.requests.count(("POST", "/email/batchWithTemplates")) == 1
+    assert len(fake_postmark.messages) == 5
