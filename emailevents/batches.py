@@ -2,16 +2,17 @@
 together, as one job of the pool (one claim statement, one send, one outcome statement).
 
 The worker's consumer keeps each batched event's new task messages in a buffer instead of handing
-each to the pool. When the pool has an idle slot, the buffer goes to the pool at the event loop's
-next tick: no batch would form, so none is waited for (at low load an emit is not delayed). Else
-it goes as one job when it holds ``batch_max`` messages, or ``batch_window`` seconds after its
-first one arrived. A buffer of one message goes to Celery as a task run alone. A message is
-acknowledged only once its job has returned (acks_late), and goes back to the queue when the
-pool process running the job dies (reject_on_worker_lost). A retry (a message with an ETA or a
-retry count) runs alone, as without batching. Per message, as Celery's own strategy: revoke and
-expiry, ``task_received`` and the ``task-received`` event, the task's rate limit (a token a
-message); the task's time limits apply to the job. This is celery-batches' model, which pins
-Celery below 5.7, with those promises kept (docs/performance.md#cross-emit-batching-design).
+each to the pool. When the pool is idle (nothing runs in it, nothing waits for it), the buffer
+goes to the pool at the event loop's next tick: no batch would form, so none is waited for (at
+low load an emit is not delayed). Else it goes as one job when it holds ``batch_max`` messages,
+or ``batch_window`` seconds after its first one arrived. A buffer of one message goes to Celery
+as a task run alone. A message is acknowledged only once its job has returned (acks_late), and
+goes back to the queue when the pool process running the job dies (reject_on_worker_lost). A
+retry (a message with an ETA or a retry count) runs alone, as without batching. Per message, as
+Celery's own strategy: revoke and expiry, ``task_received`` and the ``task-received`` event, the
+task's rate limit (a token a message); the task's time limits apply to the job. This is
+celery-batches' model, which pins Celery below 5.7, with those promises kept
+(docs/performance.md#cross-emit-batching-design).
 """
 
 from __future__ import annotations
@@ -55,12 +56,15 @@ class Batching:
 
 
 class _Slots:
-    """The worker's pool as the buffers of one consumer see it: whether a slot is idle now.
+    """The worker's pool as the buffers of one consumer see it: whether it is idle now.
 
-    A slot is busy with a batch job of ours, or with a request Celery holds for the pool
-    (``worker.state.reserved_requests``: handed to the pool or about to be, until it is done;
-    a batch of one and every message run alone is one). The solo pool runs a job inline in the
-    consumer, so the consumer never sees it busy: its buffers always wait for the window.
+    Idle: no batch job of ours in it and no request Celery holds for it
+    (``worker.state.reserved_requests``: handed to the pool or about to be, until done; a batch
+    of one and every message run alone is one). Not merely a free slot: with the threads pool a
+    free thread is not free CPU (one interpreter lock), and handing each message to a free
+    thread at once ran a burst of emits alone, as if batching were off (docs/performance.md). The
+    solo pool runs a job inline in the consumer, so the consumer never sees it busy: its buffers
+    always wait for the window.
     """
 
     def __init__(self, consumer: Any) -> None:
@@ -78,11 +82,11 @@ class _Slots:
         return slots
 
     def idle(self) -> bool:
-        """Whether a job handed to the pool now would start at once, nothing before it."""
+        """Whether nothing runs in the pool and nothing waits for it: a job handed to it now
+        starts at once, and no batch is forming behind another."""
         if self.inline:
             return False
-        busy = self.jobs + len(worker_state.reserved_requests)
-        return busy < int(self.consumer.pool.num_processes or 1)
+        return self.jobs == 0 and not worker_state.reserved_requests
 
     def soon(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once the consumer has read what the broker sent in this burst:
@@ -110,9 +114,9 @@ class _Buffer:
     expired one is acknowledged and skipped, ``task_received`` and the ``task-received`` event
     are sent, and a rate-limited task's message enters only once its token bucket gives it a
     token (a batch of n messages takes n tokens). The buffer is flushed at the next tick of the
-    event loop when the pool has an idle slot (no batch to wait for: a message at low load is
-    not delayed), else when it holds ``batch_max`` messages or ``batch_window`` seconds after
-    its first one. A flush of one message hands it to Celery as a task run alone.
+    event loop when the pool is idle (no batch to wait for: a message at low load is not
+    delayed), else when it holds ``batch_max`` messages or ``batch_window`` seconds after its
+    first one. A flush of one message hands it to Celery as a task run alone.
     """
 
     def __init__(self, task: Any, app: Any, consumer: Any) -> None:
