@@ -191,11 +191,14 @@ def _add(  # noqa: PLR0917 - the run's state, passed along explicitly
         digest_id, due = row.id, row.closes_at
     else:
         # None open, or one due that the relay has not closed yet: close it, open another. The
-        # time is read again: waiting for the lock, a close may have come first.
+        # time is read again: waiting for the lock, a close may have come first. Only a due one
+        # is closed: one another run opened and committed since the statement above (PostgreSQL
+        # reads each statement's own snapshot) stays open, and the insert below meets the
+        # unique index: the caller tries again and adds to it.
         now = current_time()
         session.execute(
             sa.update(digests)
-            .where(mine, digests.c.state == OPEN)
+            .where(mine, digests.c.state == OPEN, digests.c.closes_at <= now)
             .values(state=CLOSED, closed_at=now)
         )
         digest_id = str(uuid.uuid4())
