@@ -35,6 +35,17 @@ def examples(full: int) -> int:
     return full if THOROUGH else max(50, full // DEFAULT_SHARE)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``thorough`` (a long variant of a test whose other variants run every time)
+    are skipped unless EMAILEVENTS_THOROUGH=1."""
+    if THOROUGH:
+        return
+    skip = pytest.mark.skip(reason="a long variant: EMAILEVENTS_THOROUGH=1 runs it")
+    for item in items:
+        if item.get_closest_marker("thorough"):
+            item.add_marker(skip)
+
+
 def services_required() -> bool:
     return os.environ.get("EMAILEVENTS_REQUIRE_SERVICES") == "1"
 

@@ -87,7 +87,10 @@ def all_digests_sent(h: Harness) -> bool:
     return {r.state for r in rows(h, digests)} == {"sent"}
 
 
-@pytest.mark.parametrize("batched", [False, True], ids=["alone", "batched"])
+# Batched is the default configuration; run alone, the same test takes as long again.
+@pytest.mark.parametrize(
+    "batched", [pytest.param(False, marks=pytest.mark.thorough), True], ids=["alone", "batched"]
+)
 def test_workers_killed_while_digests_are_open_and_sent_lose_no_item_and_repeat_none(
     harness: Harness,  # noqa: F811 - the fixture
     fake: RecordingPostmark,  # noqa: F811 - the fixture
