@@ -111,7 +111,7 @@ FULL = Sizes(
 )
 
 QUICK = Sizes(
-    repeats=2,
+    repeats=1,
     throughput_emails=40,
     fanout_recipients=200,
     fanout_repeats=1,
