@@ -744,14 +744,27 @@ def batching(harness: Harness) -> str:
     )
 
 
-def variants(*brokers: str) -> Any:
-    """Parameters (broker, batched) for a test run as it is, then with batching on too."""
+def variants(
+    plain: tuple[str, ...] = ("redis", "rabbitmq"),
+    batched: tuple[str, ...] = ("redis", "rabbitmq"),
+    *,
+    default: tuple[str, ...],
+) -> Any:
+    """Parameters (broker, batched) for a test run as it is on the ``plain`` brokers, and with
+    batching on, on the ``batched`` ones (ids ``redis``, ``rabbitmq-batched``, ...). Only the ids
+    in ``default`` run every time; the others are marked ``thorough`` (EMAILEVENTS_THOROUGH=1),
+    so that the default suite stays within its time."""
+
+    def param(broker: str, on: bool) -> Any:
+        name = f"{broker}-batched" if on else broker
+        marks = () if name in default else (pytest.mark.thorough,)
+        return pytest.param(broker, on, id=name, marks=marks)
+
+    unknown = set(default) - {*plain, *(f"{b}-batched" for b in batched)}
+    assert not unknown, f"default variants that are not variants: {sorted(unknown)}"
     return pytest.mark.parametrize(
         ("broker", "batched"),
-        [
-            *(pytest.param(b, False, id=b) for b in ("redis", "rabbitmq")),
-            *(pytest.param(b, True, id=f"{b}-batched") for b in brokers),
-        ],
+        [*(param(b, False) for b in plain), *(param(b, True) for b in batched)],
         indirect=["broker"],
     )
 
@@ -769,7 +782,7 @@ def busy_children(harness: Harness, worker: Worker) -> list[int]:
     )
 
 
-@variants("redis", "rabbitmq")
+@variants(default=("redis", "rabbitmq-batched"))
 def test_workers_killed_mid_run_lose_nothing_and_send_nothing_twice(
     harness: Harness, capsys: pytest.CaptureFixture[str], batched: bool
 ) -> None:
@@ -891,11 +904,17 @@ def emit_states(harness: Harness) -> Counter[tuple[str, bool]]:
 # a production broker must be (docs/guarantees.md); a Redis that forgets its queue on restart
 # loses messages that no application can get back. On RabbitMQ, the proxy in front of the
 # machine's broker drops every connection and refuses new ones.
-@pytest.mark.parametrize("broker", ["durable-redis", "rabbitmq"], indirect=True)
+@variants(
+    ("durable-redis", "rabbitmq"),
+    ("durable-redis", "rabbitmq"),
+    default=("durable-redis", "rabbitmq-batched"),
+)
 def test_a_broker_outage_while_committing_loses_nothing_and_the_relay_delivers_once(
-    harness: Harness, capsys: pytest.CaptureFixture[str]
+    harness: Harness, capsys: pytest.CaptureFixture[str], batched: bool
 ) -> None:
     total_emits, stop_at, start_at = 200, 50, 150
+    if batched:
+        batching_on(harness, concurrency=2)
     harness.worker("w1", pool="prefork", concurrency=2)
     outage = 0.0
     for i in range(total_emits):
@@ -946,7 +965,7 @@ def test_a_broker_outage_while_committing_loses_nothing_and_the_relay_delivers_o
         f"republished_unsettled={republished} "
         f"recipients={figures['recipients']} sent={figures['sent']} "
         f"duplicates={figures['duplicates']} lost={figures['lost']} outage={outage:.1f}s "
-        f"seconds={harness.elapsed():.1f}",
+        f"seconds={harness.elapsed():.1f}{batching(harness)}",
         harness,
     )
     assert figures["emits"] == total_emits
@@ -1004,9 +1023,15 @@ def emit_and_roll_back(harness: Harness, n: int, shape: str) -> str:
     return event_id
 
 
+@variants(("redis",), ("redis",), default=("redis",))
 def test_emits_of_rolled_back_transactions_send_nothing(
-    harness: Harness, capsys: pytest.CaptureFixture[str], published: list[dict[str, Any]]
+    harness: Harness,
+    capsys: pytest.CaptureFixture[str],
+    published: list[dict[str, Any]],
+    batched: bool,
 ) -> None:
+    if batched:
+        batching_on(harness, concurrency=2)
     harness.worker("w1", pool="prefork", concurrency=2)
     transactions, control_every = 500, 25
     shapes: Counter[str] = Counter()
@@ -1050,7 +1075,7 @@ def test_emits_of_rolled_back_transactions_send_nothing(
         f"relayed={relayed.published} control_emits={len(control)} "
         f"control_recipients={len(control_recipients)} "
         f"control_sent={sum(received[p] for p in control_recipients)} "
-        f"seconds={harness.elapsed():.1f}",
+        f"seconds={harness.elapsed():.1f}{batching(harness)}",
         harness,
         diagnose=False,  # the rolled-back emits are expected to send nothing
     )
@@ -1069,10 +1094,13 @@ def test_emits_of_rolled_back_transactions_send_nothing(
 # -- 4. Postmark failing 30% of calls ------------------------------------------------------------
 
 
+@variants(default=("redis-batched",))
 def test_postmark_failing_30_percent_of_calls_delivers_each_once_and_a_permanent_error_once(
-    harness: Harness, capsys: pytest.CaptureFixture[str]
+    harness: Harness, capsys: pytest.CaptureFixture[str], batched: bool
 ) -> None:
     reconfigure(harness, sender_timeout=1.0, claim_timeout=4.0, max_retries=12)
+    if batched:
+        batching_on(harness, concurrency=8)
     fake = harness.fake
     # p000 is inactive at Postmark (ErrorCode 406): in two single sends and five team batches.
     permanent = harness.world.people[0][1]
@@ -1126,7 +1154,7 @@ def test_postmark_failing_30_percent_of_calls_delivers_each_once_and_a_permanent
         f"retried_runs={retried_runs} settled_by_search={by_search} "
         f"permanent={len(rejected)} refused_406={len(refused)} "
         f"then_suppressed={len(suppressed)} answered_at_most_once={sum(answered_last)} "
-        f"seconds={harness.elapsed():.1f}",
+        f"seconds={harness.elapsed():.1f}{batching(harness)}",
         harness,
         diagnose=False,  # the permanent errors are expected to send nothing
     )
@@ -1146,7 +1174,7 @@ def test_postmark_failing_30_percent_of_calls_delivers_each_once_and_a_permanent
 # -- 5. One task message delivered twice, concurrently ---------------------------------------------
 
 
-@variants("redis")
+@variants(default=("redis-batched", "rabbitmq"))
 def test_one_message_delivered_to_two_workers_at_once_sends_once(
     harness: Harness, capsys: pytest.CaptureFixture[str], batched: bool
 ) -> None:
