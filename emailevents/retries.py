@@ -24,7 +24,7 @@ from . import batchrun, emitstore, pipeline
 from .outcomes import Reason, RunResult, Status
 from .registry import Event
 
-__all__ = ["Queued", "Retrying", "Runner", "run", "run_batch"]
+__all__ = ["Queued", "Retrying", "Runner", "countdown", "run", "run_batch"]
 
 logger = logging.getLogger("emailevents")
 
@@ -54,6 +54,25 @@ class Retrying:
         # Celery's get_exponential_backoff_interval works in whole seconds only.
         ceiling = min(self.backoff_max, self.backoff * 2**tries)
         return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
+
+
+def countdown(delay: float) -> float:
+    """The countdown a retry is published with for a ``delay`` of that many seconds: the delay,
+    or 0 (no countdown: the retry runs as soon as a worker takes it) for one under a second.
+
+    On RabbitMQ with quorum queues and a topic exchange (docs/operations.md), Celery publishes a
+    countdown through RabbitMQ's native delayed delivery, in whole seconds (``int(countdown)``),
+    and kombu refuses a whole second of 0 (``calculate_routing_key``: "countdown must be a
+    positive number"): a countdown between 0 and 1 raised ``ValueError`` at publish. Celery's
+    ``Task.retry`` turned that into ``Reject(requeue=False)``, and a batch's ``publish_checked``
+    raised it: the retry was never published, the emit waited in ``emailevents_emits`` for the
+    relay (lost where no relay runs), and full jitter gives such a delay to one first retry in
+    ``retry_backoff`` seconds (half of them with the default 2 s). Under a second is what
+    RabbitMQ's truncation makes 0 anyway (1.7 s waits 1 s there), so it is published as 0, as
+    full jitter means it (a delay drawn from 0 up): no minimum is added, and on Redis the
+    difference is under a second.
+    """
+    return delay if delay >= 1 else 0
 
 
 class Runner(Protocol):
@@ -180,7 +199,7 @@ def _retry(
     if watched:
         _note_retry(retrying, event, emit)
     try:
-        raise task.retry(countdown=delay, max_retries=max_retries, exc=exc)
+        raise task.retry(countdown=countdown(delay), max_retries=max_retries, exc=exc)
     except Reject as rejected:
         if rejected.requeue or not watched:
             raise
@@ -244,9 +263,17 @@ def _republish(  # noqa: PLR0917 - the batch's state, passed along explicitly
     emit = emitstore.Emit(q.event_id, event.key, event.task_name, q.cuids)
     _note_retry(retrying, event, emit)
     try:
-        task.publish_checked(q.cuids, task_id=q.event_id, countdown=delay, retries=q.retries + 1)
+        task.publish_checked(
+            q.cuids, task_id=q.event_id, countdown=countdown(delay), retries=q.retries + 1
+        )
     except Exception as exc:  # noqa: BLE001 - whatever the broker raised, kept for the relay
-        logger.warning("event=%s event_id=%s retry not published", event.key, q.event_id)
+        logger.warning(
+            "event=%s event_id=%s retry not published (%s: %s); kept for the relay",
+            event.key,
+            q.event_id,
+            type(exc).__name__,
+            exc,
+        )
         try:
             _keep_unpublished(retrying, emit, exc)
         except Exception:
