@@ -177,7 +177,6 @@ def test_two_runs_of_one_emit_at_the_same_moment_send_each_message_once(
     assert sum(len(r.with_status(Status.SENT)) for r in results) == 31
 
 
-
 def test_a_recipient_suppressed_after_its_claim_is_settled_not_left_claimed(
     app: App, fake_postmark: FakePostmark
 ) -> None:
@@ -228,8 +227,6 @@ def test_a_recipient_suppressed_while_a_live_run_holds_it_is_left_to_that_run(
     app.claim("ev-8", "owen@acme.test", age=0)  # a run sending right now
     events.suppressions.add(["owen@acme.test"], stream="outbound")
     result = events.run("model_finding_created", "ev-8", **finding(app))
-    assert [(o.status, o.reason) for o in result.outcomes] == [
-        (Status.SKIPPED, Reason.IN_PROGRESS)
-    ]
+    assert [(o.status, o.reason) for o in result.outcomes] == [(Status.SKIPPED, Reason.IN_PROGRESS)]
     assert app.log("ev-8") == [("owen@acme.test", "claimed", "claimed", None)]
     assert fake_postmark.messages == []
