@@ -151,6 +151,7 @@ def _alone(  # noqa: PLR0917 - the batch's state, passed along explicitly
             final_attempt=emit.final_attempt,
             can_wait=emit.can_wait,
             token=token,
+            excluded=prepared.excluded,
         )
     except (sa.exc.OperationalError, sa.exc.InterfaceError):
         raise

@@ -23,6 +23,7 @@ from .senders.base import SendResult
 
 __all__ = [
     "INACTIVE_RECIPIENT",
+    "held",
     "left_out",
     "opted_out",
     "past_throttle",
@@ -49,6 +50,30 @@ def left_out(  # noqa: PLR0917 - the run's state, passed along explicitly
     keys = _without(keys, skipped)
     skipped += opted_out(session, event, event_id, keys, defaults=defaults, application=application)
     return skipped + throttled(session, event, event_id, _without(keys, skipped))
+
+
+def held(
+    session: Session, event_id: str, skipped: list[Outcome]
+) -> tuple[list[Outcome], dict[str, Outcome]]:
+    """Split what :func:`left_out` returned: the skips recorded, and those of recipients a run
+    of this emit had claimed before they were left out (suppressed after a claim whose run died
+    or whose request got no answer, or that sends right now), whose skip was not recorded
+    (``record_skips`` leaves a claimed row as it is).
+
+    Those stay the claim's to settle (``pipeline.deliver(..., excluded=)``): a claim held by a
+    live run is left to it; a stale one is settled through the provider's search (found: sent,
+    the request had gone out before); only a claim this run then holds records the skip, and
+    nothing is sent. Skipped here, their rows would stay ``claimed`` for ever.
+    """
+    if not skipped:
+        return [], {}
+    logged = store.existing(session, event_id, claim_timeout=0)
+    claimed = {
+        o.recipient: o
+        for o in skipped
+        if o.recipient in logged and logged[o.recipient].status == store.CLAIMED
+    }
+    return [o for o in skipped if o.recipient not in claimed], claimed
 
 
 def past_throttle(session: Session, event: Event, event_id: str, keys: Sequence[str]) -> list[str]:

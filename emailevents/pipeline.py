@@ -106,6 +106,7 @@ def run(
             prepared.template_model,
             final_attempt=final_attempt,
             can_wait=can_wait,
+            excluded=prepared.excluded,
         )
         return finish(event, event_id, [*prepared.left_out, *sent])
 
@@ -118,6 +119,7 @@ class Prepared:
     recipients: list[Recipient]
     template_model: dict[str, Any]
     left_out: list[Outcome]  # rejected, suppressed, opted out or throttled (recorded already)
+    excluded: dict[str, Outcome] = field(default_factory=dict)  # left out, a claim holds them
 
 
 def prepare(  # noqa: PLR0917 - the run's state, passed along explicitly
@@ -136,13 +138,10 @@ def prepare(  # noqa: PLR0917 - the run's state, passed along explicitly
         recipients, rejected = resolve_recipients(session, event, values)
         template_model = build_template_model(session, event, values)
     except Stopped as stop:
-        outcomes = [stop.outcome]
-        store.record_skips(session, event_id, event.key, outcomes)
-        return finish(event, event_id, outcomes)
+        store.record_skips(session, event_id, event.key, [stop.outcome])
+        return finish(event, event_id, [stop.outcome])
     except (sa.exc.OperationalError, sa.exc.InterfaceError):
-        # The database went away: not the application's fault, and nothing is claimed yet.
-        # The task tries again later (see EmailEvents); there is nothing to record here.
-        raise
+        raise  # the database went away: nothing claimed yet, nothing to record; tried again
     except Exception as exc:
         # A bug or outage in application code (a context or recipients callable): record
         # why, then let Celery see the error and its traceback.
@@ -161,6 +160,7 @@ def prepare(  # noqa: PLR0917 - the run's state, passed along explicitly
     store.record_skips(session, event_id, event.key, rejected)
     keys = [r.key for r in recipients]
     out = exclusions.left_out(session, event, event_id, keys, rt.category_defaults, rt.preferences)
+    out, excluded = exclusions.held(session, event_id, out) if event.digest is None else (out, {})
     recipients, left_out = _without(recipients, out), [*rejected, *out]
     if event.digest is not None:  # items go into digests, sent later: each one's, or with a
         # throttle, those past it (the others are sent now)
@@ -170,7 +170,7 @@ def prepare(  # noqa: PLR0917 - the run's state, passed along explicitly
         if event.throttle is None:
             return finish(event, event_id, [*left_out, *added])
         recipients, left_out = [r for r in recipients if r.key not in past], [*left_out, *added]
-    return Prepared(event_id, recipients, template_model, left_out)
+    return Prepared(event_id, recipients, template_model, left_out, excluded)
 
 
 def _without(recipients: list[Recipient], skipped: list[Outcome]) -> list[Recipient]:
@@ -418,12 +418,12 @@ def deliver(  # noqa: PLR0917 - the run's state, passed along explicitly
     final_attempt: bool = True,
     can_wait: bool = False,
     token: str | None = None,
+    excluded: Mapping[str, Outcome] | None = None,
 ) -> list[Outcome]:
-    """Claim each recipient (committed before sending), send to those claimed, record results.
-
-    A recipient another run holds is left to it, unless its claim went stale (its run died, or
+    """Claim each recipient (committed before sending), send to those claimed, record results:
+    a recipient another run holds is left to it, unless its claim went stale (its run died, or
     its request got no answer): then the provider is asked, and it is recorded sent, sent now or
-    unknown."""
+    unknown (or, ``excluded`` since its claim, skipped: exclusions.held)."""
     token = token or uuid.uuid4().hex
     mine = store.claim(session, event_id, event.key, [r.key for r in recipients], token)
     outcomes: list[Outcome] = []
@@ -436,6 +436,10 @@ def deliver(  # noqa: PLR0917 - the run's state, passed along explicitly
         )
         outcomes += recovered
         mine |= taken
+    if excluded:  # left out after their claim: once this run holds them, skipped, not sent
+        skips = [excluded[key] for key in mine if key in excluded]
+        store.settle(session, event_id, skips, token=token)
+        outcomes, mine = outcomes + skips, mine - set(excluded)
     to_send = [r for r in recipients if r.key in mine]
     messages = [compose(rt, event, event_id, r, template_model) for r in to_send]
     try:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import NoReturn, Protocol
 
-from celery import Task
+from celery import Celery, Task
 from celery.exceptions import Reject
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -24,7 +24,7 @@ from . import batchrun, emitstore, pipeline
 from .outcomes import Reason, RunResult, Status
 from .registry import Event
 
-__all__ = ["Queued", "Retrying", "Runner", "run", "run_batch"]
+__all__ = ["Queued", "Retrying", "Runner", "countdown", "run", "run_batch"]
 
 logger = logging.getLogger("emailevents")
 
@@ -54,6 +54,38 @@ class Retrying:
         # Celery's get_exponential_backoff_interval works in whole seconds only.
         ceiling = min(self.backoff_max, self.backoff * 2**tries)
         return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
+
+
+def countdown(app: Celery, delay: float) -> float:
+    """The countdown a retry ``delay`` seconds away is published with on ``app``'s broker.
+
+    On RabbitMQ with quorum queues (docs/operations.md), Celery publishes a countdown through
+    RabbitMQ's native delayed delivery, in whole seconds (``int(countdown)``: 1.7 s waits 1 s),
+    and kombu refuses a whole second of 0 (``calculate_routing_key``: "countdown must be a
+    positive number"): a countdown between 0 and 1 raised ``ValueError`` at publish. Celery's
+    ``Task.retry`` turned that into ``Reject(requeue=False)`` and a batch's ``publish_checked``
+    raised it: the retry was never published, and the emit waited in ``emailevents_emits`` for
+    the relay, lost where none runs. Full jitter draws such a delay for one first retry in
+    ``retry_backoff`` seconds (one in two with the default 2 s). There, a delay under a second
+    is published with none (0: the retry runs as soon as a worker takes it), the whole second
+    RabbitMQ's own truncation would make of it: no minimum is added, full jitter's delays start
+    at 0. Elsewhere (Redis, classic queues: a countdown the worker waits out) a delay is kept
+    to the fraction.
+    """
+    if delay >= 1 or not _whole_seconds(app):
+        return delay
+    return 0
+
+
+def _whole_seconds(app: Celery) -> bool:
+    """Whether ``app`` publishes countdowns through RabbitMQ's native delayed delivery, as
+    Celery decides it when it publishes (``Celery.send_task``, 5.5 and later)."""
+    try:
+        from celery.utils.quorum_queues import detect_quorum_queues  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - Celery 5.4: a countdown the worker waits out
+        return False
+    driver = app.producer_pool.connections.connection.transport.driver_type
+    return bool(detect_quorum_queues(app, driver)[0])
 
 
 class Runner(Protocol):
@@ -180,7 +212,7 @@ def _retry(
     if watched:
         _note_retry(retrying, event, emit)
     try:
-        raise task.retry(countdown=delay, max_retries=max_retries, exc=exc)
+        raise task.retry(countdown=countdown(task.app, delay), max_retries=max_retries, exc=exc)
     except Reject as rejected:
         if rejected.requeue or not watched:
             raise
@@ -244,9 +276,17 @@ def _republish(  # noqa: PLR0917 - the batch's state, passed along explicitly
     emit = emitstore.Emit(q.event_id, event.key, event.task_name, q.cuids)
     _note_retry(retrying, event, emit)
     try:
-        task.publish_checked(q.cuids, task_id=q.event_id, countdown=delay, retries=q.retries + 1)
+        task.publish_checked(
+            q.cuids, task_id=q.event_id, countdown=countdown(task.app, delay), retries=q.retries + 1
+        )
     except Exception as exc:  # noqa: BLE001 - whatever the broker raised, kept for the relay
-        logger.warning("event=%s event_id=%s retry not published", event.key, q.event_id)
+        logger.warning(
+            "event=%s event_id=%s retry not published (%s: %s); kept for the relay",
+            event.key,
+            q.event_id,
+            type(exc).__name__,
+            exc,
+        )
         try:
             _keep_unpublished(retrying, emit, exc)
         except Exception:

@@ -8,6 +8,7 @@ HTTP (it counts requests), and the delivery log on a real database.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import threading
 import time
@@ -15,7 +16,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
 
@@ -255,6 +256,53 @@ def test_two_copies_of_one_message_in_a_batch_send_once(
         "priya@acme.test": 1,
         "sam@acme.test": 1,
     }
+
+
+def test_a_recipient_suppressed_after_a_batch_claimed_it_is_settled_skipped(
+    app: App, fake_postmark: FakePostmark
+) -> None:
+    """A batch claimed owen for ev-dead and died before sending; owen was then suppressed (a
+    406 to another emit). The next batch must settle that claim, not leave it ``claimed``."""
+    key, cuids = seed.emits(app.world)[6]  # the comment: owen, priya, sam
+    stale = datetime.now(UTC) - timedelta(seconds=30)
+    with app.factory() as session:
+        session.execute(
+            sa.insert(deliveries).values(
+                event_id="ev-dead",
+                event_key=key,
+                recipient="owen@acme.test",
+                status="claimed",
+                reason="claimed",
+                detail="",
+                claim="a-batch-that-died",
+                created_at=stale,
+                updated_at=stale,
+            )
+        )
+        session.commit()
+    app.events.suppressions.add(["owen@acme.test"], stream="outbound")
+    runtime = dataclasses.replace(app.events.runtime, claim_timeout=1.0)
+    emits = [batchrun.Emit("ev-new", cuids), batchrun.Emit("ev-dead", cuids)]
+    results = batchrun.run_together(runtime, app.events.event(key), emits)
+    for event_id in ("ev-new", "ev-dead"):
+        result = results[event_id]
+        assert isinstance(result, RunResult)
+        assert sorted((o.recipient, o.status.value) for o in result.outcomes) == [
+            ("owen@acme.test", "skipped"),
+            ("priya@acme.test", "sent"),
+            ("sam@acme.test", "sent"),
+        ]
+    assert sorted(
+        (r.event_id, r.recipient, r.status, r.reason) for r in app.log(["ev-new", "ev-dead"])
+    ) == [
+        ("ev-dead", "owen@acme.test", "skipped", "suppressed"),
+        ("ev-dead", "priya@acme.test", "sent", "sent"),
+        ("ev-dead", "sam@acme.test", "sent", "sent"),
+        ("ev-new", "owen@acme.test", "skipped", "suppressed"),
+        ("ev-new", "priya@acme.test", "sent", "sent"),
+        ("ev-new", "sam@acme.test", "sent", "sent"),
+    ]
+    assert "owen@acme.test" not in {m.to for m in fake_postmark.messages}
 
 
 def unacked(controller: Any, expected: int) -> int:

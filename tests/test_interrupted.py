@@ -175,3 +175,58 @@ def test_two_runs_of_one_emit_at_the_same_moment_send_each_message_once(
     assert len(sent) == 31
     assert len(set(sent)) == 31
     assert sum(len(r.with_status(Status.SENT)) for r in results) == 31
+
+
+def test_a_recipient_suppressed_after_its_claim_is_settled_not_left_claimed(
+    app: App, fake_postmark: FakePostmark
+) -> None:
+    """Its run claimed it and died (or its request got no answer); then it was suppressed. The
+    next run must settle the claim: left out before it, the row stayed ``claimed`` for ever."""
+    events = app.events(sender(fake_postmark))
+    app.claim("ev-6", "owen@acme.test", age=30)  # died before its request left
+    events.suppressions.add(["owen@acme.test"], stream="outbound")
+    result = events.run("model_finding_created", "ev-6", **finding(app))
+    (outcome,) = result.outcomes
+    assert (outcome.status, outcome.reason) == (Status.SKIPPED, Reason.SUPPRESSED)
+    assert app.log("ev-6") == [("owen@acme.test", "skipped", "suppressed", None)]
+    assert fake_postmark.messages == []
+
+
+def test_a_recipient_suppressed_after_its_request_went_out_is_recorded_sent(
+    app: App, fake_postmark: FakePostmark
+) -> None:
+    """The dead run's request had reached Postmark: the search finds it, whatever came since."""
+    events = app.events(sender(fake_postmark))
+    app.claim("ev-7", "owen@acme.test", age=30)
+    (accepted,) = sender(fake_postmark).send(
+        [
+            Message(
+                event_key="model_finding_created",
+                event_id="ev-7",
+                to="owen@acme.test",
+                from_="a@acme.test",
+                template="model-finding-created",
+                template_model={"subject": "x"},
+                metadata={"event_id": "ev-7"},
+            )
+        ]
+    )
+    events.suppressions.add(["owen@acme.test"], stream="outbound")
+    result = events.run("model_finding_created", "ev-7", **finding(app))
+    assert [(o.status, o.message_id) for o in result.outcomes] == [
+        (Status.SENT, accepted.message_id)
+    ]
+    assert app.log("ev-7") == [("owen@acme.test", "sent", "sent", accepted.message_id)]
+    assert len(fake_postmark.messages) == 1
+
+
+def test_a_recipient_suppressed_while_a_live_run_holds_it_is_left_to_that_run(
+    app: App, fake_postmark: FakePostmark
+) -> None:
+    events = app.events(sender(fake_postmark))
+    app.claim("ev-8", "owen@acme.test", age=0)  # a run sending right now
+    events.suppressions.add(["owen@acme.test"], stream="outbound")
+    result = events.run("model_finding_created", "ev-8", **finding(app))
+    assert [(o.status, o.reason) for o in result.outcomes] == [(Status.SKIPPED, Reason.IN_PROGRESS)]
+    assert app.log("ev-8") == [("owen@acme.test", "claimed", "claimed", None)]
+    assert fake_postmark.messages == []

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from emailevents import EmailEvents, OutboxSender, Reason, Status
 from emailevents.demo import seed
 from emailevents.demo.run import demo_events, seed_database
+from emailevents.retries import countdown
 from emailevents.senders.postmark import PostmarkSender
 from emailevents.store import deliveries
 from emailevents.testing import Runs, memory_app, worker
@@ -248,3 +249,14 @@ def test_the_backoff_doubles_with_full_jitter_up_to_its_maximum() -> None:
         delays = [events.retry_delay(tries) for _ in range(400)]
         assert 0 <= min(delays) < 0.1 * ceiling, tries
         assert 0.9 * ceiling < max(delays) <= ceiling, tries
+
+
+def test_a_countdown_under_a_second_is_published_as_none_where_rabbitmq_counts_seconds() -> None:
+    """RabbitMQ's native delayed delivery (quorum queues) counts whole seconds and refuses 0 of
+    them; elsewhere the worker waits out a countdown to the fraction. No connection is made."""
+    redis = Celery("redis", broker="redis://127.0.0.1:1/0", set_as_current=False)
+    classic = Celery("classic", broker="amqp://guest@127.0.0.1:1//", set_as_current=False)
+    quorum = Celery("quorum", broker="amqp://guest@127.0.0.1:1//", set_as_current=False)
+    quorum.conf.task_default_queue_type = "quorum"
+    assert [countdown(app, 0.3) for app in (redis, classic, quorum)] == [0.3, 0.3, 0]
+    assert [countdown(app, 1.5) for app in (redis, classic, quorum)] == [1.5, 1.5, 1.5]

@@ -195,7 +195,11 @@ def run_schedules(
             assert arrived(s.harness, s.cancelled.event_id) == []
             assert states(s.harness)[s.cancelled.event_id] == "cancelled"
             assert {states(s.harness)[e.event_id] for e in s.sent} == {"published"}
-            assert s.harness.broker.pending(s.harness.config.queue) == (0, 0)
+            # The last message's acknowledgement follows its outcome (acks_late): on a loaded
+            # machine it may still be on its way (the full suite saw (0, 1) once).
+            s.harness.wait(
+                s.harness.drained, "the broker to drain", timeout=30, progress=s.harness.progress
+            )
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -215,6 +216,7 @@ def _log_run(what: str, task_id: str, task: Any) -> None:
         "retries": getattr(request, "retries", 0) or 0,
         "host": getattr(request, "hostname", None) or _nodename or socket.gethostname(),
         "pid": os.getpid(),
+        "thread": threading.get_ident(),
         "t": time.time(),
     }
     with Path(_config.runlog).open("a", encoding="utf-8") as log:
