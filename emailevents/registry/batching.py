@@ -114,8 +114,8 @@ def _read(checker: Checker, path: Key, value: Any) -> _Written | None:
     for name in value:
         if name not in _FIELDS:
             checker.unknown_field((*path, name), str(name), _FIELDS)
-    window_ms = _whole(checker, path, value, "window_ms", 0, MAX_WINDOW_MS)
-    batch_max = _whole(checker, path, value, "max", 1, MAX_BATCH)
+    window_ms = _whole(checker, path, value, "window_ms")
+    batch_max = _whole(checker, path, value, "max")
     if checker.count > before:
         return None
     if window_ms == 0:
@@ -123,28 +123,34 @@ def _read(checker: Checker, path: Key, value: Any) -> _Written | None:
     return _Written(on=True, window_ms=window_ms, max=batch_max)
 
 
-def _whole(
-    checker: Checker, path: Key, value: dict[str, Any], name: str, low: int, high: int
-) -> int | None:
-    """``value[name]``, a whole number from ``low`` to ``high``; None when not given or invalid
+_RANGES = {
+    "window_ms": (
+        0,
+        MAX_WINDOW_MS,
+        "milliseconds",
+        (
+            "the time a batch waits for more messages, like `window_ms: 50`; 0 (or `batch: off`) "
+            "runs each emit alone"
+        ),
+    ),
+    "max": (
+        1,
+        MAX_BATCH,
+        "messages",
+        "a Postmark batch request holds 500, like `max: 500`; `batch: off` runs each emit alone",
+    ),
+}
+
+
+def _whole(checker: Checker, path: Key, value: dict[str, Any], name: str) -> int | None:
+    """``value[name]``, a whole number in its range; None when not given or invalid
     (reported)."""
     if name not in value:
         return None
     number = value[name]
+    low, high, unit, hint = _RANGES[name]
     if type(number) is int and low <= number <= high:
         return number
-    unit, hint = {
-        "window_ms": (
-            "milliseconds",
-            "the time a batch waits for more messages, like `window_ms: 50`; 0 (or "
-            "`batch: off`) runs each emit alone",
-        ),
-        "max": (
-            "messages",
-            "a Postmark batch request holds 500, like `max: 500`; `batch: off` runs each emit "
-            "alone",
-        ),
-    }[name]
     checker.problem(
         (*path, name),
         f"{dotted(path)}.{name}: must be a whole number of {unit} from {low} to {high} "
