@@ -164,7 +164,7 @@ FIELD_HINTS = {
     "window": "a duration like 30m, 1h or 1h30m",
     "at": 'a time of day like "09:00"',
     "single": "plain (a lone item goes as the event's own email) or digest",
-    "batch": "`on`, `off`, or like `{window_ms: 50, max: 500}` (window_ms 0 is off)",
+    "batch": "`on`, `off`, or a mapping like `{window_ms: 50, max: 500}`; `window_ms: 0` is off",
 }
 EVENT_FIELD_HINTS = {
     **FIELD_HINTS,
