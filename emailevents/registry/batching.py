@@ -119,7 +119,7 @@ def _read(checker: Checker, path: Key, value: Any) -> _Written | None:
     if checker.count > before:
         return None
     if window_ms == 0:
-        return _Written(on=False)
+        return _Written(on=False, window_ms=0, max=batch_max)
     return _Written(on=True, window_ms=window_ms, max=batch_max)
 
 
