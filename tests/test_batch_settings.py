@@ -9,6 +9,7 @@ real broker (Redis), whose QoS prefetch count is read back from the consumer.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -354,9 +355,20 @@ def test_the_prefetch_plan(
     assert (plan.multiplier, plan.raised, plan.short) == expected
 
 
-def qos_prefetch(controller: Any) -> int:
-    """The prefetch count the worker's consumer asked the broker for."""
+def qos_prefetch(controller: Any, app: Celery, folder: Path) -> int:
+    """The prefetch count the worker's consumer asked the broker for, read once the worker has
+    run a task (started for good: stopping one still starting races kombu's Redis poller)."""
+    marker = folder / f"ran-{uuid.uuid4().hex}"
+    app.tasks["touch"].delay(str(marker))
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the worker ran no task"
+        time.sleep(0.01)
     return int(controller.consumer.qos.value)
+
+
+def touch(path: str) -> None:
+    Path(path).touch()
 
 
 @pytest.fixture
@@ -373,6 +385,8 @@ def redis_app(tmp_path: Path) -> Iterator[Celery]:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
     )
+    # Registered before the worker starts: its consumer reads the tasks it knows then.
+    app.task(touch, name="touch", shared=False)
     try:
         yield app
     finally:
@@ -381,14 +395,18 @@ def redis_app(tmp_path: Path) -> Iterator[Celery]:
 
 @pytest.mark.parametrize("pool", ["threads", "solo", "prefork"])
 def test_a_worker_raises_its_prefetch_for_the_largest_batch_and_logs_it(
-    redis_app: Celery, factory: Any, pool: str, caplog: pytest.LogCaptureFixture
+    redis_app: Celery,
+    factory: Any,
+    pool: str,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
 ) -> None:
     demo_events(celery=redis_app, session_factory=factory, sender=OutboxSender(), batch_max=300)
     with (
         caplog.at_level(logging.INFO, logger="emailevents"),
         worker(redis_app, concurrency=2, pool=pool) as controller,
     ):
-        prefetch = qos_prefetch(controller)
+        prefetch = qos_prefetch(controller, redis_app, tmp_path)
     assert prefetch == 300  # 2 slots x ceil(300 / 2)
     (record,) = [r for r in caplog.records if "prefetch multiplier raised" in r.getMessage()]
     assert record.levelno == logging.INFO
@@ -396,7 +414,7 @@ def test_a_worker_raises_its_prefetch_for_the_largest_batch_and_logs_it(
 
 
 def test_raise_prefetch_false_keeps_the_prefetch_and_warns(
-    redis_app: Celery, factory: Any, caplog: pytest.LogCaptureFixture
+    redis_app: Celery, factory: Any, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     demo_events(
         celery=redis_app,
@@ -408,7 +426,7 @@ def test_raise_prefetch_false_keeps_the_prefetch_and_warns(
         caplog.at_level(logging.INFO, logger="emailevents"),
         worker(redis_app, concurrency=2) as controller,
     ):
-        prefetch = qos_prefetch(controller)
+        prefetch = qos_prefetch(controller, redis_app, tmp_path)
     assert prefetch == 2
     (record,) = [r for r in caplog.records if r.getMessage().startswith("batching:")]
     assert record.levelno == logging.WARNING
@@ -417,13 +435,13 @@ def test_raise_prefetch_false_keeps_the_prefetch_and_warns(
 
 
 def test_nothing_batched_leaves_the_prefetch_alone(
-    redis_app: Celery, factory: Any, caplog: pytest.LogCaptureFixture
+    redis_app: Celery, factory: Any, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     demo_events(celery=redis_app, session_factory=factory, sender=OutboxSender(), batch_window=0)
     with (
         caplog.at_level(logging.INFO, logger="emailevents"),
         worker(redis_app, concurrency=2) as controller,
     ):
-        prefetch = qos_prefetch(controller)
+        prefetch = qos_prefetch(controller, redis_app, tmp_path)
     assert prefetch == 2
     assert not [r for r in caplog.records if r.getMessage().startswith("batching:")]
