@@ -30,11 +30,12 @@ if TYPE_CHECKING:
         UnknownEventError,
     )
     from .outcomes import Outcome, Reason, RunResult, Status
-    from .registry import Category, Registry, load_registry
+    from .registry import BatchSetting, Category, Registry, load_registry
     from .senders import DirectoryOutbox, OutboxSender, PostmarkSender, Sender
     from .tables import metadata
 
 __all__ = [
+    "BatchSetting",
     "Category",
     "ConfigurationError",
     "DeliveryError",
@@ -85,6 +86,7 @@ _MODULES = {
     "Reason": "outcomes",
     "RunResult": "outcomes",
     "Status": "outcomes",
+    "BatchSetting": "registry",
     "Category": "registry",
     "Registry": "registry",
     "load_registry": "registry",

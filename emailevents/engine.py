@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, scoped_session
 
-from . import digestsend, emitstore, pipeline, retries, schedules, schema, store, web
+from . import digestsend, emitstore, pipeline, prefetch, retries, schedules, schema, store, web
 from . import relay as relaying
 from .batches import Batching
 from .errors import (
@@ -32,7 +32,8 @@ from .expressions import unsendable
 from .introspect import Callee
 from .outcomes import RunResult
 from .preferences import Preferences
-from .registry import Event, Registry, load_registry
+from .registry import BatchSetting, Event, Registry, load_registry
+from .registry.batching import MAX_BATCH
 from .relay import RelayResult
 from .senders.base import Sender
 from .suppressions import SuppressionList
@@ -82,7 +83,8 @@ class EventTask(Task):  # type: ignore[misc]  # celery ships no type hints
 
 
 class BatchedEventTask(Batching, EventTask):
-    """An event's task whose new messages the worker runs in batches (``batch_window``)."""
+    """An event's task whose new messages the worker runs in batches (``batch:`` in
+    ``events.yaml``, on by default; its ``batch_window`` and ``batch_max`` are the event's)."""
 
 
 class EmailEvents:
@@ -109,10 +111,17 @@ class EmailEvents:
             above the broker's redelivery time (Redis: ``visibility_timeout``) and the longest
             retry delay; an early re-publish only costs a run that sends nothing.
         batch_window: seconds a worker waits for more messages of an event to run them
-            together (one claim statement, one Postmark batch request, one outcome statement);
-            0 runs each alone. Needs a prefetch of at least ``batch_max`` messages
-            (docs/performance.md#cross-emit-batching-design).
-        batch_max: the most messages a batch runs together (Postmark's batch holds 500).
+            together (one claim statement, one Postmark batch request, one outcome statement),
+            for every event, over ``batch:`` in the registry; 0 runs each emit alone. None
+            (the default): each event's ``batch:`` (on, 50 ms, unless the registry says
+            otherwise; docs/registry.md). See :meth:`batching`.
+        batch_max: the most messages a batch runs together (1 to 500: Postmark's batch holds
+            500), for every batched event; None: each event's ``batch:``.
+        raise_prefetch: when any event is batched, a worker of this Celery app raises its
+            ``worker_prefetch_multiplier`` to ``ceil(largest batch max / concurrency)`` as it
+            starts (a batch is made of the messages the worker holds), and logs so. False
+            leaves it, and the worker logs a warning that batches cannot fill
+            (docs/operations.md#worker-settings).
         set_default: make this the instance the module-level :func:`emit` uses.
 
     Raises:
@@ -137,8 +146,9 @@ class EmailEvents:
         public_url: str | None = None,
         signing_keys: Sequence[str] | None = None,
         unsubscribe_mailto: str | None = None,
-        batch_window: float = 0.0,
-        batch_max: int = 500,
+        batch_window: float | None = None,
+        batch_max: int | None = None,
+        raise_prefetch: bool = True,
         set_default: bool = True,
     ) -> None:
         self.registry = registry if isinstance(registry, Registry) else load_registry(registry)
@@ -154,6 +164,11 @@ class EmailEvents:
         self.webhook_auth = webhook_auth
         self.batch_window = batch_window
         self.batch_max = batch_max
+        self.raise_prefetch = raise_prefetch
+        self._batching = {
+            key: _effective_batch(event, batch_window, batch_max)
+            for key, event in self.events.items()
+        }
         self.webhook_max_body = webhook_max_body
         self.signer = Signer(signing_keys) if signing_keys else None
         links = self._links(public_url, unsubscribe_mailto)
@@ -179,6 +194,7 @@ class EmailEvents:
             for key, event in digestsend.digest_events(self.events).items()
         }
         self._check_schema_when_workers_start()
+        prefetch.add_prefetch_step(celery, self._largest_batch, allowed=lambda: self.raise_prefetch)
         if set_default:
             global _default  # noqa: PLW0603 - the module-level emit() needs one instance
             _default = self
@@ -251,6 +267,21 @@ class EmailEvents:
         """
         with self.session_factory() as session:
             return emitstore.cancel(session, event_id)
+
+    def batching(self, event_key: str) -> BatchSetting | None:
+        """How a worker batches ``event_key``'s messages: its ``window`` (seconds) and ``max``
+        (messages), from the registry's ``batch:`` or this instance's ``batch_window`` and
+        ``batch_max``; None when each emit runs alone.
+
+        Raises:
+            UnknownEventError: no such event.
+        """
+        return self._batching[self.event(event_key).key]
+
+    def _largest_batch(self) -> int | None:
+        """The largest ``max`` of the batched events; None when none is batched."""
+        sizes = [s.max for s in self._batching.values() if s is not None]
+        return max(sizes) if sizes else None
 
     def event(self, event_key: str) -> Event:
         """The compiled event ``event_key``.
@@ -428,7 +459,8 @@ class EmailEvents:
         run.__name__ = event.task_name.rpartition(".")[2]
         run.__qualname__ = run.__name__
         run.__doc__ = f"Send the '{event.key}' email ({event.spec.template})."
-        base = BatchedEventTask if self.batch_window > 0 else EventTask
+        batch = self._batching[event.key]
+        base = BatchedEventTask if batch is not None else EventTask
         task: Task = self.celery.task(
             run,
             name=event.task_name,
@@ -444,13 +476,13 @@ class EmailEvents:
             ignore_result=True,
             max_retries=self.max_retries,
         )
-        if self.batch_window > 0:
+        if batch is not None:
 
             def run_batch(queued: list[retries.Queued]) -> Any:
                 return retries.run_batch(events._retrying(), task, event, queued)
 
-            task.batch_window = self.batch_window
-            task.batch_max = self.batch_max
+            task.batch_window = batch.window
+            task.batch_max = batch.max
             task.run_batch = run_batch
         return task
 
@@ -554,6 +586,36 @@ def find_event(registry: Registry, event_key: str) -> Event:
 def _did_you_mean(name: str, options: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(options), n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _effective_batch(
+    event: Event, batch_window: float | None, batch_max: int | None
+) -> BatchSetting | None:
+    """``event``'s batching: the registry's, with ``EmailEvents(batch_window=, batch_max=)``
+    over it where given (a window of 0 is off)."""
+    if batch_max is not None and (
+        isinstance(batch_max, bool)
+        or not isinstance(batch_max, int)
+        or not 1 <= batch_max <= MAX_BATCH
+    ):
+        raise ConfigurationError(
+            f"EmailEvents(batch_max={batch_max!r}): the most messages a batch runs together must "
+            "be a whole number from 1 to 500 (a Postmark batch request holds 500); pass "
+            "batch_window=0 to run each emit alone"
+        )
+    setting = event.batch
+    if batch_window is not None:
+        if batch_window < 0:
+            raise ConfigurationError(
+                f"EmailEvents(batch_window={batch_window!r}): seconds a batch waits, 0 or more "
+                "(0 runs each emit alone)"
+            )
+        if batch_window == 0:
+            return None
+        return BatchSetting(batch_window, batch_max or (setting.max if setting else 500))
+    if setting is not None and batch_max is not None:
+        return BatchSetting(setting.window, batch_max)
+    return setting
 
 
 def _bind_context(event: Event, context: Mapping[str, Any]) -> dict[str, Any]:

@@ -103,6 +103,8 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "EE071": (_E, "throttle group declared differently across events"),
     # Digests again: the digest template's variables at Postmark.
     "EE072": (_E, "digest template uses a variable the digest does not provide"),
+    # Cross-emit batching in the worker.
+    "EE080": (_E, "invalid batch setting"),
 }
 
 

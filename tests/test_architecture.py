@@ -181,7 +181,7 @@ LAYERS = [
     {"samples", "stubs"},
     {"engine"},
     {"web"},
-    {"batches"},
+    {"batches", "prefetch"},
     {"retries"},
     {"relay", "schedules", "digestsend"},
     {"pipeline", "batchrun"},

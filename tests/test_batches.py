@@ -33,7 +33,7 @@ from emailevents.demo.run import demo_events, seed_database
 from emailevents.engine import BatchedEventTask, EventTask
 from emailevents.senders.postmark import PostmarkSender
 from emailevents.store import deliveries
-from emailevents.testing import Runs, worker
+from emailevents.testing import Runs, memory_app, worker
 from emailevents.testing.fake_postmark import FakePostmark
 from tests.brokers import RedisServer
 
@@ -138,13 +138,17 @@ def sends(fake_postmark: FakePostmark) -> int:
     return sum(1 for request in fake_postmark.requests if request in SENDS)
 
 
-def test_batching_is_off_unless_asked_for(
+def test_batching_is_on_by_default_and_batch_window_0_turns_it_off(
     db_engine: sa.Engine, celery_app: Celery, fake_postmark: FakePostmark
 ) -> None:
     factory, _ = seed_database(db_engine)
     sender = PostmarkSender("test-token", api_url=fake_postmark.url)
     events = demo_events(celery=celery_app, session_factory=factory, sender=sender)
     task = next(iter(events.tasks.values()))
+    assert isinstance(task, BatchedEventTask)
+    assert (task.batch_window, task.batch_max) == (0.05, 500)
+    off = demo_events(celery=memory_app(), session_factory=factory, sender=sender, batch_window=0)
+    task = next(iter(off.tasks.values()))
     assert isinstance(task, EventTask)
     assert not isinstance(task, BatchedEventTask)
 

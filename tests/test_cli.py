@@ -127,7 +127,7 @@ def test_list_prints_the_seed_table_as_text() -> None:
     result = CliRunner().invoke(main, ["list", str(REGISTRY)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["Task", "Toggle", "Key", "Template", "Entities"]
+    assert lines[0].split() == ["Task", "Toggle", "Key", "Template", "Entities", "Batching"]
     assert [line.split()[0] for line in lines[2:]] == [
         f"tasks.notifications.email.{task}" for task in SEED_TASKS
     ]
@@ -136,16 +136,20 @@ def test_list_prints_the_seed_table_as_text() -> None:
     )
     assert "(always enabled)" in invited
     assert "user: User, org: Organization, invitation: Invitation" in invited
+    assert invited.endswith("50 ms, max 500")  # batched by default
 
 
 def test_list_prints_markdown_for_docs() -> None:
     result = CliRunner().invoke(main, ["list", str(REGISTRY), "--format", "markdown"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[:2] == ["| Task | Toggle Key | Template | Entities |", "| --- | --- | --- | --- |"]
+    assert lines[:2] == [
+        "| Task | Toggle Key | Template | Entities | Batching |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     assert lines[6] == (
         "| tasks.notifications.email.on_user_invited | (always enabled) | user-invited | "
-        "user: User, org: Organization, invitation: Invitation |"
+        "user: User, org: Organization, invitation: Invitation | 50 ms, max 500 |"
     )
     assert len(lines) == 2 + 11
 
@@ -258,6 +262,7 @@ def test_list_prints_one_json_document() -> None:
         "entities": {"user": "User", "org": "Organization", "invitation": "Invitation"},
         "category": None,
         "critical": False,
+        "batch": {"window_ms": 50, "max": 500},
     }
     assert document["categories"] == {}
 
@@ -320,7 +325,8 @@ def test_list_shows_each_events_category_or_critical(tmp_path: Path) -> None:
 
 def test_list_of_a_registry_without_categories_keeps_its_columns() -> None:
     result = CliRunner().invoke(main, ["list", str(REGISTRY)])
-    assert result.output.split("\n")[0].split() == ["Task", "Toggle", "Key", "Template", "Entities"]
+    header = result.output.split("\n")[0].split()
+    assert header == ["Task", "Toggle", "Key", "Template", "Entities", "Batching"]
 
 
 # --- colour ---------------------------------------------------------------------------------

@@ -49,7 +49,8 @@ def _registry(path: str) -> Registry:
     help="A plain aligned table, a Markdown table for docs, or one JSON document.",
 )
 def list_events(registry: str, fmt: str) -> None:
-    """The table of events: task, toggle key, template, entities (and category, when any)."""
+    """The table of events: task, toggle key, template, entities, batching (and category, when
+    any)."""
     loaded = _registry(registry)
     if fmt == "json":
         document = {
@@ -63,6 +64,9 @@ def list_events(registry: str, fmt: str) -> None:
                     "entities": {name: etype.name for name, etype in event.entities},
                     "category": event.category,
                     "critical": event.critical,
+                    "batch": None
+                    if event.batch is None
+                    else {"window_ms": _ms(event.batch.window_ms), "max": event.batch.max},
                 }
                 for event in loaded.events.values()
             ],
@@ -77,13 +81,16 @@ def list_events(registry: str, fmt: str) -> None:
         }
         echo_json(document)
         return
-    header: tuple[str, ...] = ("Task", "Toggle Key", "Template", "Entities")
+    header: tuple[str, ...] = ("Task", "Toggle Key", "Template", "Entities", "Batching")
     rows: list[tuple[str, ...]] = [
         (
             event.task_name,
             event.toggle or "(always enabled)",
             str(event.template),
             ", ".join(f"{name}: {etype.name}" for name, etype in event.entities),
+            "off"
+            if event.batch is None
+            else f"{_ms(event.batch.window_ms)} ms, max {event.batch.max}",
         )
         for event in loaded.events.values()
     ]
@@ -95,6 +102,11 @@ def list_events(registry: str, fmt: str) -> None:
             for row, event in zip(rows, loaded.events.values(), strict=True)
         ]
     click.echo(table(header, rows, markdown=fmt == "markdown"))
+
+
+def _ms(window_ms: float) -> int | float:
+    """Milliseconds as written: whole ones without a fraction."""
+    return int(window_ms) if window_ms == int(window_ms) else round(window_ms, 3)
 
 
 @click.command()

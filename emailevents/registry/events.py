@@ -14,7 +14,7 @@ from .checker import Checker
 from .defaults import Defaults
 from .digests import compile_digest
 from .entities import EntityTypes
-from .model import EntityType, Event, Throttle
+from .model import DEFAULT_BATCH, BatchSetting, EntityType, Event, Throttle
 from .payload import compile_payload, payload_model
 from .specs import (
     ALWAYS,
@@ -70,6 +70,7 @@ def compile_event(
     *,
     categories: Categories,
     throttle: Throttle | None = None,
+    batch: BatchSetting | None = DEFAULT_BATCH,
 ) -> Event | None:
     """The event, compiled; None when it has problems of its own, or what it needs has."""
     path: Key = ("events", key)
@@ -113,6 +114,7 @@ def compile_event(
         critical=spec.critical,
         throttle=throttle,
         digest=digest,
+        batch=batch,
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import Problem, RegistryError
 from ..yamlnodes import Document, Key, load_document
+from .batching import compile_batching
 from .categories import Categories, compile_categories
 from .checker import Checker
 from .defaults import Defaults, compile_defaults
@@ -118,10 +119,20 @@ def _compile(checker: Checker) -> Compilation:
     types = compile_entity_types(checker, data.get("entities"))
     specs = compile_event_specs(checker, data.get("events"))
     throttles = compile_throttles(checker, specs or {})
+    batching = compile_batching(checker, data.get("defaults"), specs or {})
     events: dict[str, Event] = {}
     for key, spec in (specs or {}).items():
+        if key not in batching:
+            continue  # its batch: (or defaults.batch) is invalid, reported
         event = compile_event(
-            checker, key, spec, defaults, types, categories=categories, throttle=throttles.get(key)
+            checker,
+            key,
+            spec,
+            defaults,
+            types,
+            categories=categories,
+            throttle=throttles.get(key),
+            batch=batching[key],
         )
         if event is not None:
             events[key] = event

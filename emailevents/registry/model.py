@@ -17,6 +17,8 @@ from ..introspect import Callee, PathError, check_value_path
 from .specs import DefaultsSpec, EventSpec
 
 __all__ = [
+    "DEFAULT_BATCH",
+    "BatchSetting",
     "Category",
     "Digest",
     "EntityType",
@@ -133,6 +135,28 @@ class Throttle:
 
 
 @dataclass(frozen=True)
+class BatchSetting:
+    """An event's cross-emit batching, in effect: the worker runs the event's messages that
+    arrive within ``window`` seconds of each other together, at most ``max`` in one batch
+    (one claim statement, one Postmark batch request, one outcome statement). Off is ``None``.
+    """
+
+    window: float
+    """Seconds a batch waits for more messages once the pool is busy (``window_ms`` / 1000)."""
+    max: int
+    """The most messages one batch runs together (Postmark's batch holds 500)."""
+
+    @property
+    def window_ms(self) -> float:
+        """The window in milliseconds, as ``batch: {window_ms: ...}`` writes it."""
+        return self.window * 1000
+
+
+DEFAULT_BATCH = BatchSetting(0.05, 500)
+"""What an event gets with no ``batch:`` in it or in ``defaults``: on, 50 ms, 500 messages."""
+
+
+@dataclass(frozen=True)
 class Event:
     """One event, compiled: everything a task run needs, resolved once at load."""
 
@@ -163,6 +187,8 @@ class Event:
     """``throttle:``: how many emails a recipient gets at most in a sliding window."""
     digest: Digest | None = None
     """Its emits go into each recipient's digest rather than out one by one."""
+    batch: BatchSetting | None = DEFAULT_BATCH
+    """``batch:`` (or ``defaults.batch``): how the worker batches its messages; None: off."""
 
     @property
     def entity_names(self) -> tuple[str, ...]:

@@ -57,6 +57,8 @@ class DefaultsSpec(_Spec):
     toggles: StrictStr | None = None
     preferences: StrictStr | None = None
     category: StrictStr | None = None
+    batch: Any = None
+    """Every event's ``batch:`` unless it has its own; checked by :mod:`.batching`."""
 
 
 class CategorySpec(_Spec):
@@ -119,6 +121,8 @@ class EventSpec(_Spec):
     throttle: dict[StrictStr, Any] | None = None
     """Checked as a :class:`ThrottleSpec` when the event compiles (its own fields' hints)."""
     digest: DigestSpec | None = None
+    batch: Any = None
+    """``on``, ``off`` or ``{window_ms, max}``; checked by :mod:`.batching` when it compiles."""
 
     @field_validator("template", mode="wrap")
     @classmethod
@@ -160,6 +164,7 @@ FIELD_HINTS = {
     "window": "a duration like 30m, 1h or 1h30m",
     "at": 'a time of day like "09:00"',
     "single": "plain (a lone item goes as the event's own email) or digest",
+    "batch": "`on`, `off`, or a mapping like `{window_ms: 50, max: 500}`; `window_ms: 0` is off",
 }
 EVENT_FIELD_HINTS = {
     **FIELD_HINTS,
