@@ -19,6 +19,7 @@ from emailevents import DirectoryOutbox, EmailEvents, Reason, Sender, Status
 from emailevents.demo import seed
 from emailevents.demo.run import demo_events, seed_database
 from emailevents.senders import Message, PostmarkSender
+from emailevents.senders.base import SendResult
 from emailevents.store import deliveries
 from emailevents.testing import Runs, memory_app, worker
 from emailevents.testing.fake_postmark import FakePostmark
@@ -85,25 +86,31 @@ def sender(server: FakePostmark) -> PostmarkSender:
     return PostmarkSender("test-token", api_url=server.url, timeout=5)
 
 
+def sent_before(server: FakePostmark, event_id: str) -> SendResult:
+    """The dead run's request for ``event_id`` to owen, as it reached Postmark."""
+    (accepted,) = sender(server).send(
+        [
+            Message(
+                event_key="model_finding_created",
+                event_id=event_id,
+                to="owen@acme.test",
+                from_="a@acme.test",
+                template="model-finding-created",
+                template_model={"subject": "x"},
+                metadata={"event_id": event_id},
+            )
+        ]
+    )
+    return accepted
+
+
 def test_a_message_the_provider_has_is_recorded_sent_and_not_sent_again(
     app: App, fake_postmark: FakePostmark
 ) -> None:
     events = app.events(sender(fake_postmark))
     app.claim("ev-1", "owen@acme.test", age=30)
     # The dead run's request had reached Postmark before the worker died.
-    (accepted,) = sender(fake_postmark).send(
-        [
-            Message(
-                event_key="model_finding_created",
-                event_id="ev-1",
-                to="owen@acme.test",
-                from_="a@acme.test",
-                template="model-finding-created",
-                template_model={"subject": "x"},
-                metadata={"event_id": "ev-1"},
-            )
-        ]
-    )
+    accepted = sent_before(fake_postmark, "ev-1")
     result = events.run("model_finding_created", "ev-1", **finding(app))
     (outcome,) = result.outcomes
     assert (outcome.status, outcome.message_id) == (Status.SENT, accepted.message_id)
@@ -198,19 +205,7 @@ def test_a_recipient_suppressed_after_its_request_went_out_is_recorded_sent(
     """The dead run's request had reached Postmark: the search finds it, whatever came since."""
     events = app.events(sender(fake_postmark))
     app.claim("ev-7", "owen@acme.test", age=30)
-    (accepted,) = sender(fake_postmark).send(
-        [
-            Message(
-                event_key="model_finding_created",
-                event_id="ev-7",
-                to="owen@acme.test",
-                from_="a@acme.test",
-                template="model-finding-created",
-                template_model={"subject": "x"},
-                metadata={"event_id": "ev-7"},
-            )
-        ]
-    )
+    accepted = sent_before(fake_postmark, "ev-7")
     events.suppressions.add(["owen@acme.test"], stream="outbound")
     result = events.run("model_finding_created", "ev-7", **finding(app))
     assert [(o.status, o.message_id) for o in result.outcomes] == [
