@@ -36,7 +36,7 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
     yield
     if REPORT:
         line = json.dumps({"test": item.nodeid, "cpu": round(_cpu() - before, 3)})
-        with open(REPORT, "a") as report:
+        with Path(REPORT).open("a") as report:
             report.write(line + "\n")
 
 
