@@ -49,11 +49,11 @@ DEFAULT_JOURNAL = "SQLite file, default journal (rollback, synced at every commi
 def measure(ctx: Context) -> dict[str, Any]:
     """Every measure of section 10 on one profile."""
     result: dict[str, Any] = {"window_s": WINDOW, "threads": THREADS, "latencies": {}}
-    for latency in (0.0, ctx.sizes.io_latency):
-        at, low = _run(ctx, latency, low_load=not latency)
-        result["latencies"][str(int(latency * 1000))] = at
-        if low is not None:
-            result["low_load"] = low
+    latencies = (0.0, ctx.sizes.io_latency)
+    at, low = _run(ctx, latencies, low_load=True)
+    for latency, figures in zip(latencies, at, strict=True):
+        result["latencies"][str(int(latency * 1000))] = figures
+    result["low_load"] = low
     if ctx.config.database.startswith("sqlite"):
         result["default_journal"] = default_journal(ctx)
     return result
@@ -87,20 +87,24 @@ class _Fleet:
 
 
 def _run(
-    ctx: Context, latency: float, *, low_load: bool
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """:func:`throughput` at ``latency``, then, if asked, :func:`to_postmark` on the same
-    batching worker against one with the same settings but the window (started only then, so
-    that it does not poll the broker while throughput is measured)."""
+    ctx: Context, latencies: tuple[float, ...], *, low_load: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """:func:`throughput` at each of ``latencies`` on one set of workers, then, if asked,
+    :func:`to_postmark` at no latency on the same batching worker against one with the same
+    settings but the window (started only then, so that it does not poll the broker while
+    throughput is measured)."""
     tag = uuid.uuid4().hex[:6]
     plain, batched = ctx.producer(f"bench-b0-{tag}"), ctx.producer(f"bench-b1-{tag}")
     off = ctx.workers(f"bench-b0-{tag}", pool="threads", concurrency=THREADS)
     on = _batching(ctx, f"bench-b1-{tag}", WINDOW)
-    ctx.fake.set_latency(latency)
     try:
         with _Fleet() as fleet:
             fleet.start(off, on)
-            at = throughput(ctx, (plain, off), (batched, on))
+            at = []
+            for latency in latencies:
+                ctx.fake.set_latency(latency)
+                at.append(throughput(ctx, (plain, off), (batched, on)))
+            ctx.fake.set_latency(0)
             if not low_load:
                 return at, None
             alone = _batching(ctx, f"bench-b2-{tag}", 0.0)
@@ -157,7 +161,7 @@ def default_journal(ctx: Context) -> dict[str, Any]:
                 mode = conn.execute(sa.text("PRAGMA journal_mode")).scalar_one()
             journal = Context(ctx.profile, config, ctx.sizes, ctx.fake, world, setup, ctx.logs)
             try:
-                at_zero, _ = _run(journal, 0.0, low_load=False)
+                (at_zero,), _ = _run(journal, (0.0,), low_load=False)
             finally:
                 journal.close()
         finally:

@@ -38,8 +38,13 @@ SECTIONS = (
 )
 
 
+_STARTED = time.monotonic()
+
+
 def _say(message: str) -> None:
-    print(f"[benchmarks] {message}", file=sys.stderr, flush=True)
+    print(
+        f"[benchmarks] {time.monotonic() - _STARTED:6.1f} s  {message}", file=sys.stderr, flush=True
+    )
 
 
 @contextlib.contextmanager

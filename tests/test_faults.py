@@ -844,7 +844,7 @@ def test_workers_killed_mid_run_lose_nothing_and_send_nothing_twice(
     else:
         # Above visibility_timeout + claim_timeout + retry_backoff_max (10 + 6 + 2).
         reconfigure(harness, redeliver_after=20.0)
-        emits_total = 1000
+        emits_total = 400
     per_commit, dropped = 50, 3
     for start in range(0, emits_total, per_commit):
         with harness.factory() as session:
