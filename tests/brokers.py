@@ -22,9 +22,12 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
+from celery import Celery
 from kombu.connection import Connection
 
 from tests.conftest import unavailable
@@ -371,3 +374,27 @@ class RabbitBroker:
 
 
 Broker = RedisServer | RabbitBroker
+
+
+@contextlib.contextmanager
+def celery_on_redis(
+    directory: Path, name: str, **conf: Any
+) -> Iterator[tuple[Celery, RedisServer]]:
+    """A Celery app on a Redis server of its own (in ``directory``), with a queue of its own;
+    ``conf`` on top. Its worker runs Celery's event loop (kombu's Redis transport is
+    asynchronous)."""
+    server = RedisServer(directory)
+    server.start()
+    suffix = uuid.uuid4().hex[:8]
+    app = Celery(f"emailevents-{name}-{suffix}", set_as_current=False)
+    app.conf.update(
+        broker_url=server.url,
+        task_default_queue=f"emailevents-{suffix}",
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        **conf,
+    )
+    try:
+        yield app, server
+    finally:
+        server.close()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from celery import Celery
 from celery.signals import before_task_publish
 
+from emailevents.store import deliveries
 from emailevents.testing import memory_app
 
 POSTGRES_URL = os.environ.get(
@@ -123,3 +125,26 @@ def published() -> Iterator[list[dict[str, Any]]]:
     before_task_publish.connect(record, weak=False)
     yield seen
     before_task_publish.disconnect(record)
+
+
+def leave_claim(
+    factory: Callable[[], Any], event_id: str, event_key: str, recipient: str, *, age: float
+) -> None:
+    """A ``claimed`` row in the delivery log, as a run that died ``age`` seconds ago (before
+    Postmark answered) leaves it."""
+    at = datetime.now(UTC) - timedelta(seconds=age)
+    with factory() as session:
+        session.execute(
+            sa.insert(deliveries).values(
+                event_id=event_id,
+                event_key=event_key,
+                recipient=recipient,
+                status="claimed",
+                reason="claimed",
+                detail="",
+                claim="a-run-that-died",
+                created_at=at,
+                updated_at=at,
+            )
+        )
+        session.commit()

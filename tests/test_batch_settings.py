@@ -28,7 +28,7 @@ from emailevents.errors import UnknownEventError
 from emailevents.prefetch import PrefetchPlan
 from emailevents.senders import OutboxSender
 from emailevents.testing import memory_app, worker
-from tests.brokers import RedisServer
+from tests.brokers import celery_on_redis
 from tests.test_registry import VALID, at, compiled, edit, places, problems_of
 
 BUILT_IN = BatchSetting(0.05, 500)
@@ -374,23 +374,10 @@ def touch(path: str) -> None:
 @pytest.fixture
 def redis_app(tmp_path: Path) -> Iterator[Celery]:
     """A Celery app on a Redis of the test's own, with the prefetch docs/operations.md sets."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    suffix = uuid.uuid4().hex[:8]
-    app = Celery(f"emailevents-prefetch-{suffix}", set_as_current=False)
-    app.conf.update(
-        broker_url=server.url,
-        task_default_queue=f"emailevents-{suffix}",
-        worker_prefetch_multiplier=1,  # as docs/operations.md sets it
-        broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False,
-    )
-    # Registered before the worker starts: its consumer reads the tasks it knows then.
-    app.task(touch, name="touch", shared=False)
-    try:
+    with celery_on_redis(tmp_path / "redis", "prefetch", worker_prefetch_multiplier=1) as (app, _):
+        # Registered before the worker starts: its consumer reads the tasks it knows then.
+        app.task(touch, name="touch", shared=False)
         yield app
-    finally:
-        server.close()
 
 
 @pytest.mark.parametrize("pool", ["threads", "solo", "prefork"])

@@ -16,7 +16,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -35,7 +35,8 @@ from emailevents.senders.postmark import PostmarkSender
 from emailevents.store import deliveries
 from emailevents.testing import Runs, memory_app, worker
 from emailevents.testing.fake_postmark import FakePostmark
-from tests.brokers import RedisServer
+from tests.brokers import RedisServer, celery_on_redis
+from tests.conftest import leave_claim
 
 SENDS = ("POST", "/email/batchWithTemplates"), ("POST", "/email/withTemplate")
 
@@ -273,22 +274,7 @@ def test_a_recipient_suppressed_after_a_batch_claimed_it_is_settled_skipped(
     """A batch claimed owen for ev-dead and died before sending; owen was then suppressed (a
     406 to another emit). The next batch must settle that claim, not leave it ``claimed``."""
     key, cuids = seed.emits(app.world)[6]  # the comment: owen, priya, sam
-    stale = datetime.now(UTC) - timedelta(seconds=30)
-    with app.factory() as session:
-        session.execute(
-            sa.insert(deliveries).values(
-                event_id="ev-dead",
-                event_key=key,
-                recipient="owen@acme.test",
-                status="claimed",
-                reason="claimed",
-                detail="",
-                claim="a-batch-that-died",
-                created_at=stale,
-                updated_at=stale,
-            )
-        )
-        session.commit()
+    leave_claim(app.factory, "ev-dead", key, "owen@acme.test", age=30)
     app.events.suppressions.add(["owen@acme.test"], stream="outbound")
     runtime = dataclasses.replace(app.events.runtime, claim_timeout=1.0)
     emits = [batchrun.Emit("ev-new", cuids), batchrun.Emit("ev-dead", cuids)]
@@ -487,20 +473,8 @@ def test_the_tasks_time_limits_apply_to_a_batch_job(
 @pytest.fixture
 def redis_celery(tmp_path: Path) -> Iterator[tuple[Celery, RedisServer]]:
     """A Celery app on a Redis of the test's own: its worker runs Celery's event loop."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    suffix = uuid.uuid4().hex[:8]
-    celery_app = Celery(f"emailevents-redis-{suffix}", set_as_current=False)
-    celery_app.conf.update(
-        broker_url=server.url,
-        task_default_queue=f"emailevents-{suffix}",
-        broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False,
-    )
-    try:
-        yield celery_app, server
-    finally:
-        server.close()
+    with celery_on_redis(tmp_path / "redis", "redis") as app_and_server:
+        yield app_and_server
 
 
 def test_with_an_event_loop_an_idle_pool_runs_an_emit_at_the_next_tick_a_busy_one_batches(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from emailevents.senders.base import SendResult
 from emailevents.store import deliveries
 from emailevents.testing import Runs, memory_app, worker
 from emailevents.testing.fake_postmark import FakePostmark
+from tests.conftest import leave_claim
 
 
 @dataclass
@@ -42,22 +42,7 @@ class App:
 
     def claim(self, event_id: str, recipient: str, *, age: float) -> None:
         """Leave a claimed row as a run that died ``age`` seconds ago would have."""
-        at = datetime.now(UTC) - timedelta(seconds=age)
-        with self.factory() as session:
-            session.execute(
-                sa.insert(deliveries).values(
-                    event_id=event_id,
-                    event_key="model_finding_created",
-                    recipient=recipient,
-                    status="claimed",
-                    reason="claimed",
-                    detail="",
-                    claim="dead-run",
-                    created_at=at,
-                    updated_at=at,
-                )
-            )
-            session.commit()
+        leave_claim(self.factory, event_id, "model_finding_created", recipient, age=age)
 
     def log(self, event_id: str) -> list[tuple[str, str, str, str | None]]:
         with self.factory() as session:
