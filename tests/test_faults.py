@@ -50,6 +50,8 @@ from tests.faultapp.models import Base, Org, Person, Team
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
+REPORT = os.environ.get("EMAILEVENTS_FAULT_REPORT", "")
+"""A file the figures lines are appended to as well (``EMAILEVENTS_FAULT_REPORT``)."""
 PEOPLE = 200
 TEAMS = 20
 TEAM_SIZE = 3
@@ -718,8 +720,12 @@ def report(
     if harness.config.batch_window:
         name, figures = line.split(": ", 1)
         line = f"{name}, batching: {figures}"
+    line = f"{line} broker={harness.broker.name} restarts={len(restarts)}"
+    if REPORT:  # the lines of a run across xdist's processes, whose output pytest does not show
+        with Path(REPORT).open("a", encoding="utf-8") as lines:
+            lines.write(line + "\n")
     with capsys.disabled():
-        print(f"\n{line} broker={harness.broker.name} restarts={len(restarts)}")  # noqa: T201
+        print(f"\n{line}")  # noqa: T201
         for restart in restarts:
             print(f"  restarted: {restart}")  # noqa: T201
         if problems:
