@@ -31,15 +31,18 @@ from .tokens import RecipientLinks
 __all__ = [
     "Prepared",
     "Recipient",
+    "Resolved",
     "Runtime",
     "build_template_model",
     "check_toggle",
     "compose",
     "context_values",
     "deliver",
+    "leave_out",
     "load_entities",
     "outcomes_of",
     "prepare",
+    "resolve",
     "resolve_recipients",
     "run",
 ]
@@ -122,6 +125,17 @@ class Prepared:
     excluded: dict[str, Outcome] = field(default_factory=dict)  # left out, a claim holds them
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """An emit before anyone is left out: who it names, with what, and the values it read."""
+
+    event_id: str
+    recipients: list[Recipient]
+    template_model: dict[str, Any]
+    rejected: list[Outcome]  # not one address (recorded already)
+    values: dict[str, Any]  # entities and context values
+
+
 def prepare(  # noqa: PLR0917 - the run's state, passed along explicitly
     rt: Runtime,
     session: Session,
@@ -131,6 +145,22 @@ def prepare(  # noqa: PLR0917 - the run's state, passed along explicitly
     loaded: Mapping[str, Any] | None = None,
 ) -> Prepared | RunResult:
     """Every step before the claim, or the run's result if one stopped it; ``loaded``: entities."""
+    resolved = resolve(rt, session, event, event_id, cuids, loaded)
+    if isinstance(resolved, RunResult):
+        return resolved
+    return leave_out(rt, session, event, resolved)
+
+
+def resolve(  # noqa: PLR0917 - the run's state, passed along explicitly
+    rt: Runtime,
+    session: Session,
+    event: Event,
+    event_id: str,
+    cuids: Mapping[str, str],
+    loaded: Mapping[str, Any] | None = None,
+) -> Resolved | RunResult:
+    """The steps up to the TemplateModel: who the emit names (those who are not one address
+    recorded skipped), before anyone is left out; or the run's result if one stopped it."""
     try:
         entities = dict(loaded) if loaded is not None else load_entities(session, event, cuids)
         check_toggle(rt, session, event, entities)
@@ -158,13 +188,34 @@ def prepare(  # noqa: PLR0917 - the run's state, passed along explicitly
         finish(event, event_id, [failed])
         raise
     store.record_skips(session, event_id, event.key, rejected)
+    return Resolved(event_id, recipients, template_model, rejected, values)
+
+
+def leave_out(
+    rt: Runtime,
+    session: Session,
+    event: Event,
+    resolved: Resolved,
+    known: exclusions.Known | None = None,
+) -> Prepared | RunResult:
+    """Leave out the suppressed, opted out and throttled (``known``: what a batch read for all
+    its emits), or put the emit into its recipients' digests."""
+    event_id, recipients, values = resolved.event_id, resolved.recipients, resolved.values
+    template_model, rejected = resolved.template_model, resolved.rejected
     keys = [r.key for r in recipients]
-    out = exclusions.left_out(session, event, event_id, keys, rt.category_defaults, rt.preferences)
-    out, excluded = exclusions.held(session, event_id, out) if event.digest is None else (out, {})
+    known = known or exclusions.Known(session, event, {event_id: keys})
+    out = exclusions.left_out(
+        session, event, event_id, keys, rt.category_defaults, rt.preferences, known
+    )
+    if event.digest is None:
+        out, excluded = exclusions.held(session, event_id, out, known)
+    else:
+        excluded = {}
     recipients, left_out = _without(recipients, out), [*rejected, *out]
     if event.digest is not None:  # items go into digests, sent later: each one's, or with a
         # throttle, those past it (the others are sent now)
-        past = set(exclusions.past_throttle(session, event, event_id, [r.key for r in recipients]))
+        keys = [r.key for r in recipients]
+        past = set(exclusions.past_throttle(session, event, event_id, keys, known))
         into = [r for r in recipients if r.key in past or event.throttle is None]
         added = digests.add_items(session, event, event_id, into, template_model, values)
         if event.throttle is None:
@@ -395,7 +446,7 @@ def _held_elsewhere(
 ) -> tuple[list[Outcome], list[Recipient], set[str]]:
     """Outcomes for recipients logged already; those whose claim went stale; which of those
     are stale because their request got no answer (not because their run died)."""
-    logged = store.existing(session, event_id, claim_timeout=rt.claim_timeout)
+    logged = store.existing_together(session, [event_id], claim_timeout=rt.claim_timeout)[event_id]
     outcomes: list[Outcome] = []
     interrupted: list[Recipient] = []
     unanswered: set[str] = set()
