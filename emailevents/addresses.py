@@ -15,26 +15,32 @@ development and test setups our users run; everything else is checked the same w
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import formataddr, getaddresses
 from typing import Any
 
 import email_validator
 
-from .errors import AddressError, ExpressionError
+from .errors import AddressError, ExpressionError, RenderError
 from .expressions import Path, Template, header_text, unsendable
+from .outcomes import Outcome, Reason, Status
 
 __all__ = [
     "AddressError",
     "AddressTemplate",
+    "Candidate",
+    "called_candidates",
     "check_address",
+    "checked_candidates",
     "compile_address",
     "display_name",
     "format_address",
     "parse_address",
     "split_addresses",
+    "template_candidates",
 ]
 
 # Characters that never stand in a bare address as we accept it: RFC 5322 specials (they make
@@ -45,8 +51,12 @@ _NOT_IN_ADDRESS = re.compile(r'[\s<>()\[\]\\,;:"]')
 _NOT_IN_PHRASE = re.compile(r'[<>()\[\]\\,;:@"]')
 
 
+@functools.lru_cache(maxsize=4096)
 def check_address(value: str) -> str:
     """One bare address (``ada@acme.test``), normalised; nothing else is accepted.
+
+    Cached (a pure function of the string; a batch checks the same senders and recipients
+    again and again): an address refused raises each time, as it is not cached.
 
     Raises:
         AddressError: ``value`` is empty, holds a display name, comment, angle bracket, quote,
@@ -322,3 +332,123 @@ def _strip(template: Template, parts: list[str | Path], *, unquote: bool = False
         p.replace("{", "{{").replace("}", "}}") if isinstance(p, str) else f"{{{p}}}" for p in kept
     )
     return Template(source=source or template.source, parts=tuple(kept))
+
+
+# --- a run's recipients ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Something that should name one recipient, and where it came from."""
+
+    source: str
+    value: Any
+    """A string, an object with an ``email`` attribute, or anything else (then rejected)."""
+    name: str = ""
+    named: bool = False
+    """Whether a string may carry its own display name (those a ``recipients:`` callable gives)."""
+    error: Exception | None = None
+
+    def address(self) -> tuple[str, str]:
+        """(display name, checked address); raises AddressError or RenderError."""
+        if self.error is not None:
+            raise self.error
+        value = getattr(self.value, "email", self.value)
+        if not isinstance(value, str) or not value.strip():
+            raise AddressError(f"no address ({value!r})")
+        if self.named:
+            return parse_address(value)
+        return self.name, check_address(value.strip())
+
+    def label(self) -> str:
+        value = getattr(self.value, "email", self.value)
+        if isinstance(value, str) and value.strip():
+            return display_name(value)
+        return f"<{self.source}>"
+
+
+def template_candidates(
+    to_addresses: Sequence[AddressTemplate], values: Mapping[str, Any]
+) -> list[Candidate]:
+    """What an event's ``to:`` templates render to, one candidate per address found."""
+    found: list[Candidate] = []
+    for i, address in enumerate(to_addresses):
+        where = f"to[{i}]" if len(to_addresses) > 1 else "to"
+        source = f"{where} {address.source}"
+        try:
+            name = address.render_name(values)
+            items = _flatten(address.render_address(values), source)
+        except RenderError as exc:
+            found.append(Candidate(source, None, error=exc))
+            continue
+        found.extend(Candidate(origin, value, name=name) for value, origin in items)
+    return found
+
+
+def called_candidates(value: Any) -> list[Candidate]:
+    """What a ``recipients:`` callable returned: strings (parsed strictly), objects with an
+    ``email``, ``(name, address)`` pairs, or an iterable of those."""
+    found: list[Candidate] = []
+    for item, where in _flatten(value, "recipients"):
+        if not _is_pair(item):
+            found.append(Candidate(where, item, named=True))
+            continue
+        name, address = item
+        error = None
+        if _is_address(name) and _is_address(address):
+            # ("a@x.test", "b@x.test") is two addresses in a tuple, not a (name, address) pair:
+            # refused rather than sent to one of them under the other's name.
+            error = AddressError(
+                f"the pair ({name!r}, {address!r}) has an address for its name; return "
+                "(name, address) pairs, or a list of addresses"
+            )
+        found.append(Candidate(where, address, name=display_name(name), error=error))
+    return found
+
+
+def checked_candidates(found: Iterable[Candidate]) -> tuple[dict[str, str], list[Outcome]]:
+    """Each distinct address (its key, the address lowercased -> the ``To`` form), and a skip
+    for each candidate that is not one address."""
+    recipients: dict[str, str] = {}
+    rejected: list[Outcome] = []
+    for candidate in found:
+        try:
+            name, email = candidate.address()
+        except (ValueError, RenderError) as exc:  # AddressError, or reading an entity failed
+            rejected.append(
+                Outcome(
+                    Status.SKIPPED,
+                    Reason.INVALID_RECIPIENT,
+                    recipient=candidate.label()[:320],
+                    detail=f"{candidate.source}: {_first_line(exc)}",
+                )
+            )
+            continue
+        recipients.setdefault(email.lower(), format_address(name, email))
+    # An address refused in one form and given validly in another is that one recipient.
+    rejected = [o for o in rejected if (o.recipient or "").lower() not in recipients]
+    return recipients, rejected
+
+
+def _is_address(value: Any) -> bool:
+    try:
+        check_address(value)
+    except (AddressError, TypeError):
+        return False
+    return True
+
+
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, tuple) and len(value) == 2  # noqa: PLR2004 - (name, address)
+
+
+def _flatten(value: Any, source: str) -> list[tuple[Any, str]]:
+    if value is None or isinstance(value, str) or hasattr(value, "email") or _is_pair(value):
+        return [(value, source)]
+    if isinstance(value, Iterable) and not isinstance(value, Mapping | bytes):
+        return [(item, f"{source}[{i}]") for i, item in enumerate(value)]
+    return [(value, source)]
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -40,6 +40,7 @@ class Emit:
 
 
 Ready = tuple[Emit, pipeline.Prepared]
+_T = TypeVar("_T")
 Results = dict[str, RunResult | Exception]
 
 
@@ -59,31 +60,31 @@ def run_together(rt: pipeline.Runtime, event: Event, emits: Sequence[Emit]) -> R
         unique.setdefault(emit.event_id, emit)
     with rt.session_factory() as session:
         store.statements_commit_alone(session)
-        ready: list[Ready] = []
         found = _load_entities(session, event, emits)
         rt = dataclasses.replace(rt, toggles=_Toggles(rt, event))
+        resolved: list[tuple[Emit, pipeline.Resolved]] = []
         for emit in unique.values():
             # An emit whose entities were not all found goes the way of a run alone, to stop.
             loaded = {name: found[name].get(emit.cuids[name]) for name, _ in event.entities}
-            try:
-                prepared = pipeline.prepare(
-                    rt,
-                    session,
-                    event,
-                    emit.event_id,
-                    emit.cuids,
-                    None if None in loaded.values() else loaded,
-                )
-            except (sa.exc.OperationalError, sa.exc.InterfaceError):
-                raise
-            except Exception as exc:  # noqa: BLE001 - recorded by prepare; the emit's result
-                results[emit.event_id] = exc
-                store.statements_commit_alone(session)
-                continue
-            if isinstance(prepared, RunResult):
-                results[emit.event_id] = prepared
+            entities = None if None in loaded.values() else loaded
+            outcome = _step(
+                session, pipeline.resolve, rt, session, event, emit.event_id, emit.cuids, entities
+            )
+            if isinstance(outcome, pipeline.Resolved):
+                resolved.append((emit, outcome))
             else:
+                results[emit.event_id] = outcome
+        # Who is suppressed, opted out or past a throttle: read once for every emit's recipients.
+        known = exclusions.Known(
+            session, event, {r.event_id: [p.key for p in r.recipients] for _, r in resolved}
+        )
+        ready: list[Ready] = []
+        for emit, first in resolved:
+            prepared = _step(session, pipeline.leave_out, rt, session, event, first, known)
+            if isinstance(prepared, pipeline.Prepared):
                 ready.append((emit, prepared))
+            else:
+                results[emit.event_id] = prepared
         token = uuid.uuid4().hex
         pairs = [(e.event_id, r.key) for e, p in ready for r in p.recipients]
         inserted = store.claim_together(session, event.key, pairs, token) if pairs else set()
@@ -95,6 +96,18 @@ def run_together(rt: pipeline.Runtime, event: Event, emits: Sequence[Emit]) -> R
                 results[emit.event_id] = _alone(rt, session, event, emit, prepared, token)
         results.update(_send_together(rt, session, event, fresh, token))
     return {e.event_id: results[e.event_id] for e in emits}
+
+
+def _step(session: Session, step: Callable[..., _T], *args: Any) -> _T | Exception:
+    """One emit's step: what it returned, or the exception it raised (application code failing,
+    recorded by the step; the emit's result). The database going away stops the batch."""
+    try:
+        return step(*args)
+    except (sa.exc.OperationalError, sa.exc.InterfaceError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - recorded by the step; the emit's result
+        store.statements_commit_alone(session)
+        return exc
 
 
 class _Toggles:

@@ -7,10 +7,15 @@ left-out recipient is asked of Postmark. A recipient left out for a reason befor
 takes no slot of its budget.
 
 The org toggle, the first layer, stops the whole emit earlier (``pipeline.check_toggle``).
+
+What the layers read (suppressions, choices, throttle slots, delivery rows) is read once for
+every recipient of every emit of a batch (:class:`Known`), not per emit: at send time, as for a
+run alone, and never kept from one batch to the next.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 
 from sqlalchemy.orm import Session
@@ -19,10 +24,12 @@ from . import preferences, store, suppressions, throttles
 from .outcomes import Outcome, Reason, Status
 from .registry import Event
 from .registry.durations import format_duration
+from .registry.model import Throttle
 from .senders.base import SendResult
 
 __all__ = [
     "INACTIVE_RECIPIENT",
+    "Known",
     "held",
     "left_out",
     "opted_out",
@@ -36,6 +43,47 @@ INACTIVE_RECIPIENT = 406
 """Postmark's ErrorCode for a send to an address it holds inactive on the stream."""
 
 
+class Known:
+    """What the layers read for the recipients of some emits of ``event``, each read when first
+    needed and then for all of them: one statement per ``tables.IN_LIST`` recipients (or emits)
+    for a batch, where there was one per emit. Built per batch (or per run alone), never kept
+    for another: a suppression or a choice is read at send time."""
+
+    def __init__(
+        self, session: Session, event: Event, recipients: Mapping[str, Sequence[str]]
+    ) -> None:
+        """``recipients``: event id -> the keys of the emit's recipients."""
+        self._session = session
+        self._event = event
+        self._event_ids = list(recipients)
+        self._keys = sorted({key for keys in recipients.values() for key in keys})
+
+    @functools.cached_property
+    def suppressed(self) -> dict[str, suppressions.Suppression]:
+        """Those suppressed on the event's stream."""
+        return suppressions.suppressed(self._session, self._event.message_stream, self._keys)
+
+    @functools.cached_property
+    def chosen(self) -> dict[str, preferences.Preference]:
+        """Their choices in our table for the event's category."""
+        return preferences.chosen_for(self._session, self._keys, self._event.category or "")
+
+    @functools.cached_property
+    def slots(self) -> dict[str, list[throttles.Held]]:
+        """The slots of their budgets under the event's throttle (none without one)."""
+        if self._event.throttle is None:
+            return {}
+        return throttles.slots(self._session, self._event.throttle.scope, self._keys)
+
+    @functools.cached_property
+    def _logged(self) -> dict[str, dict[str, store.Logged]]:
+        return store.existing_together(self._session, self._event_ids, claim_timeout=0.0)
+
+    def logged(self, event_id: str) -> dict[str, store.Logged]:
+        """What the delivery log holds for ``event_id`` (one of the emits) already."""
+        return self._logged.get(event_id, {})
+
+
 def left_out(  # noqa: PLR0917 - the run's state, passed along explicitly
     session: Session,
     event: Event,
@@ -43,17 +91,27 @@ def left_out(  # noqa: PLR0917 - the run's state, passed along explicitly
     keys: Sequence[str],
     defaults: Mapping[str, bool],
     application: Callable[[Session, str, str], bool | None] | None,
+    known: Known | None = None,
 ) -> list[Outcome]:
     """A recorded skip for each of ``keys`` this run leaves out, in the order the layers are
-    checked: suppressed, opted out, throttled."""
-    skipped = suppressed(session, event, event_id, keys)
+    checked: suppressed, opted out, throttled. ``known``: what the batch read (else read now)."""
+    known = known or Known(session, event, {event_id: keys})
+    skipped = suppressed(session, event, event_id, keys, known=known)
     keys = _without(keys, skipped)
-    skipped += opted_out(session, event, event_id, keys, defaults=defaults, application=application)
-    return skipped + throttled(session, event, event_id, _without(keys, skipped))
+    skipped += opted_out(
+        session,
+        event,
+        event_id,
+        keys,
+        defaults=defaults,
+        application=application,
+        known=known,
+    )
+    return skipped + throttled(session, event, event_id, _without(keys, skipped), known=known)
 
 
 def held(
-    session: Session, event_id: str, skipped: list[Outcome]
+    session: Session, event_id: str, skipped: list[Outcome], known: Known | None = None
 ) -> tuple[list[Outcome], dict[str, Outcome]]:
     """Split what :func:`left_out` returned: the skips recorded, and those of recipients a run
     of this emit had claimed before they were left out (suppressed after a claim whose run died
@@ -67,7 +125,11 @@ def held(
     """
     if not skipped:
         return [], {}
-    logged = store.existing(session, event_id, claim_timeout=0)
+    logged = (
+        known.logged(event_id)
+        if known is not None
+        else store.existing_together(session, [event_id], claim_timeout=0.0)[event_id]
+    )
     claimed = {
         o.recipient: o
         for o in skipped
@@ -76,13 +138,30 @@ def held(
     return [o for o in skipped if o.recipient not in claimed], claimed
 
 
-def past_throttle(session: Session, event: Event, event_id: str, keys: Sequence[str]) -> list[str]:
+def past_throttle(
+    session: Session, event: Event, event_id: str, keys: Sequence[str], known: Known | None = None
+) -> list[str]:
     """Those of ``keys`` past the event's throttle, not recorded: for an event with both a
     throttle and a digest, they go into their digests rather than being skipped. Each of the
     others holds a slot of its budget when this returns."""
     if event.throttle is None or not keys:
         return []
-    return throttles.throttled(session, event.throttle, event_id, keys)
+    return _past(session, event.throttle, event_id, keys, known)
+
+
+def _past(
+    session: Session, throttle: Throttle, event_id: str, keys: Sequence[str], known: Known | None
+) -> list[str]:
+    if known is None:
+        return throttles.throttled(session, throttle, event_id, keys)
+    return throttles.throttled(
+        session,
+        throttle,
+        event_id,
+        keys,
+        known=known.slots,
+        logged=known.logged(event_id),
+    )
 
 
 def _without(keys: Sequence[str], skipped: list[Outcome]) -> list[str]:
@@ -90,9 +169,20 @@ def _without(keys: Sequence[str], skipped: list[Outcome]) -> list[str]:
     return [key for key in keys if key not in out]
 
 
-def suppressed(session: Session, event: Event, event_id: str, keys: Sequence[str]) -> list[Outcome]:
+def suppressed(
+    session: Session,
+    event: Event,
+    event_id: str,
+    keys: Sequence[str],
+    *,
+    known: Known | None = None,
+) -> list[Outcome]:
     """A recorded skip for each of ``keys`` suppressed on the event's stream."""
-    held = suppressions.suppressed(session, event.message_stream, keys)
+    held = (
+        known.suppressed
+        if known is not None
+        else suppressions.suppressed(session, event.message_stream, keys)
+    )
     why = {key: held[key].describe() for key in keys if key in held}
     return _skip(session, event, event_id, Reason.SUPPRESSED, why)
 
@@ -105,6 +195,7 @@ def opted_out(
     *,
     defaults: Mapping[str, bool],
     application: Callable[[Session, str, str], bool | None] | None,
+    known: Known | None = None,
 ) -> list[Outcome]:
     """A recorded skip for each of ``keys`` whose preferences keep the event's category out
     (none for an event without a category, or a critical one)."""
@@ -116,18 +207,27 @@ def opted_out(
         event.category,
         default=defaults.get(event.category, True),
         application=application,
+        # The application's callable is asked per recipient, those not left out already.
+        chosen=known.chosen if known is not None and application is None else None,
     )
     why = {key: out[key].describe() for key in keys if key in out}
     return _skip(session, event, event_id, Reason.OPTED_OUT, why)
 
 
-def throttled(session: Session, event: Event, event_id: str, keys: Sequence[str]) -> list[Outcome]:
+def throttled(
+    session: Session,
+    event: Event,
+    event_id: str,
+    keys: Sequence[str],
+    *,
+    known: Known | None = None,
+) -> list[Outcome]:
     """A recorded skip for each of ``keys`` past the event's throttle (none without one); each
     of the others holds a slot of its budget when this returns."""
     throttle = event.throttle
     if throttle is None or event.digest is not None or not keys:
         return []  # an event with a digest folds those past it into the digest (pipeline.prepare)
-    past = throttles.throttled(session, throttle, event_id, keys)
+    past = _past(session, throttle, event_id, keys, known)
     budget = f"group '{throttle.group}'" if throttle.group else f"event '{event.key}'"
     detail = (
         f"{throttle.limit} email{'s' if throttle.limit > 1 else ''} of {budget} went to this "

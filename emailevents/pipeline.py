@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from pydantic_core import PydanticSerializationError
 from sqlalchemy.orm import Session
 
 from . import digests, exclusions, store
-from .addresses import AddressError, check_address, display_name, format_address, parse_address
+from .addresses import called_candidates, checked_candidates, template_candidates
 from .errors import ConfigurationError, Stopped
 from .expressions import RenderError, body_text
 from .outcomes import Outcome, Reason, RunResult, Status
@@ -31,15 +31,18 @@ from .tokens import RecipientLinks
 __all__ = [
     "Prepared",
     "Recipient",
+    "Resolved",
     "Runtime",
     "build_template_model",
     "check_toggle",
     "compose",
     "context_values",
     "deliver",
+    "leave_out",
     "load_entities",
     "outcomes_of",
     "prepare",
+    "resolve",
     "resolve_recipients",
     "run",
 ]
@@ -122,6 +125,17 @@ class Prepared:
     excluded: dict[str, Outcome] = field(default_factory=dict)  # left out, a claim holds them
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """An emit before anyone is left out: who it names, with what, and the values it read."""
+
+    event_id: str
+    recipients: list[Recipient]
+    template_model: dict[str, Any]
+    rejected: list[Outcome]  # not one address (recorded already)
+    values: dict[str, Any]  # entities and context values
+
+
 def prepare(  # noqa: PLR0917 - the run's state, passed along explicitly
     rt: Runtime,
     session: Session,
@@ -131,6 +145,22 @@ def prepare(  # noqa: PLR0917 - the run's state, passed along explicitly
     loaded: Mapping[str, Any] | None = None,
 ) -> Prepared | RunResult:
     """Every step before the claim, or the run's result if one stopped it; ``loaded``: entities."""
+    resolved = resolve(rt, session, event, event_id, cuids, loaded)
+    if isinstance(resolved, RunResult):
+        return resolved
+    return leave_out(rt, session, event, resolved)
+
+
+def resolve(  # noqa: PLR0917 - the run's state, passed along explicitly
+    rt: Runtime,
+    session: Session,
+    event: Event,
+    event_id: str,
+    cuids: Mapping[str, str],
+    loaded: Mapping[str, Any] | None = None,
+) -> Resolved | RunResult:
+    """The steps up to the TemplateModel: who the emit names (those who are not one address
+    recorded skipped), before anyone is left out; or the run's result if one stopped it."""
     try:
         entities = dict(loaded) if loaded is not None else load_entities(session, event, cuids)
         check_toggle(rt, session, event, entities)
@@ -158,13 +188,34 @@ def prepare(  # noqa: PLR0917 - the run's state, passed along explicitly
         finish(event, event_id, [failed])
         raise
     store.record_skips(session, event_id, event.key, rejected)
+    return Resolved(event_id, recipients, template_model, rejected, values)
+
+
+def leave_out(
+    rt: Runtime,
+    session: Session,
+    event: Event,
+    resolved: Resolved,
+    known: exclusions.Known | None = None,
+) -> Prepared | RunResult:
+    """Leave out the suppressed, opted out and throttled (``known``: what a batch read for all
+    its emits), or put the emit into its recipients' digests."""
+    event_id, recipients, values = resolved.event_id, resolved.recipients, resolved.values
+    template_model, rejected = resolved.template_model, resolved.rejected
     keys = [r.key for r in recipients]
-    out = exclusions.left_out(session, event, event_id, keys, rt.category_defaults, rt.preferences)
-    out, excluded = exclusions.held(session, event_id, out) if event.digest is None else (out, {})
+    known = known or exclusions.Known(session, event, {event_id: keys})
+    out = exclusions.left_out(
+        session, event, event_id, keys, rt.category_defaults, rt.preferences, known
+    )
+    if event.digest is None:
+        out, excluded = exclusions.held(session, event_id, out, known)
+    else:
+        excluded = {}
     recipients, left_out = _without(recipients, out), [*rejected, *out]
     if event.digest is not None:  # items go into digests, sent later: each one's, or with a
         # throttle, those past it (the others are sent now)
-        past = set(exclusions.past_throttle(session, event, event_id, [r.key for r in recipients]))
+        keys = [r.key for r in recipients]
+        past = set(exclusions.past_throttle(session, event, event_id, keys, known))
         into = [r for r in recipients if r.key in past or event.throttle is None]
         added = digests.add_items(session, event, event_id, into, template_model, values)
         if event.throttle is None:
@@ -243,110 +294,14 @@ def resolve_recipients(
     checked to be exactly one bare address; entity data never changes where a message goes.
     """
     if event.recipients is not None:
-        found = _called_recipients(event.recipients({**values, "session": session}))
+        found = called_candidates(event.recipients({**values, "session": session}))
     else:
-        found = _template_recipients(event, values)
-    recipients: dict[str, Recipient] = {}
-    rejected: list[Outcome] = []
-    for candidate in found:
-        try:
-            name, email = candidate.address()
-        except (ValueError, RenderError) as exc:  # AddressError, or reading an entity failed
-            rejected.append(
-                Outcome(
-                    Status.SKIPPED,
-                    Reason.INVALID_RECIPIENT,
-                    recipient=candidate.label()[:320],
-                    detail=f"{candidate.source}: {_first_line(exc)}",
-                )
-            )
-            continue
-        key = email.lower()
-        recipients.setdefault(key, Recipient(key, format_address(name, email)))
-    # An address refused in one form and given validly in another is that one recipient.
-    rejected = [o for o in rejected if (o.recipient or "").lower() not in recipients]
-    if not recipients:
+        found = template_candidates(event.to_addresses, values)
+    checked, rejected = checked_candidates(found)
+    if not checked:
         detail = "; ".join(o.detail for o in rejected) or "the event resolved to no recipients"
         raise Stopped(Outcome(Status.SKIPPED, Reason.NO_RECIPIENTS, detail=detail))
-    return list(recipients.values()), rejected
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    """Something that should name one recipient, and where it came from."""
-
-    source: str
-    value: Any
-    """A string, an object with an ``email`` attribute, or anything else (then rejected)."""
-    name: str = ""
-    named: bool = False
-    """Whether a string may carry its own display name (those a ``recipients:`` callable gives)."""
-    error: Exception | None = None
-
-    def address(self) -> tuple[str, str]:
-        """(display name, checked address); raises AddressError or RenderError."""
-        if self.error is not None:
-            raise self.error
-        value = getattr(self.value, "email", self.value)
-        if not isinstance(value, str) or not value.strip():
-            raise AddressError(f"no address ({value!r})")
-        if self.named:
-            return parse_address(value)
-        return self.name, check_address(value.strip())
-
-    def label(self) -> str:
-        value = getattr(self.value, "email", self.value)
-        if isinstance(value, str) and value.strip():
-            return display_name(value)
-        return f"<{self.source}>"
-
-
-def _template_recipients(event: Event, values: Mapping[str, Any]) -> list[_Candidate]:
-    found: list[_Candidate] = []
-    for i, address in enumerate(event.to_addresses):
-        where = f"to[{i}]" if len(event.to_addresses) > 1 else "to"
-        source = f"{where} {address.source}"
-        try:
-            name = address.render_name(values)
-            items = _flatten(address.render_address(values), source)
-        except RenderError as exc:
-            found.append(_Candidate(source, None, error=exc))
-            continue
-        found.extend(_Candidate(origin, value, name=name) for value, origin in items)
-    return found
-
-
-def _called_recipients(value: Any) -> list[_Candidate]:
-    """What a ``recipients:`` callable returned: strings (parsed strictly), objects with an
-    ``email``, ``(name, address)`` pairs, or an iterable of those."""
-    found: list[_Candidate] = []
-    for item, where in _flatten(value, "recipients"):
-        if not _is_pair(item):
-            found.append(_Candidate(where, item, named=True))
-            continue
-        name, address = item
-        error = None
-        if _is_address(name) and _is_address(address):
-            # ("a@x.test", "b@x.test") is two addresses in a tuple, not a (name, address) pair:
-            # refused rather than sent to one of them under the other's name.
-            error = AddressError(
-                f"the pair ({name!r}, {address!r}) has an address for its name; return "
-                "(name, address) pairs, or a list of addresses"
-            )
-        found.append(_Candidate(where, address, name=display_name(name), error=error))
-    return found
-
-
-def _is_address(value: Any) -> bool:
-    try:
-        check_address(value)
-    except (AddressError, TypeError):
-        return False
-    return True
-
-
-def _is_pair(value: Any) -> bool:
-    return isinstance(value, tuple) and len(value) == 2  # noqa: PLR2004 - (name, address)
+    return [Recipient(key, address) for key, address in checked.items()], rejected
 
 
 def build_template_model(
@@ -491,7 +446,7 @@ def _held_elsewhere(
 ) -> tuple[list[Outcome], list[Recipient], set[str]]:
     """Outcomes for recipients logged already; those whose claim went stale; which of those
     are stale because their request got no answer (not because their run died)."""
-    logged = store.existing(session, event_id, claim_timeout=rt.claim_timeout)
+    logged = store.existing_together(session, [event_id], claim_timeout=rt.claim_timeout)[event_id]
     outcomes: list[Outcome] = []
     interrupted: list[Recipient] = []
     unanswered: set[str] = set()
@@ -686,15 +641,3 @@ def finish(event: Event, event_id: str, outcomes: list[Outcome]) -> RunResult:
             },
         )
     return RunResult(event.key, event_id, tuple(outcomes))
-
-
-def _flatten(value: Any, source: str) -> list[tuple[Any, str]]:
-    if value is None or isinstance(value, str) or hasattr(value, "email") or _is_pair(value):
-        return [(value, source)]
-    if isinstance(value, Iterable) and not isinstance(value, Mapping | bytes):
-        return [(item, f"{source}[{i}]") for i, item in enumerate(value)]
-    return [(value, source)]
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

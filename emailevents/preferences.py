@@ -15,7 +15,7 @@ answers ``True`` (send), ``False`` (opted out) or ``None`` (the category's defau
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .errors import ConfigurationError, UnknownCategoryError
-from .tables import current_time, preferences
+from .tables import current_time, in_chunks, preferences
 
 __all__ = [
     "How",
@@ -35,6 +35,7 @@ __all__ = [
     "PreferencesCallable",
     "choices",
     "choose",
+    "chosen_for",
     "opted_out",
     "switched_off",
 ]
@@ -163,9 +164,11 @@ def opted_out(
     *,
     default: bool,
     application: PreferencesCallable | None = None,
+    chosen: Mapping[str, Preference] | None = None,
 ) -> dict[str, Preference]:
     """Those of ``recipients`` (lowercased keys) that are not to get mail of ``category``: by
-    the application's callable when given, else by their choice, else by ``default``."""
+    the application's callable when given, else by their choice, else by ``default``.
+    ``chosen``: the choices read already (:func:`chosen_for`, for a batch's recipients)."""
     if not recipients:
         return {}
     if application is not None:
@@ -179,13 +182,8 @@ def opted_out(
             if not answer:
                 found[recipient] = Preference(recipient, category, enabled=False, how=how.value)
         return found
-    rows = session.execute(
-        sa.select(preferences).where(
-            preferences.c.category == category,
-            preferences.c.recipient.in_(sorted(set(recipients))),
-        )
-    ).mappings()
-    chosen = {row["recipient"]: _preference(row) for row in rows}
+    if chosen is None:
+        chosen = chosen_for(session, recipients, category)
     found = {}
     for recipient in recipients:
         preference = chosen.get(recipient) or Preference(
@@ -193,6 +191,20 @@ def opted_out(
         )
         if not preference.enabled:
             found[recipient] = preference
+    return found
+
+
+def chosen_for(session: Session, recipients: Iterable[str], category: str) -> dict[str, Preference]:
+    """The choices in our table of those of ``recipients`` who made one for ``category``: one
+    statement per ``tables.IN_LIST`` recipients."""
+    found: dict[str, Preference] = {}
+    for chunk in in_chunks(recipients):
+        rows = session.execute(
+            sa.select(preferences).where(
+                preferences.c.category == category, preferences.c.recipient.in_(chunk)
+            )
+        ).mappings()
+        found.update((row["recipient"], _preference(row)) for row in rows)
     return found
 
 

@@ -30,6 +30,7 @@ from .tables import (
     deliveries,
     emits,
     foreign_records,
+    in_chunks,
     message_events,
     metadata,
     org_settings,
@@ -78,19 +79,15 @@ def toggle_enabled(session: Session, org_key: str, toggle_key: str) -> bool:
 
 def set_toggle(session: Session, org_key: str, toggle_key: str, enabled: bool) -> None:
     """Switch ``toggle_key`` on or off for one organization (flushed, not committed)."""
-    values = {
-        "org_key": org_key,
-        "toggle_key": toggle_key,
-        "enabled": enabled,
-        "updated_at": current_time(),
-    }
+    key = {"org_key": org_key, "toggle_key": toggle_key}
+    values = {"enabled": enabled, "updated_at": current_time()}
     updated = session.execute(
         sa.update(org_settings)
         .where(org_settings.c.org_key == org_key, org_settings.c.toggle_key == toggle_key)
-        .values(enabled=enabled, updated_at=values["updated_at"])
+        .values(**values)
     )
     if getattr(updated, "rowcount", 0) == 0:
-        session.execute(sa.insert(org_settings).values(**values))
+        session.execute(sa.insert(org_settings).values(**key, **values))
 
 
 def insert_ignoring_duplicates(session: Session, rows: Sequence[dict[str, Any]]) -> None:
@@ -641,15 +638,21 @@ class Logged:
     """Claimed longer ago than the claim timeout: its run stopped before recording an answer."""
 
 
-def existing(session: Session, event_id: str, *, claim_timeout: float) -> dict[str, Logged]:
-    """Recipient -> what is logged for ``event_id`` already."""
-    stale = sa.case((_stale(claim_timeout), True), else_=False)
-    result = session.execute(
-        sa.select(
-            deliveries.c.recipient, deliveries.c.status, deliveries.c.reason, stale.label("stale")
-        ).where(deliveries.c.event_id == event_id)
-    )
-    return {row.recipient: Logged(row.status, row.reason, bool(row.stale)) for row in result}
+def existing_together(
+    session: Session, event_ids: Iterable[str], *, claim_timeout: float
+) -> dict[str, dict[str, Logged]]:
+    """Event id -> recipient -> what is logged for it already: one statement per
+    ``tables.IN_LIST`` event ids (a batch's), not one per emit."""
+    found: dict[str, dict[str, Logged]] = {event_id: {} for event_id in event_ids}
+    stale = sa.case((_stale(claim_timeout), True), else_=False).label("stale")
+    columns = deliveries.c.event_id, deliveries.c.recipient, deliveries.c.status
+    for chunk in in_chunks(found):
+        rows = session.execute(
+            sa.select(*columns, deliveries.c.reason, stale).where(deliveries.c.event_id.in_(chunk))
+        )
+        for row in rows:
+            found[row.event_id][row.recipient] = Logged(row.status, row.reason, bool(row.stale))
+    return found
 
 
 @dataclass(frozen=True)
@@ -683,15 +686,11 @@ class Count:
 
 def stats(session: Session, *, since: datetime, event_key: str | None = None) -> list[Count]:
     """Outcomes per event, status and reason, recorded since ``since``."""
+    kind = deliveries.c.event_key, deliveries.c.status, deliveries.c.reason
     query = (
-        sa.select(
-            deliveries.c.event_key,
-            deliveries.c.status,
-            deliveries.c.reason,
-            sa.func.count().label("n"),
-        )
+        sa.select(*kind, sa.func.count().label("n"))
         .where(deliveries.c.updated_at >= since)
-        .group_by(deliveries.c.event_key, deliveries.c.status, deliveries.c.reason)
+        .group_by(*kind)
         .order_by(deliveries.c.event_key, sa.func.count().desc())
     )
     if event_key is not None:

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from .addresses import AddressError, check_address
 from .errors import ConfigurationError
-from .tables import current_time, suppressions
+from .tables import current_time, in_chunks, suppressions
 
 __all__ = [
     "DEFAULT_STREAM",
@@ -199,17 +199,19 @@ def _apply_one(session: Session, row: dict[str, Any]) -> None:
 
 
 def suppressed(session: Session, stream: str, addresses: Sequence[str]) -> dict[str, Suppression]:
-    """Those of ``addresses`` (lowercased) suppressed on ``stream`` now, each with why."""
-    if not addresses:
-        return {}
-    rows = session.execute(
-        sa.select(suppressions).where(
-            suppressions.c.stream == stream,
-            suppressions.c.address.in_(sorted({a.lower() for a in addresses})),
-            suppressions.c.suppressed,
-        )
-    ).mappings()
-    return {row["address"]: _suppression(row) for row in rows}
+    """Those of ``addresses`` (lowercased) suppressed on ``stream`` now, each with why: one
+    statement per ``tables.IN_LIST`` addresses (a batch reads its recipients together)."""
+    found: dict[str, Suppression] = {}
+    for chunk in in_chunks(a.lower() for a in addresses):
+        rows = session.execute(
+            sa.select(suppressions).where(
+                suppressions.c.stream == stream,
+                suppressions.c.address.in_(chunk),
+                suppressions.c.suppressed,
+            )
+        ).mappings()
+        found.update((row["address"], _suppression(row)) for row in rows)
+    return found
 
 
 def entries(session: Session, stream: str | None = None) -> list[Suppression]:

@@ -8,6 +8,7 @@ digests and their items).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -16,6 +17,7 @@ __all__ = [
     "ADDRESS_LENGTH",
     "DIGEST_OPEN",
     "ID_LENGTH",
+    "IN_LIST",
     "REASON_LENGTH",
     "SCOPE_LENGTH",
     "STREAM_LENGTH",
@@ -25,6 +27,7 @@ __all__ = [
     "digests",
     "emits",
     "foreign_records",
+    "in_chunks",
     "message_events",
     "metadata",
     "org_settings",
@@ -50,6 +53,17 @@ SCOPE_LENGTH = 320
 def current_time() -> datetime:
     """The time written on rows: aware, in UTC."""
     return datetime.now(UTC)
+
+
+IN_LIST = 500
+"""Values per ``IN (...)`` list of a statement that reads for a batch: SQLite refuses more than
+32,766 variables in one statement (999 before 3.32)."""
+
+
+def in_chunks(values: Iterable[str]) -> Iterator[list[str]]:
+    """``values``, distinct and sorted, in lists of at most :data:`IN_LIST`."""
+    distinct = sorted(set(values))
+    return (distinct[i : i + IN_LIST] for i in range(0, len(distinct), IN_LIST))
 
 
 org_settings = sa.Table(

@@ -15,7 +15,7 @@ emit at the same moment.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -25,15 +25,21 @@ from sqlalchemy.orm import Session
 from . import store
 from .errors import ConfigurationError
 from .registry.model import Throttle
-from .tables import current_time, throttle_slots
+from .tables import current_time, in_chunks, throttle_slots
 
-__all__ = ["Held", "held", "throttled"]
+__all__ = ["Held", "held", "slots", "throttled"]
 
 _DIALECTS = ("postgresql", "sqlite")
 
 
 def throttled(
-    session: Session, throttle: Throttle, event_id: str, keys: Sequence[str]
+    session: Session,
+    throttle: Throttle,
+    event_id: str,
+    keys: Sequence[str],
+    *,
+    known: Mapping[str, list[Held]] | None = None,
+    logged: Mapping[str, store.Logged] | None = None,
 ) -> list[str]:
     """Those of ``keys`` past ``throttle``'s limit, in order. Each of the others holds a slot for
     ``event_id`` when this returns (taken now and committed, or taken by an earlier try), or is
@@ -44,12 +50,19 @@ def throttled(
 
     A recipient whose outcome this emit has recorded already (sent, skipped, failed...) or
     another run of it holds claimed is left to the claim, which reports it: it takes no slot.
+
+    ``known``: the slots of ``throttle.scope`` read already (:func:`slots`, for a batch's
+    recipients); ``logged``: this emit's delivery rows read already
+    (``store.existing_together``); either is read here when not given. A slot read free may
+    have been taken since (by an earlier emit of the batch, or another run): taking it then
+    changes nothing, and the next free one is tried.
     """
     if not keys:
         return []
-    slots = _read(session, throttle.scope, keys)
-    mine = {key for key, rows in slots.items() if any(h.event_id == event_id for h in rows)}
-    logged = store.existing(session, event_id, claim_timeout=0.0)
+    found = known if known is not None else slots(session, throttle.scope, keys)
+    mine = {key for key in keys if any(h.event_id == event_id for h in found.get(key, []))}
+    if logged is None:
+        logged = store.existing_together(session, [event_id], claim_timeout=0.0)[event_id]
     wanted = [
         key
         for key in keys
@@ -61,7 +74,7 @@ def throttled(
     free_before = now - throttle.per
     past: list[str] = []
     for key in wanted:
-        taken = {h.slot: h.taken_at for h in slots.get(key, [])}
+        taken = {h.slot: h.taken_at for h in found.get(key, [])}
         free = [
             slot for slot in range(throttle.limit) if slot not in taken or taken[slot] < free_before
         ]
@@ -85,23 +98,26 @@ class Held:
 
 def held(session: Session, scope: str, recipient: str) -> list[Held]:
     """The slots of ``recipient``'s budget in ``scope``, by number (taken or free again)."""
-    return _read(session, scope, [recipient]).get(recipient, [])
+    return slots(session, scope, [recipient]).get(recipient, [])
 
 
-def _read(session: Session, scope: str, keys: Sequence[str]) -> dict[str, list[Held]]:
-    rows = session.execute(
-        sa.select(
-            throttle_slots.c.recipient,
-            throttle_slots.c.slot,
-            throttle_slots.c.event_id,
-            throttle_slots.c.taken_at,
-        )
-        .where(throttle_slots.c.scope == scope, throttle_slots.c.recipient.in_(list(keys)))
-        .order_by(throttle_slots.c.recipient, throttle_slots.c.slot)
-    )
+def slots(session: Session, scope: str, keys: Iterable[str]) -> dict[str, list[Held]]:
+    """Recipient -> the slots of its budget in ``scope``, by number: one statement per
+    ``tables.IN_LIST`` recipients (a batch reads its recipients' together)."""
     found: dict[str, list[Held]] = {}
-    for row in rows:
-        found.setdefault(row.recipient, []).append(Held(row.slot, row.event_id, row.taken_at))
+    for chunk in in_chunks(keys):
+        rows = session.execute(
+            sa.select(
+                throttle_slots.c.recipient,
+                throttle_slots.c.slot,
+                throttle_slots.c.event_id,
+                throttle_slots.c.taken_at,
+            )
+            .where(throttle_slots.c.scope == scope, throttle_slots.c.recipient.in_(chunk))
+            .order_by(throttle_slots.c.recipient, throttle_slots.c.slot)
+        )
+        for row in rows:
+            found.setdefault(row.recipient, []).append(Held(row.slot, row.event_id, row.taken_at))
     return found
 
 

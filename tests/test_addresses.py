@@ -152,6 +152,16 @@ def test_check_address_takes_a_bare_address_only(value: str, message: str) -> No
         check_address(value)
 
 
+def test_check_address_answers_the_same_each_time_an_address_is_checked_again() -> None:
+    # Cached (a batch checks the same addresses again and again): a refusal is not cached away.
+    for _ in range(3):
+        assert check_address("Ada@ACME.test") == "Ada@acme.test"
+        with pytest.raises(AddressError, match="not one bare address"):
+            check_address("Ada <ada@acme.test>")
+        with pytest.raises(TypeError):
+            check_address(["ada@acme.test"])  # type: ignore[arg-type]
+
+
 # --- templates ------------------------------------------------------------------------------
 
 
