@@ -12,19 +12,22 @@ messages) and their outcomes recorded in one statement. An emit with a recipient
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.sql.base import ExecutableOption
 
 from . import exclusions, pipeline, store
 from .errors import ConfigurationError
 from .outcomes import Outcome, RunResult
 from .registry import Event
 from .senders.base import SendResult, SendStatus
+from .tables import in_chunks
 
 __all__ = ["Emit", "run_together"]
 
@@ -133,16 +136,47 @@ class _Toggles:
 def _load_entities(
     session: Session, event: Event, emits: Sequence[Emit]
 ) -> dict[str, dict[str, Any]]:
-    """Entity name -> CUID -> entity, for every emit: one SELECT per entity, not per emit."""
+    """Entity name -> CUID -> entity, for every emit: one SELECT per entity, not per emit, and
+    one per relationship its expressions follow (``{finding.owner.email}``), not per emit."""
     found: dict[str, dict[str, Any]] = {}
     for name, entity_type in event.entities:
         column = getattr(entity_type.model, entity_type.key)
-        cuids = sorted({emit.cuids[name] for emit in emits})
-        rows: sa.ScalarResult[Any] = session.scalars(
-            sa.select(entity_type.model).where(column.in_(cuids))
+        followed = frozenset(
+            path.attrs
+            for expression in event.expressions
+            for path in expression.template.paths
+            if path.root == name and path.attrs
         )
-        found[name] = {getattr(row, entity_type.key): row for row in rows}
+        options = _followed(entity_type.model, followed)
+        found[name] = {}
+        for cuids in in_chunks(emit.cuids[name] for emit in emits):
+            rows: sa.ScalarResult[Any] = session.scalars(
+                sa.select(entity_type.model).where(column.in_(cuids)).options(*options)
+            )
+            found[name].update((getattr(row, entity_type.key), row) for row in rows)
     return found
+
+
+@functools.cache
+def _followed(model: type[Any], paths: frozenset[tuple[str, ...]]) -> tuple[ExecutableOption, ...]:
+    """A ``selectinload`` for each chain of relationships that ``paths`` follow from ``model``,
+    as far as they are plain lazy-loaded relationships; the rest loads as the model says (what
+    a ``recipients:`` callable or a property reads cannot be known here)."""
+    options: list[ExecutableOption] = []
+    for attrs in sorted(paths):
+        owner: Any = model
+        option: Any = None  # selectinload's type is private to SQLAlchemy
+        for attr in attrs:
+            mapper = sa.inspect(owner, raiseerr=False)
+            relationship = mapper.relationships.get(attr) if mapper is not None else None
+            if relationship is None or relationship.lazy != "select":
+                break
+            step = getattr(owner, attr)
+            option = selectinload(step) if option is None else option.selectinload(step)
+            owner = relationship.mapper.class_
+        if option is not None:
+            options.append(option)
+    return tuple(options)
 
 
 def _alone(  # noqa: PLR0917 - the batch's state, passed along explicitly

@@ -196,6 +196,24 @@ def test_a_batch_reads_suppressions_preferences_slots_and_outcomes_once_whatever
     assert all(few[what] == 1 for what in READS), few
 
 
+def test_a_batch_reads_the_entities_its_expressions_reach_once_whatever_its_size(
+    world: World,
+) -> None:
+    # {finding.owner.email}, {finding.inventory_model.name}: each finding's owner is a user of
+    # its own, loaded with the findings, not one SELECT per emit.
+    def selects(count: int, start: int, prefix: str) -> int:
+        cuids = world.findings(count, start)
+        with Statements(world.engine) as statements:
+            results = world.run("finding", "finding", cuids, prefix)
+        assert set(outcomes(results).values()) == {("sent", "sent")}
+        return len(statements.selects)
+
+    assert selects(30, 3, "many") == selects(3, 0, "few")
+    sent = {m.message.to for m in world.sender.messages}
+    assert len(sent) == 33
+    assert "Owner 9 <owner9@acme.test>" in sent
+
+
 def test_a_suppressed_recipient_in_the_middle_of_a_batch_is_skipped_for_its_reason(
     world: World,
 ) -> None:
