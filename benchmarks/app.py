@@ -87,6 +87,12 @@ def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
 
+def application_name(schema: str | None) -> str:
+    """What the harness's PostgreSQL connections call themselves: one run's own name, so that
+    its clean-up ends its own connections and no other run's."""
+    return f"emailevents-bench-{schema}" if schema else "emailevents-bench"
+
+
 def make_engine(config: Config) -> sa.Engine:
     if config.database.startswith("sqlite"):
         engine = sa.create_engine(
@@ -98,7 +104,7 @@ def make_engine(config: Config) -> sa.Engine:
         if config.sqlite_wal:
             sa.event.listen(engine, "connect", _sqlite_wal)
         return engine
-    connect_args: dict[str, Any] = {"application_name": "emailevents-bench"}
+    connect_args: dict[str, Any] = {"application_name": application_name(config.schema)}
     if config.schema:
         connect_args["options"] = f"-csearch_path={config.schema}"
     return sa.create_engine(

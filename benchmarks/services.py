@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 from emailevents.testing.fake_postmark import FakePostmark
 
-from .app import CONFIG_VARIABLE, Config
+from .app import CONFIG_VARIABLE, Config, application_name
 
 __all__ = [
     "DEFAULT_POSTGRES_URL",
@@ -187,8 +187,9 @@ def _postgres_schema(url: str) -> Iterator[str]:
             conn.execute(
                 sa.text(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                    "application_name = 'emailevents-bench' AND pid <> pg_backend_pid()"
-                )
+                    "application_name = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": application_name(schema)},
             )
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()

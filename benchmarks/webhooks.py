@@ -49,7 +49,7 @@ from emailevents.testing.fake_postmark import FakePostmark
 from emailevents.web import WEBHOOK_PATH
 
 from . import models
-from .app import REGISTRY, TOKEN
+from .app import REGISTRY, TOKEN, application_name
 from .sections import Context
 from .services import REPO, free_port, stop
 from .stats import figure, ratio
@@ -93,7 +93,9 @@ def webhook_engine(url: str, schema: str | None = None) -> sa.Engine:
     if url.startswith("sqlite"):
         return sa.create_engine(url, connect_args={"timeout": 60})
     options = {"options": f"-csearch_path={schema}"} if schema else {}
-    return sa.create_engine(url, connect_args={"application_name": "emailevents-bench", **options})
+    return sa.create_engine(
+        url, connect_args={"application_name": application_name(schema), **options}
+    )
 
 
 def application(engine: sa.Engine) -> EmailEvents:

@@ -720,16 +720,16 @@ def report(
     if harness.config.batch_window:
         name, figures = line.split(": ", 1)
         line = f"{name}, batching: {figures}"
-    line = f"{line} broker={harness.broker.name} restarts={len(restarts)}"
+    lines = [
+        f"{line} broker={harness.broker.name} restarts={len(restarts)}",
+        *(f"  restarted: {restart}" for restart in restarts),
+        *([problems] if problems else []),
+    ]
     if REPORT:  # the lines of a run across xdist's processes, whose output pytest does not show
-        with Path(REPORT).open("a", encoding="utf-8") as lines:
-            lines.write(line + "\n")
+        with Path(REPORT).open("a", encoding="utf-8") as file:
+            file.write("\n".join(lines) + "\n")
     with capsys.disabled():
-        print(f"\n{line}")  # noqa: T201
-        for restart in restarts:
-            print(f"  restarted: {restart}")  # noqa: T201
-        if problems:
-            print(problems)  # noqa: T201
+        print("\n" + "\n".join(lines))  # noqa: T201
 
 
 def reconfigure(harness: Harness, **changes: Any) -> None:
