@@ -8,9 +8,9 @@ messages are counted. Redis's ``visibility_timeout`` is shorter than the wait, a
 looked at during the wait: it holds no message (none waiting, none unacknowledged), so neither a
 visibility timeout nor RabbitMQ's ``consumer_timeout`` (server-side) can touch a schedule.
 
-By default, three seconds ahead on Redis (a visibility timeout of one second, in the quick subset)
-and ten seconds ahead on RabbitMQ; a minute ahead on both brokers at once (Redis's visibility
-timeout 10 s) is the ``thorough`` variant.
+By default, three seconds ahead on Redis (a visibility timeout of one second, in the quick
+subset); ten seconds ahead on RabbitMQ, and a minute ahead on both brokers at once (Redis's
+visibility timeout 10 s), are ``thorough`` variants.
 """
 
 from __future__ import annotations
@@ -214,6 +214,7 @@ def test_send_at_a_minute_ahead_is_sent_after_and_not_before_on_redis_and_rabbit
 
 
 @pytest.mark.slow
+@pytest.mark.thorough
 def test_send_at_seconds_ahead_is_sent_after_and_not_before_on_rabbitmq(tmp_path: Path) -> None:
     """Ten seconds: RabbitMQ's counts cost a rabbitmqctl call, a second or more, a look."""
     run_schedules(tmp_path, ("rabbitmq",), ahead=10, visibility_timeout=2)
