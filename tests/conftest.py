@@ -37,15 +37,43 @@ def examples(full: int) -> int:
     return full if THOROUGH else max(50, full // DEFAULT_SHARE)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``thorough`` (a long variant of a test whose other variants run every time)
-    are skipped unless EMAILEVENTS_THOROUGH=1."""
-    if THOROUGH:
-        return
-    skip = pytest.mark.skip(reason="a long variant: EMAILEVENTS_THOROUGH=1 runs it")
-    for item in items:
-        if item.get_closest_marker("thorough"):
-            item.add_marker(skip)
+    are skipped unless EMAILEVENTS_THOROUGH=1; under xdist's worksteal, the slow tests that run
+    lead the processes' shares (:func:`slow_first`)."""
+    if not THOROUGH:
+        skip = pytest.mark.skip(reason="a long variant: EMAILEVENTS_THOROUGH=1 runs it")
+        for item in items:
+            if item.get_closest_marker("thorough"):
+                item.add_marker(skip)
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and config.getoption("dist") == "worksteal":
+        items[:] = slow_first(items, int(workerinput["workercount"]))
+
+
+def slow_first(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
+    """``items`` reordered so that each of the ``workers`` contiguous shares worksteal hands out
+    first (share i: ``len(pending) // (workers - i)`` of what is left) starts with its part of
+    the slow tests, dealt in turn. In collection order the slow tests sit together in one or two
+    shares: one process ran them one after the other while the others ran out of quick tests,
+    and a long test that started last made the suite wait for it. Stealing takes the end of a
+    share, quick tests: the slow ones have started by then."""
+
+    def runs(item: pytest.Item) -> bool:
+        return not any(mark.name == "skip" for mark in item.iter_markers())
+
+    slow = [item for item in items if item.get_closest_marker("slow") and runs(item)]
+    chosen = {id(item) for item in slow}
+    rest = iter(item for item in items if id(item) not in chosen)
+    ordered: list[pytest.Item] = []
+    left = len(items)
+    for share in range(workers):
+        size = left // (workers - share)
+        part = slow[share::workers]
+        ordered += part
+        ordered += [next(rest) for _ in range(size - len(part))]
+        left -= size
+    return ordered + list(rest)  # none left, unless a share is smaller than its slow part
 
 
 def services_required() -> bool:
