@@ -121,7 +121,8 @@ def run(
             template_model = model(event.digest, items)
         recipient = pipeline.Recipient(found.recipient, found.address)
         # Suppressed or opted out since its items were added: the digest is not sent either.
-        left_out = exclusions.suppressed(session, sending, digest_id, [recipient.key])
+        known = exclusions.Known(session, sending, {digest_id: [recipient.key]})
+        left_out = exclusions.suppressed(session, sending, digest_id, [recipient.key], known=known)
         left_out = left_out or exclusions.opted_out(
             session,
             sending,
@@ -129,6 +130,7 @@ def run(
             [recipient.key],
             defaults=rt.category_defaults,
             application=rt.preferences,
+            known=known,
         )
         if left_out:
             digests.settle(session, digest_id)

@@ -91,11 +91,10 @@ def left_out(  # noqa: PLR0917 - the run's state, passed along explicitly
     keys: Sequence[str],
     defaults: Mapping[str, bool],
     application: Callable[[Session, str, str], bool | None] | None,
-    known: Known | None = None,
+    known: Known,
 ) -> list[Outcome]:
     """A recorded skip for each of ``keys`` this run leaves out, in the order the layers are
-    checked: suppressed, opted out, throttled. ``known``: what the batch read (else read now)."""
-    known = known or Known(session, event, {event_id: keys})
+    checked: suppressed, opted out, throttled. ``known``: what the run (or its batch) read."""
     skipped = suppressed(session, event, event_id, keys, known=known)
     keys = _without(keys, skipped)
     skipped += opted_out(
@@ -111,7 +110,7 @@ def left_out(  # noqa: PLR0917 - the run's state, passed along explicitly
 
 
 def held(
-    session: Session, event_id: str, skipped: list[Outcome], known: Known | None = None
+    event_id: str, skipped: list[Outcome], known: Known
 ) -> tuple[list[Outcome], dict[str, Outcome]]:
     """Split what :func:`left_out` returned: the skips recorded, and those of recipients a run
     of this emit had claimed before they were left out (suppressed after a claim whose run died
@@ -125,11 +124,7 @@ def held(
     """
     if not skipped:
         return [], {}
-    logged = (
-        known.logged(event_id)
-        if known is not None
-        else store.existing_together(session, [event_id], claim_timeout=0.0)[event_id]
-    )
+    logged = known.logged(event_id)
     claimed = {
         o.recipient: o
         for o in skipped
@@ -139,7 +134,7 @@ def held(
 
 
 def past_throttle(
-    session: Session, event: Event, event_id: str, keys: Sequence[str], known: Known | None = None
+    session: Session, event: Event, event_id: str, keys: Sequence[str], known: Known
 ) -> list[str]:
     """Those of ``keys`` past the event's throttle, not recorded: for an event with both a
     throttle and a digest, they go into their digests rather than being skipped. Each of the
@@ -150,17 +145,10 @@ def past_throttle(
 
 
 def _past(
-    session: Session, throttle: Throttle, event_id: str, keys: Sequence[str], known: Known | None
+    session: Session, throttle: Throttle, event_id: str, keys: Sequence[str], known: Known
 ) -> list[str]:
-    if known is None:
-        return throttles.throttled(session, throttle, event_id, keys)
     return throttles.throttled(
-        session,
-        throttle,
-        event_id,
-        keys,
-        known=known.slots,
-        logged=known.logged(event_id),
+        session, throttle, event_id, keys, known=known.slots, logged=known.logged(event_id)
     )
 
 
@@ -170,19 +158,10 @@ def _without(keys: Sequence[str], skipped: list[Outcome]) -> list[str]:
 
 
 def suppressed(
-    session: Session,
-    event: Event,
-    event_id: str,
-    keys: Sequence[str],
-    *,
-    known: Known | None = None,
+    session: Session, event: Event, event_id: str, keys: Sequence[str], *, known: Known
 ) -> list[Outcome]:
     """A recorded skip for each of ``keys`` suppressed on the event's stream."""
-    held = (
-        known.suppressed
-        if known is not None
-        else suppressions.suppressed(session, event.message_stream, keys)
-    )
+    held = known.suppressed
     why = {key: held[key].describe() for key in keys if key in held}
     return _skip(session, event, event_id, Reason.SUPPRESSED, why)
 
@@ -195,7 +174,7 @@ def opted_out(
     *,
     defaults: Mapping[str, bool],
     application: Callable[[Session, str, str], bool | None] | None,
-    known: Known | None = None,
+    known: Known,
 ) -> list[Outcome]:
     """A recorded skip for each of ``keys`` whose preferences keep the event's category out
     (none for an event without a category, or a critical one)."""
@@ -208,7 +187,7 @@ def opted_out(
         default=defaults.get(event.category, True),
         application=application,
         # The application's callable is asked per recipient, those not left out already.
-        chosen=known.chosen if known is not None and application is None else None,
+        chosen=known.chosen if application is None else None,
     )
     why = {key: out[key].describe() for key in keys if key in out}
     return _skip(session, event, event_id, Reason.OPTED_OUT, why)
@@ -220,7 +199,7 @@ def throttled(
     event_id: str,
     keys: Sequence[str],
     *,
-    known: Known | None = None,
+    known: Known,
 ) -> list[Outcome]:
     """A recorded skip for each of ``keys`` past the event's throttle (none without one); each
     of the others holds a slot of its budget when this returns."""

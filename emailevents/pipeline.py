@@ -208,7 +208,7 @@ def leave_out(
         session, event, event_id, keys, rt.category_defaults, rt.preferences, known
     )
     if event.digest is None:
-        out, excluded = exclusions.held(session, event_id, out, known)
+        out, excluded = exclusions.held(event_id, out, known)
     else:
         excluded = {}
     recipients, left_out = _without(recipients, out), [*rejected, *out]
